@@ -1,0 +1,1 @@
+"""SQL migrations (NNN_*.sql) and named queries; shipped as package data."""

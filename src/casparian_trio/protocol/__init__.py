@@ -1,0 +1,50 @@
+"""Protocol v4, sans-I/O: header codec, opcodes and one frozen class per payload.
+
+Nothing in this package imports trio, zmq or sqlite3.
+"""
+
+from __future__ import annotations
+
+from casparian_trio.protocol._header import HEADER_SIZE, VERSION, OpCode, pack_header, unpack_header
+from casparian_trio.protocol.codec import Message, decode, encode
+from casparian_trio.protocol.messages import (
+    Abort,
+    Artifact,
+    Conclude,
+    Deploy,
+    Dispatch,
+    EnvReady,
+    Err,
+    Heartbeat,
+    Identify,
+    JobRef,
+    Payload,
+    PrepareEnv,
+    Reload,
+    SinkConfig,
+)
+
+__all__ = [
+    "HEADER_SIZE",
+    "VERSION",
+    "Abort",
+    "Artifact",
+    "Conclude",
+    "Deploy",
+    "Dispatch",
+    "EnvReady",
+    "Err",
+    "Heartbeat",
+    "Identify",
+    "JobRef",
+    "Message",
+    "OpCode",
+    "Payload",
+    "PrepareEnv",
+    "Reload",
+    "SinkConfig",
+    "decode",
+    "encode",
+    "pack_header",
+    "unpack_header",
+]
