@@ -8,6 +8,9 @@ from __future__ import annotations
 from casparian_trio.protocol._header import HEADER_SIZE, VERSION, OpCode, pack_header, unpack_header
 from casparian_trio.protocol.codec import Message, decode, encode
 from casparian_trio.protocol.messages import (
+    ERR_DEPLOY,
+    ERR_ENV_BUILD,
+    ERR_UNKNOWN_WORKER,
     Abort,
     Artifact,
     Conclude,
@@ -25,6 +28,9 @@ from casparian_trio.protocol.messages import (
 )
 
 __all__ = [
+    "ERR_DEPLOY",
+    "ERR_ENV_BUILD",
+    "ERR_UNKNOWN_WORKER",
     "HEADER_SIZE",
     "VERSION",
     "Abort",

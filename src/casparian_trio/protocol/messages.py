@@ -283,6 +283,7 @@ class Err:
     message: str
     traceback: str | None = None
     env_hash: str | None = None  # extension: which PREPARE_ENV failed
+    code: str | None = None  # extension: machine-readable reason, see ERR_* below
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Err:
@@ -290,10 +291,25 @@ class Err:
             message=f.req_str(obj, "message"),
             traceback=f.opt_str(obj, "traceback"),
             env_hash=f.opt_str(obj, "env_hash"),
+            code=f.opt_str(obj, "code"),
         )
 
     def to_json(self) -> dict[str, Any]:
-        return _drop_none({"message": self.message, "traceback": self.traceback, "env_hash": self.env_hash})
+        return _drop_none(
+            {
+                "message": self.message,
+                "traceback": self.traceback,
+                "env_hash": self.env_hash,
+                "code": self.code,
+            }
+        )
+
+
+# Err.code values. UNKNOWN_WORKER asks a worker to IDENTIFY again: the Sentinel
+# restarted (or dropped it as silent) and no longer knows its identity.
+ERR_UNKNOWN_WORKER = "UNKNOWN_WORKER"
+ERR_ENV_BUILD = "ENV_BUILD_FAILED"
+ERR_DEPLOY = "DEPLOY_REJECTED"
 
 
 @attrs.frozen(kw_only=True)

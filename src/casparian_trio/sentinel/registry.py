@@ -1,0 +1,141 @@
+"""What the Sentinel knows of its workers and the jobs they hold: plain state, no I/O.
+
+Theory of operation
+-------------------
+A worker is keyed by its ZeroMQ routing identity. IDENTIFY registers it (or
+re-registers it after a Sentinel restart or a liveness drop) with a number of
+slots: its dispatch credit. A slot is taken by a HeldJob from the moment the
+dispatcher claims a job for that worker until its receipt arrives, the worker
+is dropped, or the watchdog gives up on it. So the Sentinel never prefetches:
+``free_slots`` is ``slots - len(jobs)``, zero while DRAINING or unhealthy.
+
+Every held job records the attempt it was dispatched as. A receipt or
+heartbeat naming another attempt is stale (the job was requeued and handed to
+someone else) and is refused; a peer that does not echo attempts gets the one
+held for it. All times are ``trio.current_time()`` values passed in by the
+caller, which is what lets the tests run this on a MockClock.
+"""
+
+from __future__ import annotations
+
+import enum
+
+import attrs
+
+from casparian_trio.protocol import Dispatch, Heartbeat, Identify
+
+
+class AbortReason(enum.Enum):
+    CANCEL = "cancel"  # an operator cancelled the job: ends CANCELLED
+    TIMEOUT = "timeout"  # the watchdog gave up waiting: a counted failure
+
+
+@attrs.define(eq=False, kw_only=True)
+class HeldJob:
+    job_id: int
+    attempt: int
+    plugin_name: str
+    timeout_s: float
+    env_hash: str | None = None
+    pending: Dispatch | None = None  # kept until ENV_READY lets us send it
+    dispatched_at: float | None = None  # None while waiting for ENV_READY
+    abort_reason: AbortReason | None = None
+    abort_sent_at: float | None = None
+
+    def deadline(self, grace: float) -> float | None:
+        """When the watchdog sends ABORT (None: not started yet)."""
+        if self.dispatched_at is None:
+            return None
+        return self.dispatched_at + self.timeout_s + grace
+
+
+@attrs.define(eq=False, kw_only=True)
+class WorkerState:
+    identity: bytes
+    worker_id: str
+    capabilities: frozenset[str]
+    slots: int
+    last_seen: float
+    host: str | None = None
+    pid: int | None = None
+    status: str = "IDLE"
+    healthy: bool = True
+    jobs: dict[int, HeldJob] = attrs.field(factory=dict)
+    envs_ready: set[str] = attrs.field(factory=set)
+    envs_preparing: dict[str, float] = attrs.field(factory=dict)  # env_hash -> sent at
+    given_up: set[int] = attrs.field(factory=set)  # jobs the watchdog took away from it
+
+    @property
+    def free_slots(self) -> int:
+        if self.status == "DRAINING" or not self.healthy:
+            return 0
+        return max(0, self.slots - len(self.jobs))
+
+    def can_run(self, plugin_name: str) -> bool:
+        return "*" in self.capabilities or plugin_name in self.capabilities
+
+
+def resolve_attempt(held: HeldJob | None, echoed: int | None) -> HeldJob | None:
+    """The held job a message refers to, or None when it is unknown or stale."""
+    if held is None:
+        return None
+    if echoed is not None and echoed != held.attempt:
+        return None
+    return held
+
+
+@attrs.define(eq=False)
+class Registry:
+    workers: dict[bytes, WorkerState] = attrs.field(factory=dict)
+
+    def register(self, identity: bytes, msg: Identify, now: float) -> tuple[WorkerState, list[HeldJob]]:
+        """Add or refresh a worker; returns it and the held jobs it no longer reports."""
+        old = self.workers.get(identity)
+        worker = WorkerState(
+            identity=identity,
+            worker_id=msg.worker_id,
+            capabilities=frozenset(msg.capabilities),
+            slots=msg.slots,
+            last_seen=now,
+            host=msg.host,
+            pid=msg.pid,
+            envs_ready=set(msg.envs),
+        )
+        lost: list[HeldJob] = []
+        if old is not None:
+            reported = {ref.job_id for ref in msg.jobs}
+            for job_id, held in old.jobs.items():
+                if job_id in reported:
+                    worker.jobs[job_id] = held
+                else:
+                    lost.append(held)
+        self.workers[identity] = worker
+        return worker, lost
+
+    def get(self, identity: bytes) -> WorkerState | None:
+        return self.workers.get(identity)
+
+    def beat(self, worker: WorkerState, msg: Heartbeat, now: float) -> None:
+        worker.last_seen = now
+        worker.status = msg.status
+
+    def drop(self, identity: bytes) -> WorkerState | None:
+        return self.workers.pop(identity, None)
+
+    def expired(self, now: float, liveness: float) -> list[WorkerState]:
+        return [w for w in self.workers.values() if now - w.last_seen > liveness]
+
+    def with_credit(self) -> list[WorkerState]:
+        """Workers with a free slot, least loaded first (spreads short jobs)."""
+        ready = [w for w in self.workers.values() if w.free_slots > 0]
+        return sorted(ready, key=lambda w: (len(w.jobs) / w.slots, w.last_seen))
+
+    def holder_of(self, job_id: int) -> tuple[WorkerState, HeldJob] | None:
+        for worker in self.workers.values():
+            held = worker.jobs.get(job_id)
+            if held is not None:
+                return worker, held
+        return None
+
+    def total_free_slots(self) -> int:
+        return sum(w.free_slots for w in self.workers.values())

@@ -1,0 +1,211 @@
+"""The Sentinel: a nursery of named tasks around one ROUTER socket and one SQLite store.
+
+Theory of operation
+-------------------
+``run()`` starts six tasks and returns only when cancelled:
+
+- ``sentinel.pump`` is the only task that receives from the socket. It decodes
+  each message (a bad one is logged with the peer identity and dropped) and
+  reacts to it (``Reactions``): registry updates and one SQLite transaction.
+- ``sentinel.sender`` is the only task that sends. Everyone else puts
+  ``Outgoing`` items on a bounded channel. With ROUTER_MANDATORY a send to a
+  departed worker raises PeerUnreachable here, and the jobs that worker held go
+  back to the queue.
+- ``sentinel.dispatcher`` claims jobs for workers with free slots. It sleeps
+  until woken (a slot freed, a worker joined, an env became ready, work
+  committed by another process) or until the earliest backoff expires.
+- ``sentinel.liveness`` drops workers silent for longer than the liveness
+  timeout and requeues their jobs as counted attempts, and requeues jobs left
+  RUNNING by a previous Sentinel that no worker re-adopted in time.
+- ``sentinel.watchdog`` aborts jobs past their timeout plus a grace, and gives
+  up on them (failure, worker marked unhealthy) one more grace later.
+- ``sentinel.db_watch`` notices commits by other processes (``PRAGMA
+  data_version``) and operator cancel requests, twice a second.
+
+Every queue transition is one store call, i.e. one SQLite transaction that a
+cancellation cannot tear. Times for decisions come from ``trio.current_time()``;
+times written to the database come from ``wall()``, so tests on a MockClock can
+pass a virtual wall clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import NoReturn
+
+import attrs
+import trio
+
+from casparian_trio.config import SentinelConfig
+from casparian_trio.errors import PeerUnreachable, RemoteProtocolError, TransportClosed
+from casparian_trio.protocol import Abort, decode
+from casparian_trio.sentinel._outbox import Outbox, Outgoing
+from casparian_trio.sentinel.reactions import Reactions
+from casparian_trio.sentinel.registry import AbortReason, Registry, WorkerState
+from casparian_trio.store import Store
+from casparian_trio.transport import Channel
+
+logger = logging.getLogger(__name__)
+
+# The watchdog and liveness checks tick at this rate; finer than any grace or
+# heartbeat a user would configure, coarse enough to cost nothing when idle.
+TICK = 0.5
+
+
+@attrs.define(eq=False)
+class Sentinel:
+    config: SentinelConfig
+    store: Store
+    channel: Channel
+    wall: Callable[[], float] = time.time
+    registry: Registry = attrs.field(factory=Registry)
+    outbox: Outbox = attrs.field(factory=Outbox)
+    reactions: Reactions = attrs.field(init=False)
+    _data_version: int | None = None
+
+    def __attrs_post_init__(self) -> None:
+        self.reactions = Reactions(
+            config=self.config, store=self.store, registry=self.registry, outbox=self.outbox, wall=self.wall
+        )
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+        await self.reactions.adopt_previous_running()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sender_task, name="sentinel.sender")
+            nursery.start_soon(self._pump_task, name="sentinel.pump")
+            nursery.start_soon(self._dispatcher_task, name="sentinel.dispatcher")
+            nursery.start_soon(self._liveness_task, name="sentinel.liveness")
+            nursery.start_soon(self._watchdog_task, name="sentinel.watchdog")
+            nursery.start_soon(self._db_watch_task, name="sentinel.db_watch")
+            logger.info("sentinel serving", extra={"event": "sentinel.started"})
+            task_status.started()
+            await trio.sleep_forever()
+        raise AssertionError("unreachable")
+
+    # --- socket owner tasks ----------------------------------------------------
+
+    async def _pump_task(self) -> None:
+        while True:
+            try:
+                frames = await self.channel.receive()
+            except TransportClosed:
+                logger.debug("sentinel socket closed; pump stops")
+                return
+            await self.handle_frames(frames)
+
+    async def handle_frames(self, frames: list[bytes]) -> None:
+        """Decode and react to one routed message; a bad one is logged and dropped."""
+        if len(frames) < 2:
+            logger.warning("dropping a message with no routing identity (%d frames)", len(frames))
+            return
+        identity, body = frames[0], frames[1:]
+        try:
+            message = decode(body)
+        except RemoteProtocolError as exc:
+            logger.warning(
+                "dropping bad message from %r: %s", identity, exc, extra={"event": "protocol.error"}
+            )
+            return
+        await self.reactions.react(identity, message)
+
+    async def _sender_task(self) -> None:
+        async for item in self.outbox.receiver:
+            try:
+                await self.channel.send(item.frames())
+            except PeerUnreachable:
+                await self.reactions.unroutable(item)
+            except TransportClosed:
+                return
+
+    # --- scheduling tasks ------------------------------------------------------
+
+    async def _dispatcher_task(self) -> None:
+        while True:
+            wake = self.reactions.arm_wake()
+            await self._dispatch_round()
+            delay = await self._next_delay()
+            with trio.move_on_after(delay):
+                await wake.wait()
+
+    async def _dispatch_round(self) -> None:
+        """Fill every advertised free slot, one claim per slot, until the queue runs dry."""
+        progress = True
+        while progress:
+            progress = False
+            for worker in self.registry.with_credit():
+                if await self.reactions.dispatch_one(worker):
+                    progress = True
+
+    async def _next_delay(self) -> float:
+        if self.registry.total_free_slots() == 0:
+            return math.inf
+        wake_at = await self.store.next_wakeup(now=self.wall())
+        return math.inf if wake_at is None else max(0.0, wake_at - self.wall())
+
+    async def _liveness_task(self) -> None:
+        period = min(TICK, self.config.liveness / 3)
+        while True:
+            await trio.sleep(period)
+            now = trio.current_time()
+            for worker in self.registry.expired(now, self.config.liveness):
+                await self.reactions.worker_lost(worker, f"silent for more than {self.config.liveness:g} s")
+            await self.reactions.expire_orphans(now)
+
+    async def _watchdog_task(self) -> None:
+        grace = self.config.abort_grace
+        while True:
+            await trio.sleep(TICK)
+            now = trio.current_time()
+            for worker in list(self.registry.workers.values()):
+                await self._police(worker, now, grace)
+
+    async def _police(self, worker: WorkerState, now: float, grace: float) -> None:
+        for held in list(worker.jobs.values()):
+            deadline = held.deadline(grace)
+            if held.abort_sent_at is not None and now >= held.abort_sent_at + grace:
+                await self.reactions.give_up(worker, held)
+            elif held.abort_reason is None and deadline is not None and now >= deadline:
+                logger.warning(
+                    "job %d on %s passed its %g s timeout; sending ABORT",
+                    held.job_id,
+                    worker.worker_id,
+                    held.timeout_s,
+                    extra={"event": "job.overdue", "job_id": held.job_id},
+                )
+                self.abort(worker, held.job_id, AbortReason.TIMEOUT, now)
+            elif held.dispatched_at is None and held.env_hash in worker.envs_preparing:
+                started = worker.envs_preparing[held.env_hash]
+                if now >= started + self.config.env_prepare_timeout:
+                    await self.reactions.env_failed(worker, held.env_hash, "environment build timed out")
+
+    def abort(self, worker: WorkerState, job_id: int, reason: AbortReason, now: float) -> None:
+        held = worker.jobs[job_id]
+        held.abort_reason = reason
+        held.abort_sent_at = now
+        self.outbox.put(Outgoing(worker.identity, Abort(), job_id))
+
+    async def _db_watch_task(self) -> None:
+        while True:
+            version = await self.store.data_version()
+            if version != self._data_version:
+                if self._data_version is not None:
+                    self.reactions.wake()
+                self._data_version = version
+            await self._abort_cancelled()
+            await trio.sleep(self.config.db_poll_interval)
+
+    async def _abort_cancelled(self) -> None:
+        now = trio.current_time()
+        for job in await self.store.cancel_requested_jobs():
+            found = self.registry.holder_of(job.id)
+            if found is not None:
+                worker, held = found
+                if held.abort_reason is not AbortReason.CANCEL:
+                    logger.info("job %d cancel requested; aborting it on %s", job.id, worker.worker_id)
+                    self.abort(worker, job.id, AbortReason.CANCEL, now)
+            else:
+                await self.reactions.cancel_unheld(job)
+

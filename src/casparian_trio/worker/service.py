@@ -1,0 +1,251 @@
+"""The Worker: a nursery of named tasks around one DEALER socket.
+
+Theory of operation
+-------------------
+``run()`` opens the service nursery (``worker.sender``, ``worker.pump``,
+``worker.heartbeat``, env builds) and, inside it, the jobs nursery, where each
+job runs in its own cancel scope (``runner.JobRun``). It returns after shutdown.
+
+A job's scope is cancelled for exactly three reasons, and in each case the job
+task still sends exactly one receipt (the runner turns the reason into it):
+
+- its timeout (a ``move_on_after`` inside the scope) → FAILED "timed out";
+- ABORT from the Sentinel → ABORTED;
+- shutdown → ABORTED once the grace period is over (SUCCESS if it finished).
+
+Shutdown follows hypercorn's shape: the first ``request_shutdown()`` stops
+intake (status DRAINING, new dispatches are handed straight back) and sets a
+deadline of now + grace on every job scope; the jobs nursery then unwinds as
+jobs finish. A second request cancels the remaining jobs at once. Receipts go
+out through the outbox, which is flushed (bounded) before the socket closes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from typing import Protocol
+
+import attrs
+import trio
+
+from casparian_trio.config import WorkerConfig
+from casparian_trio.errors import EnvError, RemoteProtocolError, TransportClosed
+from casparian_trio.protocol import (
+    ERR_ENV_BUILD,
+    ERR_UNKNOWN_WORKER,
+    Abort,
+    Conclude,
+    Dispatch,
+    EnvReady,
+    Err,
+    Heartbeat,
+    Identify,
+    JobRef,
+    Payload,
+    PrepareEnv,
+    Reload,
+    decode,
+    encode,
+)
+from casparian_trio.transport import Channel
+from casparian_trio.worker.runner import JobExecutor, JobRun, StopReason
+
+logger = logging.getLogger(__name__)
+
+# Receipts and heartbeats queue here; far more than concurrency × a few messages.
+OUTBOX_CAPACITY = 1_000
+# Bound on flushing the last receipts at shutdown: a Sentinel that is gone must
+# not keep a stopping worker alive.
+FLUSH_TIMEOUT = 5.0
+
+
+class EnvProvider(Protocol):
+    async def prepare(self, spec: PrepareEnv) -> EnvReady: ...
+
+    def ready_envs(self) -> list[str]: ...
+
+
+@attrs.define(eq=False)
+class Worker:
+    config: WorkerConfig
+    channel: Channel
+    executor: JobExecutor
+    envs: EnvProvider
+    jobs: dict[int, JobRun] = attrs.field(factory=dict)
+    draining: bool = False
+    _stop: trio.Event = attrs.field(factory=trio.Event)
+    _jobs_nursery: trio.Nursery | None = None
+    _service_nursery: trio.Nursery | None = None
+    _out_send: trio.MemorySendChannel[list[bytes]] = attrs.field(init=False)
+    _out_recv: trio.MemoryReceiveChannel[list[bytes]] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._out_send, self._out_recv = trio.open_memory_channel[list[bytes]](OUTBOX_CAPACITY)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve until ``request_shutdown()`` and every job has ended; then return."""
+        sender_done = trio.Event()
+        async with trio.open_nursery() as service:
+            self._service_nursery = service
+            service.start_soon(self._sender_task, sender_done, name="worker.sender")
+            self.send(self._identify())
+            service.start_soon(self._pump_task, name="worker.pump")
+            service.start_soon(self._heartbeat_task, name="worker.heartbeat")
+            logger.info(
+                "worker %s connected to %s with %d slot(s)",
+                self.config.worker_id,
+                self.config.connect,
+                self.config.concurrency,
+                extra={"event": "worker.started"},
+            )
+            async with trio.open_nursery() as jobs:
+                self._jobs_nursery = jobs
+                task_status.started()
+                await self._stop.wait()
+                self._begin_drain()
+            self._out_send.close()
+            with trio.move_on_after(FLUSH_TIMEOUT):
+                await sender_done.wait()
+            service.cancel_scope.cancel(reason="worker stopped")
+        logger.info("worker %s stopped", self.config.worker_id, extra={"event": "worker.stopped"})
+
+    def request_shutdown(self) -> None:
+        """First call: drain within the grace period. Second call: stop jobs now."""
+        if not self._stop.is_set():
+            self._stop.set()
+            return
+        logger.warning("second shutdown request: aborting %d job(s) now", len(self.jobs))
+        for run in self.jobs.values():
+            run.stop(StopReason.SHUTDOWN)
+
+    def _begin_drain(self) -> None:
+        self.draining = True
+        logger.info(
+            "draining: %d job(s) get %g s to finish",
+            len(self.jobs),
+            self.config.grace,
+            extra={"event": "worker.draining"},
+        )
+        self.send(self._heartbeat())
+        deadline = trio.current_time() + self.config.grace
+        for run in self.jobs.values():
+            run.stop_at(deadline, StopReason.SHUTDOWN)
+
+    # --- socket owner tasks ----------------------------------------------------
+
+    def send(self, payload: Payload, job_id: int = 0) -> None:
+        try:
+            self._out_send.send_nowait(encode(payload, job_id))
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            logger.error("outbox unavailable; dropped %s for job %d", type(payload).__name__, job_id)
+
+    async def _sender_task(self, done: trio.Event) -> None:
+        try:
+            async for frames in self._out_recv:
+                await self.channel.send(frames)
+        except TransportClosed:
+            logger.debug("worker socket closed; sender stops")
+        finally:
+            done.set()
+
+    async def _pump_task(self) -> None:
+        while True:
+            try:
+                frames = await self.channel.receive()
+            except TransportClosed:
+                return
+            try:
+                message = decode(frames)
+            except RemoteProtocolError as exc:
+                logger.warning("dropping bad message from the Sentinel: %s", exc, extra={"event": "protocol.error"})
+                continue
+            self._react(message.job_id, message.payload)
+
+    async def _heartbeat_task(self) -> None:
+        while True:
+            await trio.sleep(self.config.heartbeat_interval)
+            self.send(self._heartbeat())
+
+    # --- reactions ---------------------------------------------------------------
+
+    def _react(self, job_id: int, payload: Payload) -> None:
+        if isinstance(payload, Dispatch):
+            self._accept(job_id, payload)
+        elif isinstance(payload, Abort):
+            run = self.jobs.get(job_id)
+            if run is None:
+                logger.info("ABORT for job %d, which is not running here", job_id)
+            else:
+                logger.info("job %d: ABORT received", job_id, extra={"event": "job.abort", "job_id": job_id})
+                run.stop(StopReason.ABORT)
+        elif isinstance(payload, PrepareEnv):
+            assert self._service_nursery is not None
+            self._service_nursery.start_soon(self._env_task, payload, name=f"worker.env:{payload.env_hash[:12]}")
+        elif isinstance(payload, Err) and payload.code == ERR_UNKNOWN_WORKER:
+            logger.info("the Sentinel does not know us (it restarted?); identifying again")
+            self.send(self._identify())
+        elif isinstance(payload, Reload):
+            logger.info("RELOAD: plugins changed; the next jobs use the new versions")
+        elif isinstance(payload, Err):
+            logger.warning("ERR from the Sentinel: %s", payload.message)
+        else:
+            logger.warning("dropping %s: not a message a worker accepts", type(payload).__name__)
+
+    def _accept(self, job_id: int, dispatch: Dispatch) -> None:
+        if job_id in self.jobs:
+            logger.warning("duplicate DISPATCH of job %d ignored", job_id)
+            return
+        if self.draining or len(self.jobs) >= self.config.concurrency or self._jobs_nursery is None:
+            why = "worker is draining" if self.draining else "no free slot"
+            logger.info("job %d handed back: %s", job_id, why, extra={"event": "job.handed_back", "job_id": job_id})
+            self.send(Conclude(status="ABORTED", error_message=f"handed back: {why}", attempt=dispatch.attempt), job_id)
+            return
+        run = JobRun(job_id=job_id, dispatch=dispatch)
+        self.jobs[job_id] = run
+        self._jobs_nursery.start_soon(self._job_task, run, name=f"worker.job:{job_id}")
+
+    async def _job_task(self, run: JobRun) -> None:
+        try:
+            receipt = await run.execute(self.executor)
+        finally:
+            del self.jobs[run.job_id]
+        self.send(receipt, run.job_id)
+
+    async def _env_task(self, spec: PrepareEnv) -> None:
+        try:
+            ready = await self.envs.prepare(spec)
+        except EnvError as exc:
+            logger.warning("env %s failed to build: %s", spec.env_hash[:12], exc, extra={"event": "env.failed"})
+            self.send(Err(message=str(exc), env_hash=spec.env_hash, code=ERR_ENV_BUILD))
+            return
+        self.send(ready)
+
+    # --- what we tell the Sentinel -------------------------------------------------------
+
+    def _held(self) -> tuple[JobRef, ...]:
+        return tuple(JobRef(job_id, run.dispatch.attempt) for job_id, run in self.jobs.items())
+
+    def _identify(self) -> Identify:
+        return Identify(
+            worker_id=self.config.worker_id,
+            capabilities=self.config.capabilities,
+            slots=self.config.concurrency,
+            jobs=self._held(),
+            envs=tuple(self.envs.ready_envs()),
+            host=socket.gethostname(),
+            pid=os.getpid(),
+        )
+
+    def _heartbeat(self) -> Heartbeat:
+        held = self._held()
+        free = 0 if self.draining else max(0, self.config.concurrency - len(held))
+        status = "DRAINING" if self.draining else ("BUSY" if free == 0 else "IDLE")
+        return Heartbeat(
+            status=status,
+            current_job_id=held[0].job_id if held else None,
+            worker_id=self.config.worker_id,
+            free_slots=free,
+            jobs=held,
+        )
