@@ -55,7 +55,9 @@ class SentinelConfig:
     job_timeout: float = attrs.field(default=DEFAULT_JOB_TIMEOUT, validator=_positive)
     abort_grace: float = attrs.field(default=DEFAULT_ABORT_GRACE, validator=_positive)
     db_poll_interval: float = attrs.field(default=DEFAULT_DB_POLL_INTERVAL, validator=_positive)
-    env_prepare_timeout: float = attrs.field(default=DEFAULT_ENV_PREPARE_TIMEOUT, validator=_positive)
+    env_prepare_timeout: float = attrs.field(
+        default=DEFAULT_ENV_PREPARE_TIMEOUT, validator=_positive
+    )
 
     @property
     def liveness(self) -> float:
@@ -63,7 +65,9 @@ class SentinelConfig:
         return self.liveness_timeout or LIVENESS_MULTIPLIER * self.heartbeat_interval
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> SentinelConfig:
+    def from_env(
+        cls, environ: Mapping[str, str] = os.environ, **overrides: object
+    ) -> SentinelConfig:
         values: dict[str, object] = {}
         if "CASPARIAN_BIND" in environ:
             values["bind"] = environ["CASPARIAN_BIND"]

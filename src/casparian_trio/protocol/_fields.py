@@ -27,7 +27,9 @@ def _get(obj: Mapping[str, Any], name: str, required: bool) -> Any:
 def req_str(obj: Mapping[str, Any], name: str) -> str:
     value = _get(obj, name, True)
     if not isinstance(value, str):
-        raise RemoteProtocolError(f"field {name!r} must be a string, got {_type_name(value)}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be a string, got {_type_name(value)}", field=name
+        )
     return value
 
 
@@ -39,7 +41,9 @@ def opt_str(obj: Mapping[str, Any], name: str) -> str | None:
 def req_int(obj: Mapping[str, Any], name: str) -> int:
     value = _get(obj, name, True)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RemoteProtocolError(f"field {name!r} must be an integer, got {_type_name(value)}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be an integer, got {_type_name(value)}", field=name
+        )
     return value
 
 
@@ -53,7 +57,9 @@ def opt_float(obj: Mapping[str, Any], name: str) -> float | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise RemoteProtocolError(f"field {name!r} must be a number, got {_type_name(value)}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be a number, got {_type_name(value)}", field=name
+        )
     return float(value)
 
 
@@ -62,7 +68,9 @@ def opt_bool(obj: Mapping[str, Any], name: str, default: bool) -> bool:
     if value is None:
         return default
     if not isinstance(value, bool):
-        raise RemoteProtocolError(f"field {name!r} must be a boolean, got {_type_name(value)}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be a boolean, got {_type_name(value)}", field=name
+        )
     return value
 
 
@@ -71,7 +79,9 @@ def opt_dict(obj: Mapping[str, Any], name: str) -> dict[str, Any]:
     if value is None:
         return {}
     if not isinstance(value, dict):
-        raise RemoteProtocolError(f"field {name!r} must be an object, got {_type_name(value)}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be an object, got {_type_name(value)}", field=name
+        )
     return value
 
 
@@ -82,7 +92,9 @@ def list_of(
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise RemoteProtocolError(f"field {name!r} must be a list, got {_type_name(value)}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be a list, got {_type_name(value)}", field=name
+        )
     return tuple(item(v, f"{name}[{i}]") for i, v in enumerate(value))
 
 
@@ -94,11 +106,15 @@ def str_item(value: Any, where: str) -> str:
 
 def as_object(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, dict):
-        raise RemoteProtocolError(f"{where} must be an object, got {_type_name(value)}", field=where)
+        raise RemoteProtocolError(
+            f"{where} must be an object, got {_type_name(value)}", field=where
+        )
     return value
 
 
 def one_of(value: str, allowed: tuple[str, ...], name: str) -> str:
     if value not in allowed:
-        raise RemoteProtocolError(f"field {name!r} must be one of {', '.join(allowed)}, got {value!r}", field=name)
+        raise RemoteProtocolError(
+            f"field {name!r} must be one of {', '.join(allowed)}, got {value!r}", field=name
+        )
     return value

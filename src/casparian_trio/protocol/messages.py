@@ -63,7 +63,12 @@ class SinkConfig:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"topic": self.topic, "uri": self.uri, "mode": self.mode, "schema_def": self.schema_def}
+        return {
+            "topic": self.topic,
+            "uri": self.uri,
+            "mode": self.mode,
+            "schema_def": self.schema_def,
+        }
 
 
 @attrs.frozen
@@ -77,7 +82,9 @@ class Artifact:
     @classmethod
     def from_json(cls, value: Any, where: str) -> Artifact:
         obj = f.as_object(value, where)
-        return cls(topic=f.req_str(obj, "topic"), uri=f.req_str(obj, "uri"), rows=f.opt_int(obj, "rows"))
+        return cls(
+            topic=f.req_str(obj, "topic"), uri=f.req_str(obj, "uri"), rows=f.opt_int(obj, "rows")
+        )
 
     def to_json(self) -> dict[str, Any]:
         return _drop_none({"topic": self.topic, "uri": self.uri, "rows": self.rows})
@@ -360,7 +367,11 @@ class EnvReady:
         )
 
     def to_json(self) -> dict[str, Any]:
-        return {"env_hash": self.env_hash, "interpreter_path": self.interpreter_path, "cached": self.cached}
+        return {
+            "env_hash": self.env_hash,
+            "interpreter_path": self.interpreter_path,
+            "cached": self.cached,
+        }
 
 
 @attrs.frozen(kw_only=True)
@@ -405,9 +416,31 @@ class Deploy:
         )
 
 
-Payload = Identify | Dispatch | Abort | Heartbeat | Conclude | Err | Reload | PrepareEnv | EnvReady | Deploy
+Payload = (
+    Identify
+    | Dispatch
+    | Abort
+    | Heartbeat
+    | Conclude
+    | Err
+    | Reload
+    | PrepareEnv
+    | EnvReady
+    | Deploy
+)
 
 PAYLOAD_TYPES: dict[OpCode, type[Payload]] = {
     cls.OPCODE: cls
-    for cls in (Identify, Dispatch, Abort, Heartbeat, Conclude, Err, Reload, PrepareEnv, EnvReady, Deploy)
+    for cls in (
+        Identify,
+        Dispatch,
+        Abort,
+        Heartbeat,
+        Conclude,
+        Err,
+        Reload,
+        PrepareEnv,
+        EnvReady,
+        Deploy,
+    )
 }

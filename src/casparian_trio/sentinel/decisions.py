@@ -40,11 +40,17 @@ def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
         timed_out = held.abort_reason is AbortReason.TIMEOUT or error.startswith("timed out")
         return Verdict(Action.FAIL, "TIMED_OUT" if timed_out else "FAILED", error)
     if held.abort_reason is AbortReason.TIMEOUT:
-        return Verdict(Action.FAIL, "TIMED_OUT", f"timed out after {held.timeout_s:g} s (aborted by the Sentinel)")
+        return Verdict(
+            Action.FAIL,
+            "TIMED_OUT",
+            f"timed out after {held.timeout_s:g} s (aborted by the Sentinel)",
+        )
     if held.abort_reason is AbortReason.CANCEL:
         return Verdict(Action.REQUEUE, "ABORTED", "cancelled by an operator")
     # An ABORTED receipt nobody asked for: the worker is shutting down and hands the job back.
-    return Verdict(Action.REQUEUE, "HANDED_BACK", receipt.error_message or "handed back by a draining worker")
+    return Verdict(
+        Action.REQUEUE, "HANDED_BACK", receipt.error_message or "handed back by a draining worker"
+    )
 
 
 def result_summary(receipt: Conclude, worker_id: str) -> dict[str, Any]:

@@ -32,8 +32,19 @@ from casparian_trio.protocol import (
     Reload,
 )
 from casparian_trio.sentinel._outbox import Outbox, Outgoing
-from casparian_trio.sentinel.decisions import Action, judge_receipt, needs_env, result_summary, with_defaults
-from casparian_trio.sentinel.registry import AbortReason, HeldJob, Registry, WorkerState, resolve_attempt
+from casparian_trio.sentinel.decisions import (
+    Action,
+    judge_receipt,
+    needs_env,
+    result_summary,
+    with_defaults,
+)
+from casparian_trio.sentinel.registry import (
+    HeldJob,
+    Registry,
+    WorkerState,
+    resolve_attempt,
+)
 from casparian_trio.store import JobRow, Store
 
 logger = logging.getLogger(__name__)
@@ -113,7 +124,9 @@ class Reactions:
             now=self.wall(),
         )
         for held in lost:
-            await self._requeue(held, worker, "the worker restarted without it", counted=True, outcome="WORKER_LOST")
+            await self._requeue(
+                held, worker, "the worker restarted without it", counted=True, outcome="WORKER_LOST"
+            )
         await self._reconcile(worker, msg.jobs)
         self.wake()
 
@@ -150,13 +163,22 @@ class Reactions:
         verdict = judge_receipt(held, msg)
         now = self.wall()
         if verdict.action is Action.COMPLETE:
-            done = await self.store.complete(job_id, held.attempt, result_summary=result_summary(msg, worker.worker_id), now=now)
+            done = await self.store.complete(
+                job_id, held.attempt, result_summary=result_summary(msg, worker.worker_id), now=now
+            )
             status = "COMPLETED" if done else "unchanged (stale)"
         elif verdict.action is Action.FAIL:
-            status = await self.store.fail(job_id, held.attempt, error=verdict.error or "", now=now, outcome=verdict.outcome)
+            status = await self.store.fail(
+                job_id, held.attempt, error=verdict.error or "", now=now, outcome=verdict.outcome
+            )
         else:
             status = await self.store.requeue(
-                job_id, held.attempt, reason=verdict.error or "", now=now, counted=False, outcome=verdict.outcome
+                job_id,
+                held.attempt,
+                reason=verdict.error or "",
+                now=now,
+                counted=False,
+                outcome=verdict.outcome,
             )
         logger.info(
             "job %d %s on %s (attempt %d): %s%s",
@@ -177,7 +199,12 @@ class Reactions:
             return
         worker.envs_ready.add(msg.env_hash)
         worker.envs_preparing.pop(msg.env_hash, None)
-        logger.info("env %s ready on %s%s", msg.env_hash[:12], worker.worker_id, " (cached)" if msg.cached else "")
+        logger.info(
+            "env %s ready on %s%s",
+            msg.env_hash[:12],
+            worker.worker_id,
+            " (cached)" if msg.cached else "",
+        )
         for held in worker.jobs.values():
             if held.env_hash == msg.env_hash and held.pending is not None:
                 self._send_dispatch(worker, held, held.pending)
@@ -187,7 +214,9 @@ class Reactions:
         if worker is not None and msg.env_hash:
             await self.env_failed(worker, msg.env_hash, msg.message)
             return
-        logger.warning("ERR from %r (job %d): %s", identity, job_id, msg.message, extra={"event": "peer.error"})
+        logger.warning(
+            "ERR from %r (job %d): %s", identity, job_id, msg.message, extra={"event": "peer.error"}
+        )
 
     async def deploy(self, identity: bytes, msg: Deploy) -> None:
         from casparian_trio.publish import record_deploy
@@ -195,7 +224,12 @@ class Reactions:
         try:
             result = await record_deploy(self.store, msg, now=self.wall())
         except Exception as exc:  # any rejection is the client's answer, not our crash
-            logger.warning("DEPLOY of %s rejected: %s", msg.plugin_name, exc, extra={"event": "deploy.rejected"})
+            logger.warning(
+                "DEPLOY of %s rejected: %s",
+                msg.plugin_name,
+                exc,
+                extra={"event": "deploy.rejected"},
+            )
             self.outbox.put(Outgoing(identity, Err(message=str(exc), code=ERR_DEPLOY)))
             return
         self.outbox.put(Outgoing(identity, Conclude(status="SUCCESS", metrics=result)))
@@ -208,22 +242,45 @@ class Reactions:
     async def dispatch_one(self, worker: WorkerState) -> bool:
         """Claim one job this worker can run and send it; False when there is none."""
         job = await self.store.claim(
-            capabilities=sorted(worker.capabilities), worker_id=worker.worker_id, now=self.wall(),
-            worker_host=worker.host, worker_pid=worker.pid,
+            capabilities=sorted(worker.capabilities),
+            worker_id=worker.worker_id,
+            now=self.wall(),
+            worker_host=worker.host,
+            worker_pid=worker.pid,
         )
         if job is None:
             return False
         if self.registry.get(worker.identity) is not worker:  # dropped while we claimed
-            await self.store.requeue(job.id, job.attempt, reason="worker left", now=self.wall(), counted=False, outcome="HANDED_BACK")
+            await self.store.requeue(
+                job.id,
+                job.attempt,
+                reason="worker left",
+                now=self.wall(),
+                counted=False,
+                outcome="HANDED_BACK",
+            )
             return True
-        held = HeldJob(job_id=job.id, attempt=job.attempt, plugin_name=job.plugin_name, timeout_s=self.config.job_timeout)
+        held = HeldJob(
+            job_id=job.id,
+            attempt=job.attempt,
+            plugin_name=job.plugin_name,
+            timeout_s=self.config.job_timeout,
+        )
         worker.jobs[job.id] = held  # take the slot before the next await
         try:
             plan = await self.store.resolve_dispatch(job)
         except CatalogError as exc:
             worker.jobs.pop(job.id, None)
-            status = await self.store.fail(job.id, job.attempt, error=str(exc), now=self.wall(), outcome="FAILED")
-            logger.warning("job %d cannot be dispatched: %s (%s)", job.id, exc, status, extra={"event": "job.unresolvable", "job_id": job.id})
+            status = await self.store.fail(
+                job.id, job.attempt, error=str(exc), now=self.wall(), outcome="FAILED"
+            )
+            logger.warning(
+                "job %d cannot be dispatched: %s (%s)",
+                job.id,
+                exc,
+                status,
+                extra={"event": "job.unresolvable", "job_id": job.id},
+            )
             return True
         dispatch = with_defaults(plan.dispatch, default_timeout=self.config.job_timeout)
         held.timeout_s = dispatch.timeout_s or self.config.job_timeout
@@ -234,9 +291,22 @@ class Reactions:
                 worker.envs_preparing[dispatch.env_hash] = trio.current_time()
                 env = plan.env
                 self.outbox.put(
-                    Outgoing(worker.identity, PrepareEnv(env_hash=env.env_hash, lockfile=env.lockfile, python_version=env.python_version, pyproject=env.pyproject))
+                    Outgoing(
+                        worker.identity,
+                        PrepareEnv(
+                            env_hash=env.env_hash,
+                            lockfile=env.lockfile,
+                            python_version=env.python_version,
+                            pyproject=env.pyproject,
+                        ),
+                    )
                 )
-                logger.info("job %d waits for env %s on %s", job.id, dispatch.env_hash[:12], worker.worker_id)
+                logger.info(
+                    "job %d waits for env %s on %s",
+                    job.id,
+                    dispatch.env_hash[:12],
+                    worker.worker_id,
+                )
         else:
             self._send_dispatch(worker, held, dispatch)
         return True
@@ -259,19 +329,38 @@ class Reactions:
     async def unroutable(self, item: Outgoing) -> None:
         """ROUTER_MANDATORY refused a send: the worker is gone, its jobs go back to the queue."""
         worker = self.registry.drop(item.identity)
-        logger.warning("cannot reach %r for %s; dropping it", item.identity, type(item.payload).__name__)
+        logger.warning(
+            "cannot reach %r for %s; dropping it", item.identity, type(item.payload).__name__
+        )
         if worker is None:
             return
         for held in list(worker.jobs.values()):
-            await self._requeue(held, worker, "the worker disconnected before the dispatch", counted=False, outcome="HANDED_BACK")
+            await self._requeue(
+                held,
+                worker,
+                "the worker disconnected before the dispatch",
+                counted=False,
+                outcome="HANDED_BACK",
+            )
         await self.store.set_worker_status(worker.worker_id, "GONE", now=self.wall())
         self.wake()
 
     async def worker_lost(self, worker: WorkerState, why: str) -> None:
         self.registry.drop(worker.identity)
-        logger.warning("worker %s lost: %s", worker.worker_id, why, extra={"event": "worker.lost", "worker_id": worker.worker_id})
+        logger.warning(
+            "worker %s lost: %s",
+            worker.worker_id,
+            why,
+            extra={"event": "worker.lost", "worker_id": worker.worker_id},
+        )
         for held in list(worker.jobs.values()):
-            await self._requeue(held, worker, f"worker {worker.worker_id} lost: {why}", counted=True, outcome="WORKER_LOST")
+            await self._requeue(
+                held,
+                worker,
+                f"worker {worker.worker_id} lost: {why}",
+                counted=True,
+                outcome="WORKER_LOST",
+            )
         await self.store.set_worker_status(worker.worker_id, "LOST", now=self.wall())
         self.wake()
 
@@ -281,23 +370,59 @@ class Reactions:
         worker.given_up.add(held.job_id)
         worker.healthy = False
         error = f"timed out after {held.timeout_s:g} s; worker {worker.worker_id} did not confirm the abort"
-        status = await self.store.fail(held.job_id, held.attempt, error=error, now=self.wall(), outcome="TIMED_OUT")
+        status = await self.store.fail(
+            held.job_id, held.attempt, error=error, now=self.wall(), outcome="TIMED_OUT"
+        )
         await self.store.set_worker_status(worker.worker_id, "UNHEALTHY", now=self.wall())
-        logger.warning("job %d: %s (%s); worker marked unhealthy", held.job_id, error, status, extra={"event": "job.given_up", "job_id": held.job_id})
+        logger.warning(
+            "job %d: %s (%s); worker marked unhealthy",
+            held.job_id,
+            error,
+            status,
+            extra={"event": "job.given_up", "job_id": held.job_id},
+        )
         self.wake()
 
     async def env_failed(self, worker: WorkerState, env_hash: str, message: str) -> None:
         worker.envs_preparing.pop(env_hash, None)
-        for held in [h for h in worker.jobs.values() if h.env_hash == env_hash and h.pending is not None]:
+        for held in [
+            h for h in worker.jobs.values() if h.env_hash == env_hash and h.pending is not None
+        ]:
             worker.jobs.pop(held.job_id)
-            error = f"environment {env_hash[:12]} could not be built on {worker.worker_id}: {message}"
-            status = await self.store.fail(held.job_id, held.attempt, error=error, now=self.wall(), outcome="FAILED")
-            logger.warning("job %d: %s (%s)", held.job_id, error, status, extra={"event": "env.failed", "job_id": held.job_id})
+            error = (
+                f"environment {env_hash[:12]} could not be built on {worker.worker_id}: {message}"
+            )
+            status = await self.store.fail(
+                held.job_id, held.attempt, error=error, now=self.wall(), outcome="FAILED"
+            )
+            logger.warning(
+                "job %d: %s (%s)",
+                held.job_id,
+                error,
+                status,
+                extra={"event": "env.failed", "job_id": held.job_id},
+            )
         self.wake()
 
-    async def _requeue(self, held: HeldJob, worker: WorkerState, reason: str, *, counted: bool, outcome: str) -> None:
-        status = await self.store.requeue(held.job_id, held.attempt, reason=reason, now=self.wall(), counted=counted, outcome=outcome)
-        logger.info("job %d (attempt %d) %s: %s", held.job_id, held.attempt, status, reason, extra={"event": "job.requeued", "job_id": held.job_id})
+    async def _requeue(
+        self, held: HeldJob, worker: WorkerState, reason: str, *, counted: bool, outcome: str
+    ) -> None:
+        status = await self.store.requeue(
+            held.job_id,
+            held.attempt,
+            reason=reason,
+            now=self.wall(),
+            counted=counted,
+            outcome=outcome,
+        )
+        logger.info(
+            "job %d (attempt %d) %s: %s",
+            held.job_id,
+            held.attempt,
+            status,
+            reason,
+            extra={"event": "job.requeued", "job_id": held.job_id},
+        )
 
     async def adopt_previous_running(self) -> None:
         """On start: jobs left RUNNING wait one liveness period for their worker to name them."""
@@ -305,26 +430,43 @@ class Reactions:
         for job in await self.store.running_jobs():
             self.orphans[job.id] = Orphan(job=job, adopt_until=until)
         if self.orphans:
-            logger.info("%d job(s) left RUNNING by a previous Sentinel await re-adoption", len(self.orphans))
+            logger.info(
+                "%d job(s) left RUNNING by a previous Sentinel await re-adoption", len(self.orphans)
+            )
 
     async def expire_orphans(self, now: float) -> None:
         for job_id, orphan in list(self.orphans.items()):
             if now >= orphan.adopt_until:
                 del self.orphans[job_id]
                 status = await self.store.requeue(
-                    job_id, orphan.job.attempt, reason="no worker re-adopted it after a Sentinel restart",
-                    now=self.wall(), counted=True, outcome="WORKER_LOST",
+                    job_id,
+                    orphan.job.attempt,
+                    reason="no worker re-adopted it after a Sentinel restart",
+                    now=self.wall(),
+                    counted=True,
+                    outcome="WORKER_LOST",
                 )
-                logger.info("job %d was not re-adopted: %s", job_id, status, extra={"event": "job.requeued", "job_id": job_id})
+                logger.info(
+                    "job %d was not re-adopted: %s",
+                    job_id,
+                    status,
+                    extra={"event": "job.requeued", "job_id": job_id},
+                )
                 self.wake()
 
     async def cancel_unheld(self, job: JobRow) -> None:
         """A cancel for a RUNNING job no live worker holds (e.g. awaiting re-adoption)."""
-        claimed_by_live_worker = any(w.worker_id == job.worker_id for w in self.registry.workers.values())
+        claimed_by_live_worker = any(
+            w.worker_id == job.worker_id for w in self.registry.workers.values()
+        )
         if job.id in self.orphans or not claimed_by_live_worker:
             self.orphans.pop(job.id, None)
             if await self.store.mark_cancelled(job.id, job.attempt, now=self.wall()):
-                logger.info("job %d cancelled (no worker holds it)", job.id, extra={"event": "job.cancelled", "job_id": job.id})
+                logger.info(
+                    "job %d cancelled (no worker holds it)",
+                    job.id,
+                    extra={"event": "job.cancelled", "job_id": job.id},
+                )
 
     async def _reconcile(self, worker: WorkerState, named: tuple[JobRef, ...]) -> None:
         """Adopt jobs a worker names that a previous Sentinel gave it; abort stale ones."""
@@ -333,17 +475,32 @@ class Reactions:
             if held is not None and (ref.attempt is None or ref.attempt == held.attempt):
                 continue
             orphan = self.orphans.get(ref.job_id)
-            if orphan is not None and orphan.job.worker_id == worker.worker_id and ref.attempt in (None, orphan.job.attempt):
+            if (
+                orphan is not None
+                and orphan.job.worker_id == worker.worker_id
+                and ref.attempt in (None, orphan.job.attempt)
+            ):
                 del self.orphans[ref.job_id]
                 worker.jobs[ref.job_id] = HeldJob(
-                    job_id=ref.job_id, attempt=orphan.job.attempt, plugin_name=orphan.job.plugin_name,
-                    timeout_s=orphan.job.timeout_s or self.config.job_timeout, dispatched_at=trio.current_time(),
+                    job_id=ref.job_id,
+                    attempt=orphan.job.attempt,
+                    plugin_name=orphan.job.plugin_name,
+                    timeout_s=orphan.job.timeout_s or self.config.job_timeout,
+                    dispatched_at=trio.current_time(),
                 )
-                logger.info("job %d re-adopted from %s", ref.job_id, worker.worker_id, extra={"event": "job.adopted", "job_id": ref.job_id})
+                logger.info(
+                    "job %d re-adopted from %s",
+                    ref.job_id,
+                    worker.worker_id,
+                    extra={"event": "job.adopted", "job_id": ref.job_id},
+                )
             elif held is None:
                 logger.warning(
                     "worker %s runs job %d attempt %s that it does not hold; refusing it and sending ABORT",
-                    worker.worker_id, ref.job_id, ref.attempt, extra={"event": "job.stale", "job_id": ref.job_id},
+                    worker.worker_id,
+                    ref.job_id,
+                    ref.attempt,
+                    extra={"event": "job.stale", "job_id": ref.job_id},
                 )
                 self.outbox.put(Outgoing(worker.identity, Abort(), ref.job_id))
 
@@ -353,5 +510,11 @@ class Reactions:
         if now - self._told_unknown.get(identity, -1e9) < self.config.liveness:
             return
         self._told_unknown[identity] = now
-        logger.info("unknown peer %r; asking it to identify", identity, extra={"event": "worker.unknown"})
-        self.outbox.put(Outgoing(identity, Err(message="unknown worker; send IDENTIFY", code=ERR_UNKNOWN_WORKER)))
+        logger.info(
+            "unknown peer %r; asking it to identify", identity, extra={"event": "worker.unknown"}
+        )
+        self.outbox.put(
+            Outgoing(
+                identity, Err(message="unknown worker; send IDENTIFY", code=ERR_UNKNOWN_WORKER)
+            )
+        )

@@ -88,7 +88,9 @@ def resolve_attempt(held: HeldJob | None, echoed: int | None) -> HeldJob | None:
 class Registry:
     workers: dict[bytes, WorkerState] = attrs.field(factory=dict)
 
-    def register(self, identity: bytes, msg: Identify, now: float) -> tuple[WorkerState, list[HeldJob]]:
+    def register(
+        self, identity: bytes, msg: Identify, now: float
+    ) -> tuple[WorkerState, list[HeldJob]]:
         """Add or refresh a worker; returns it and the held jobs it no longer reports."""
         old = self.workers.get(identity)
         worker = WorkerState(

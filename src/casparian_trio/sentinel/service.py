@@ -68,10 +68,16 @@ class Sentinel:
 
     def __attrs_post_init__(self) -> None:
         self.reactions = Reactions(
-            config=self.config, store=self.store, registry=self.registry, outbox=self.outbox, wall=self.wall
+            config=self.config,
+            store=self.store,
+            registry=self.registry,
+            outbox=self.outbox,
+            wall=self.wall,
         )
 
-    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> NoReturn:
+    async def run(
+        self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+    ) -> NoReturn:
         await self.reactions.adopt_previous_running()
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender_task, name="sentinel.sender")
@@ -151,7 +157,9 @@ class Sentinel:
             await trio.sleep(period)
             now = trio.current_time()
             for worker in self.registry.expired(now, self.config.liveness):
-                await self.reactions.worker_lost(worker, f"silent for more than {self.config.liveness:g} s")
+                await self.reactions.worker_lost(
+                    worker, f"silent for more than {self.config.liveness:g} s"
+                )
             await self.reactions.expire_orphans(now)
 
     async def _watchdog_task(self) -> None:
@@ -179,7 +187,9 @@ class Sentinel:
             elif held.dispatched_at is None and held.env_hash in worker.envs_preparing:
                 started = worker.envs_preparing[held.env_hash]
                 if now >= started + self.config.env_prepare_timeout:
-                    await self.reactions.env_failed(worker, held.env_hash, "environment build timed out")
+                    await self.reactions.env_failed(
+                        worker, held.env_hash, "environment build timed out"
+                    )
 
     def abort(self, worker: WorkerState, job_id: int, reason: AbortReason, now: float) -> None:
         held = worker.jobs[job_id]
@@ -204,8 +214,9 @@ class Sentinel:
             if found is not None:
                 worker, held = found
                 if held.abort_reason is not AbortReason.CANCEL:
-                    logger.info("job %d cancel requested; aborting it on %s", job.id, worker.worker_id)
+                    logger.info(
+                        "job %d cancel requested; aborting it on %s", job.id, worker.worker_id
+                    )
                     self.abort(worker, job.id, AbortReason.CANCEL, now)
             else:
                 await self.reactions.cancel_unheld(job)
-

@@ -82,7 +82,9 @@ class JobRun:
             return await executor.run(self.job_id, self.dispatch)
         except Exception as exc:  # an executor bug must fail the job, not kill the worker
             logger.exception("job %d: executor error", self.job_id)
-            return Conclude(status="FAILED", error_message=f"worker error: {type(exc).__name__}: {exc}")
+            return Conclude(
+                status="FAILED", error_message=f"worker error: {type(exc).__name__}: {exc}"
+            )
 
 
 def _finish(receipt: Conclude, attempt: int | None, elapsed: float) -> Conclude:

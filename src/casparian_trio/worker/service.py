@@ -54,7 +54,7 @@ from casparian_trio.worker.runner import JobExecutor, JobRun, StopReason
 
 logger = logging.getLogger(__name__)
 
-# Receipts and heartbeats queue here; far more than concurrency × a few messages.
+# Receipts and heartbeats queue here; far more than concurrency x a few messages.
 OUTBOX_CAPACITY = 1_000
 # Bound on flushing the last receipts at shutdown: a Sentinel that is gone must
 # not keep a stopping worker alive.
@@ -139,7 +139,9 @@ class Worker:
         try:
             self._out_send.send_nowait(encode(payload, job_id))
         except (trio.WouldBlock, trio.ClosedResourceError):
-            logger.error("outbox unavailable; dropped %s for job %d", type(payload).__name__, job_id)
+            logger.error(
+                "outbox unavailable; dropped %s for job %d", type(payload).__name__, job_id
+            )
 
     async def _sender_task(self, done: trio.Event) -> None:
         try:
@@ -159,7 +161,11 @@ class Worker:
             try:
                 message = decode(frames)
             except RemoteProtocolError as exc:
-                logger.warning("dropping bad message from the Sentinel: %s", exc, extra={"event": "protocol.error"})
+                logger.warning(
+                    "dropping bad message from the Sentinel: %s",
+                    exc,
+                    extra={"event": "protocol.error"},
+                )
                 continue
             self._react(message.job_id, message.payload)
 
@@ -178,11 +184,15 @@ class Worker:
             if run is None:
                 logger.info("ABORT for job %d, which is not running here", job_id)
             else:
-                logger.info("job %d: ABORT received", job_id, extra={"event": "job.abort", "job_id": job_id})
+                logger.info(
+                    "job %d: ABORT received", job_id, extra={"event": "job.abort", "job_id": job_id}
+                )
                 run.stop(StopReason.ABORT)
         elif isinstance(payload, PrepareEnv):
             assert self._service_nursery is not None
-            self._service_nursery.start_soon(self._env_task, payload, name=f"worker.env:{payload.env_hash[:12]}")
+            self._service_nursery.start_soon(
+                self._env_task, payload, name=f"worker.env:{payload.env_hash[:12]}"
+            )
         elif isinstance(payload, Err) and payload.code == ERR_UNKNOWN_WORKER:
             logger.info("the Sentinel does not know us (it restarted?); identifying again")
             self.send(self._identify())
@@ -199,8 +209,18 @@ class Worker:
             return
         if self.draining or len(self.jobs) >= self.config.concurrency or self._jobs_nursery is None:
             why = "worker is draining" if self.draining else "no free slot"
-            logger.info("job %d handed back: %s", job_id, why, extra={"event": "job.handed_back", "job_id": job_id})
-            self.send(Conclude(status="ABORTED", error_message=f"handed back: {why}", attempt=dispatch.attempt), job_id)
+            logger.info(
+                "job %d handed back: %s",
+                job_id,
+                why,
+                extra={"event": "job.handed_back", "job_id": job_id},
+            )
+            self.send(
+                Conclude(
+                    status="ABORTED", error_message=f"handed back: {why}", attempt=dispatch.attempt
+                ),
+                job_id,
+            )
             return
         run = JobRun(job_id=job_id, dispatch=dispatch)
         self.jobs[job_id] = run
@@ -217,7 +237,9 @@ class Worker:
         try:
             ready = await self.envs.prepare(spec)
         except EnvError as exc:
-            logger.warning("env %s failed to build: %s", spec.env_hash[:12], exc, extra={"event": "env.failed"})
+            logger.warning(
+                "env %s failed to build: %s", spec.env_hash[:12], exc, extra={"event": "env.failed"}
+            )
             self.send(Err(message=str(exc), env_hash=spec.env_hash, code=ERR_ENV_BUILD))
             return
         self.send(ready)

@@ -1,0 +1,198 @@
+"""Command line: ``python -m casparian_trio`` / ``casparian-trio``.
+
+The only module that configures logging and calls ``trio.run``. Every error a
+user can trigger ends as one line on stderr naming the thing and the fix, and a
+non-zero exit; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import trio
+
+from casparian_trio import __version__
+from casparian_trio.config import (
+    DEFAULT_ADDRESS,
+    DEFAULT_DB,
+    DEFAULT_OUTPUT,
+    SentinelConfig,
+    WorkerConfig,
+)
+from casparian_trio.errors import CasparianError
+
+logger = logging.getLogger("casparian_trio")
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+Handler = Callable[[argparse.Namespace], int]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="casparian-trio",
+        description="Turn directories of messy files into typed Parquet tables.",
+    )
+    parser.add_argument("--version", action="version", version=f"casparian-trio {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("init-db", help="create or upgrade a database")
+    p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    p.set_defaults(handler=cmd_init_db)
+
+    p = sub.add_parser("sentinel", help="run the control plane (job queue + dispatch)")
+    p.add_argument(
+        "--bind", default=None, help=f"ZeroMQ address to bind (default {DEFAULT_ADDRESS})"
+    )
+    p.add_argument("--db", default=None, help=f"SQLite file (default {DEFAULT_DB})")
+    p.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (default 2)")
+    p.add_argument(
+        "--liveness-timeout", type=float, default=None, help="seconds (default 3 x heartbeat)"
+    )
+    p.add_argument(
+        "--job-timeout", type=float, default=None, help="default job timeout, seconds (3600)"
+    )
+    p.add_argument(
+        "--abort-grace", type=float, default=None, help="seconds after ABORT (default 10)"
+    )
+    p.set_defaults(handler=cmd_sentinel)
+
+    p = sub.add_parser("worker", help="run a worker (executes plugins, writes Parquet)")
+    p.add_argument("--connect", default=None, help=f"Sentinel address (default {DEFAULT_ADDRESS})")
+    p.add_argument("--output", default=None, help=f"output root (default {DEFAULT_OUTPUT})")
+    p.add_argument("--worker-id", default=None, help="stable id (default HOST-PID)")
+    p.add_argument("--concurrency", type=int, default=None, help="jobs at once (default 1)")
+    p.add_argument("--capabilities", default=None, help="comma-separated plugin names (default *)")
+    p.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (default 2)")
+    p.add_argument("--grace", type=float, default=None, help="drain grace on SIGTERM, seconds (30)")
+    p.add_argument("--envs-root", default=None, help="where plugin envs are built (~/.cache/...)")
+    p.add_argument(
+        "--envs-max-bytes", type=int, default=None, help="evict least recently used envs beyond"
+    )
+    p.add_argument(
+        "--allow-system-env",
+        action="store_true",
+        default=None,
+        help="run plugins whose env is unknown in this interpreter",
+    )
+    p.set_defaults(handler=cmd_worker)
+
+    try:
+        from casparian_trio import ops
+    except ImportError:  # pragma: no cover - operator commands arrive with their module
+        pass
+    else:
+        ops.add_commands(sub)
+    return parser
+
+
+def setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except CasparianError as exc:
+        if args.verbose:
+            logger.exception("failed")
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+# --- commands ----------------------------------------------------------------
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    from casparian_trio.store import open_database
+
+    db = open_database(args.db)
+    try:
+        version = db.run_sync(lambda conn: conn.execute("PRAGMA user_version").fetchone()[0])
+    finally:
+        db.close()
+    print(f"database {args.db} ready (schema version {version})")
+    return EXIT_OK
+
+
+def cmd_sentinel(args: argparse.Namespace) -> int:
+    config = SentinelConfig.from_env(
+        bind=args.bind,
+        db=Path(args.db) if args.db else None,
+        heartbeat_interval=args.heartbeat_interval,
+        liveness_timeout=args.liveness_timeout,
+        job_timeout=args.job_timeout,
+        abort_grace=args.abort_grace,
+    )
+    trio.run(_sentinel_main, config)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    config = WorkerConfig.from_env(
+        connect=args.connect,
+        output=Path(args.output) if args.output else None,
+        worker_id=args.worker_id,
+        concurrency=args.concurrency,
+        capabilities=tuple(c.strip() for c in args.capabilities.split(","))
+        if args.capabilities
+        else None,
+        heartbeat_interval=args.heartbeat_interval,
+        grace=args.grace,
+        envs_root=Path(args.envs_root) if args.envs_root else None,
+        envs_max_bytes=args.envs_max_bytes,
+        allow_system_env=args.allow_system_env,
+    )
+    trio.run(_worker_main, config)
+    return EXIT_OK
+
+
+async def _sentinel_main(config: SentinelConfig) -> None:
+    from casparian_trio.runtime import serve_sentinel
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(serve_sentinel, config)
+            async for signum in signals:
+                logger.info("%s: stopping the sentinel", signal.Signals(signum).name)
+                nursery.cancel_scope.cancel(reason="signal")
+                break
+    logger.info("sentinel stopped")
+
+
+async def _worker_main(config: WorkerConfig) -> None:
+    from casparian_trio.runtime import open_worker
+
+    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with open_worker(config) as worker, trio.open_nursery() as nursery:
+
+            async def watch_signals() -> None:
+                async for signum in signals:
+                    logger.info("%s: draining the worker", signal.Signals(signum).name)
+                    worker.request_shutdown()
+
+            nursery.start_soon(watch_signals, name="worker.signals")
+            await worker.run()
+            nursery.cancel_scope.cancel(reason="worker stopped")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Wire the real parts together: a ROUTER + SQLite for the Sentinel, a DEALER + bridge for a Worker.
+
+Tests build the same services over the in-memory transport and test doubles;
+this module is what the command line (and the demo) run for real.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import trio
+
+from casparian_trio.config import SentinelConfig, WorkerConfig
+from casparian_trio.errors import ConfigError, TransportError
+from casparian_trio.sentinel import Sentinel
+from casparian_trio.store import Store, open_database
+from casparian_trio.transport import open_dealer, open_router
+from casparian_trio.worker import Worker
+
+logger = logging.getLogger(__name__)
+
+
+async def serve_sentinel(
+    config: SentinelConfig, *, task_status: trio.TaskStatus[Sentinel] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run a Sentinel on its database and address until cancelled."""
+    config.db.parent.mkdir(parents=True, exist_ok=True)
+    db = open_database(config.db)
+    try:
+        try:
+            channel = open_router(config.bind)
+        except TransportError as exc:
+            raise ConfigError(
+                f"cannot bind {config.bind}: {exc} (is another sentinel running? use --bind)"
+            ) from exc
+        with channel:
+            sentinel = Sentinel(config=config, store=Store(db), channel=channel)
+            logger.info(
+                "sentinel on %s, database %s", getattr(channel, "endpoint", config.bind), config.db
+            )
+            async with trio.open_nursery() as nursery:
+                await nursery.start(sentinel.run)
+                task_status.started(sentinel)
+    finally:
+        db.close()
+
+
+@asynccontextmanager
+async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
+    """A Worker on a DEALER socket with the bridge executor and the uv env manager."""
+    from casparian_trio.bridge import BridgeExecutor
+    from casparian_trio.envs import EnvManager
+
+    config.output.mkdir(parents=True, exist_ok=True)
+    envs = EnvManager(
+        root=config.envs_dir,
+        max_bytes=config.envs_max_bytes,
+        allow_system_fallback=config.allow_system_env,
+    )
+    executor = BridgeExecutor(output_root=config.output, envs=envs)
+    with open_dealer(config.connect, identity=config.identity) as channel:
+        yield Worker(config=config, channel=channel, executor=executor, envs=envs)

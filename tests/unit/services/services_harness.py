@@ -1,0 +1,174 @@
+"""A Sentinel and Workers over the memory transport, with scripted test doubles.
+
+The executor's behaviour is spelled in the input file's name, so a test reads
+like the scenario it runs: ``sleep-3.csv`` succeeds after 3 s, ``fail.csv``
+fails, ``hang.csv`` never ends, ``deaf.csv`` ignores cancellation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from casparian_trio.config import SentinelConfig, WorkerConfig
+from casparian_trio.protocol import Conclude, Dispatch, EnvReady, PrepareEnv
+from casparian_trio.sentinel import Sentinel
+from casparian_trio.store import JobRow, Store
+from casparian_trio.transport import MemoryNetwork
+from casparian_trio.worker import Worker
+
+ADDRESS = "mem://sentinel"
+EPOCH = 1_800_000_000.0  # virtual wall clock = EPOCH + trio.current_time()
+
+
+def wall() -> float:
+    return EPOCH + trio.current_time()
+
+
+@attrs.define(eq=False)
+class ScriptedExecutor:
+    """Runs 'plugins' whose behaviour is the input file's stem (see module docstring)."""
+
+    calls: list[tuple[float, int, int | None]] = attrs.field(factory=list)
+
+    async def run(self, job_id: int, dispatch: Dispatch) -> Conclude:
+        self.calls.append((trio.current_time(), job_id, dispatch.attempt))
+        kind, _, arg = Path(dispatch.file_path).stem.partition("-")
+        if kind == "sleep":
+            await trio.sleep(float(arg))
+        elif kind == "fail":
+            return Conclude(status="FAILED", error_message="ValueError: boom")
+        elif kind == "hang":
+            await trio.sleep_forever()
+        elif kind == "deaf":
+            with trio.CancelScope(shield=True):
+                await trio.sleep(float(arg or 1e6))
+        return Conclude(status="SUCCESS", metrics={"rows": 3, "bytes": 100})
+
+
+@attrs.define(eq=False)
+class FakeEnvs:
+    build_seconds: float = 1.0
+    ready: set[str] = attrs.field(factory=set)
+    builds: int = 0
+
+    async def prepare(self, spec: PrepareEnv) -> EnvReady:
+        cached = spec.env_hash in self.ready
+        if not cached:
+            await trio.sleep(self.build_seconds)
+            self.builds += 1
+            self.ready.add(spec.env_hash)
+        return EnvReady(env_hash=spec.env_hash, interpreter_path="/fake/python", cached=cached)
+
+    def ready_envs(self) -> list[str]:
+        return sorted(self.ready)
+
+
+@attrs.define(eq=False)
+class Handle:
+    """A running service with its own cancel scope: ``kill()`` is SIGKILL (no goodbye)."""
+
+    scope: trio.CancelScope
+    close: Callable[[], None]
+    service: Sentinel | Worker
+    stopped: trio.Event = attrs.field(factory=trio.Event)
+
+    def kill(self) -> None:
+        self.scope.cancel()
+        self.close()
+
+
+@attrs.define(eq=False)
+class Cluster:
+    store: Store
+    network: MemoryNetwork
+    nursery: trio.Nursery
+    executor: ScriptedExecutor = attrs.field(factory=ScriptedExecutor)
+    envs: FakeEnvs = attrs.field(factory=FakeEnvs)
+    _files: int = 0
+    _root_id: int | None = None
+
+    async def start_sentinel(self, **overrides: object) -> Handle:
+        config = SentinelConfig(**{"bind": ADDRESS, **overrides})  # type: ignore[arg-type]
+        channel = self.network.bind_router(ADDRESS)
+        sentinel = Sentinel(config=config, store=self.store, channel=channel, wall=wall)
+        return await self._start(sentinel, channel.close)
+
+    async def start_worker(self, worker_id: str, **overrides: object) -> Handle:
+        config = WorkerConfig(**{"connect": ADDRESS, "worker_id": worker_id, **overrides})  # type: ignore[arg-type]
+        channel = self.network.connect_dealer(ADDRESS, identity=config.identity)
+        worker = Worker(config=config, channel=channel, executor=self.executor, envs=self.envs)
+        return await self._start(worker, channel.close)
+
+    async def _start(self, service: Sentinel | Worker, close: Callable[[], None]) -> Handle:
+        handle = Handle(scope=trio.CancelScope(), close=close, service=service)
+
+        async def runner(task_status: trio.TaskStatus[None]) -> None:
+            try:
+                with handle.scope:
+                    await service.run(task_status=task_status)
+            finally:
+                close()
+                handle.stopped.set()
+
+        await self.nursery.start(runner)
+        return handle
+
+    async def add_jobs(
+        self,
+        *names: str,
+        plugin: str = "p",
+        timeout_s: float | None = None,
+        env_hash: str | None = None,
+        max_attempts: int | None = None,
+    ) -> list[int]:
+        """Publish ``plugin`` (once) and queue one job per file name."""
+        if self._root_id is None:
+            self._root_id, _ = await self.store.add_source_root("/data")
+        await self.store.publish_manifest(
+            plugin_name=plugin,
+            version="1",
+            source_code="# test",
+            source_hash=f"src-{plugin}-{env_hash}",
+            env_hash=env_hash or "system",
+            artifact_hash=f"art-{plugin}-{env_hash}",
+            manifest={"timeout": timeout_s} if timeout_s else {},
+            now=wall(),
+        )
+        ids = []
+        for name in names:
+            self._files += 1
+            fv, _ = await self.store.record_file(
+                source_root_id=self._root_id,
+                rel_path=f"{self._files}/{name}",
+                size=1,
+                mtime=1.0,
+                content_hash=f"hash-{self._files}",
+                now=wall(),
+            )
+            job_id, _ = await self.store.enqueue(
+                fv, plugin, now=wall(), timeout_s=timeout_s, max_attempts=max_attempts
+            )
+            ids.append(job_id)
+        return ids
+
+    async def job(self, job_id: int) -> JobRow:
+        row = await self.store.get_job(job_id)
+        assert row is not None
+        return row
+
+    async def wait_status(self, job_id: int, *statuses: str, within: float = 120.0) -> JobRow:
+        """Poll (virtual time) until the job reaches one of ``statuses``."""
+        with trio.fail_after(within):
+            while True:
+                row = await self.job(job_id)
+                if row.status in statuses:
+                    return row
+                await trio.sleep(0.05)
+
+    async def settle(self, seconds: float = math.inf) -> None:
+        await trio.sleep(seconds)
