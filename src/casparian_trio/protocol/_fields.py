@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import math
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from casparian_trio.errors import RemoteProtocolError
@@ -60,7 +62,13 @@ def opt_float(obj: Mapping[str, Any], name: str) -> float | None:
         raise RemoteProtocolError(
             f"field {name!r} must be a number, got {_type_name(value)}", field=name
         )
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise RemoteProtocolError(f"field {name!r} must be a finite number", field=name)
+    return number
 
 
 def opt_bool(obj: Mapping[str, Any], name: str, default: bool) -> bool:
@@ -118,3 +126,14 @@ def one_of(value: str, allowed: tuple[str, ...], name: str) -> str:
             f"field {name!r} must be one of {', '.join(allowed)}, got {value!r}", field=name
         )
     return value
+
+
+@contextmanager
+def within(where: str) -> Iterator[None]:
+    """Qualify errors raised while reading a nested object: ``uri`` becomes ``sinks[1].uri``."""
+    try:
+        yield
+    except RemoteProtocolError as exc:
+        if exc.field is None or exc.field.startswith(where):
+            raise
+        raise RemoteProtocolError(f"{where}: {exc}", field=f"{where}.{exc.field}") from None

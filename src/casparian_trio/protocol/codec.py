@@ -55,11 +55,26 @@ def decode(frames: Sequence[bytes]) -> Message:
     return Message(job_id=job_id, payload=PAYLOAD_TYPES[opcode].from_json(obj))
 
 
+def _refuse_constant(name: str) -> float:
+    # NaN and Infinity are not JSON; accepting them would let a peer's message
+    # fail to re-encode on our side (encode() uses allow_nan=False).
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
+
+
 def _parse_json(body: bytes) -> dict[str, Any]:
     if not body:
         return {}  # an empty payload means "nothing carried" (ABORT, RELOAD)
     try:
-        obj = json.loads(body.decode("utf-8"))
+        obj = json.loads(
+            body.decode("utf-8"), parse_constant=_refuse_constant, parse_float=_finite_float
+        )
     except UnicodeDecodeError as exc:
         raise RemoteProtocolError(f"payload is not UTF-8: {exc.reason}") from None
     except (ValueError, RecursionError) as exc:

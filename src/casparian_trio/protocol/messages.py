@@ -36,7 +36,8 @@ class JobRef:
     @classmethod
     def from_json(cls, value: Any, where: str) -> JobRef:
         obj = f.as_object(value, where)
-        return cls(job_id=f.req_int(obj, "job_id"), attempt=f.opt_int(obj, "attempt"))
+        with f.within(where):
+            return cls(job_id=f.req_int(obj, "job_id"), attempt=f.opt_int(obj, "attempt"))
 
     def to_json(self) -> dict[str, Any]:
         return _drop_none({"job_id": self.job_id, "attempt": self.attempt})
@@ -54,13 +55,14 @@ class SinkConfig:
     @classmethod
     def from_json(cls, value: Any, where: str) -> SinkConfig:
         obj = f.as_object(value, where)
-        mode = f.opt_str(obj, "mode") or "append"
-        return cls(
-            topic=f.req_str(obj, "topic"),
-            uri=f.req_str(obj, "uri"),
-            mode=f.one_of(mode, SINK_MODES, f"{where}.mode"),
-            schema_def=f.opt_str(obj, "schema_def"),
-        )
+        with f.within(where):
+            mode = f.opt_str(obj, "mode") or "append"
+            return cls(
+                topic=f.req_str(obj, "topic"),
+                uri=f.req_str(obj, "uri"),
+                mode=f.one_of(mode, SINK_MODES, f"{where}.mode"),
+                schema_def=f.opt_str(obj, "schema_def"),
+            )
 
     def to_json(self) -> dict[str, Any]:
         return {

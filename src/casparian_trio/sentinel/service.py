@@ -105,7 +105,7 @@ class Sentinel:
     async def handle_frames(self, frames: list[bytes]) -> None:
         """Decode and react to one routed message; a bad one is logged and dropped."""
         if len(frames) < 2:
-            logger.warning("dropping a message with no routing identity (%d frames)", len(frames))
+            logger.warning("dropping an empty message from %r", frames[0] if frames else None)
             return
         identity, body = frames[0], frames[1:]
         try:

@@ -1,1 +1,87 @@
-"""sinks."""
+"""Sinks: where a job's topics go (Parquet datasets, SQLite tables).
+
+Role: turn a Dispatch's SinkConfigs into Sink objects that stage a job's output
+and promote it atomically on success (see ``parquet.py`` / ``sqlite.py`` for
+each format's staging and mode semantics, ``_uri.py`` for URI rules and
+``_schema.py`` for schema_def enforcement and lineage columns).
+
+Invariants: sink methods block (file and database I/O, Parquet encoding), so
+the bridge calls them from a worker thread, one call at a time per sink.
+Nothing a sink writes is visible to readers before commit(); abort() removes
+everything staged and never raises.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+import pyarrow as pa
+
+from casparian_trio.errors import SinkError
+from casparian_trio.protocol.messages import Artifact, SinkConfig
+from casparian_trio.sinks._schema import LINEAGE, Conformer, parse_schema_def
+from casparian_trio.sinks._uri import SinkTarget, parse_sink_uri
+from casparian_trio.sinks.parquet import ParquetSink
+from casparian_trio.sinks.sqlite import SqliteSink
+
+__all__ = [
+    "LINEAGE",
+    "ParquetSink",
+    "Sink",
+    "SinkTarget",
+    "SqliteSink",
+    "open_sinks",
+    "parse_sink_uri",
+]
+
+
+class Sink(Protocol):
+    """One topic of one job. All methods block; call them from a thread."""
+
+    topic: str
+    rows: int
+    bytes_written: int
+
+    def check(self) -> None:
+        """Raise SinkError if the sink's mode forbids this job writing (before it runs)."""
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        """Conform ``batch`` to the topic schema, add lineage, stage it."""
+
+    def commit(self) -> Artifact | None:
+        """Promote the staged output; None when the topic produced nothing."""
+
+    def abort(self) -> None:
+        """Delete whatever was staged. Idempotent; never raises."""
+
+
+def open_sinks(
+    configs: Iterable[SinkConfig], *, output_root: Path, job_id: int, file_version_id: int
+) -> dict[str, Sink]:
+    """Validate every sink of a job and build its Sink objects (no I/O yet).
+
+    Raises:
+        SinkError: a bad URI, a bad schema_def, or a topic listed twice.
+    """
+    sinks: dict[str, Sink] = {}
+    for cfg in configs:
+        if cfg.topic in sinks:
+            raise SinkError(f"topic {cfg.topic!r} has more than one sink")
+        target = parse_sink_uri(cfg.uri, output_root, cfg.topic)
+        conformer = Conformer(
+            topic=cfg.topic,
+            job_id=job_id,
+            file_version_id=file_version_id,
+            declared=parse_schema_def(cfg.schema_def, cfg.topic),
+        )
+        sinks[cfg.topic] = _build(cfg, target, job_id, conformer)
+    return sinks
+
+
+def _build(cfg: SinkConfig, target: SinkTarget, job_id: int, conformer: Conformer) -> Sink:
+    if target.scheme == "parquet":
+        return ParquetSink(cfg.topic, target.path, job_id, cfg.mode, conformer)
+    assert target.table is not None
+    return SqliteSink(cfg.topic, target.path, target.table, job_id, cfg.mode, conformer)

@@ -1,1 +1,33 @@
-"""store."""
+"""SQLite store: connection driven from Trio, migrations, job queue, catalog.
+
+The only package that imports sqlite3. ``Store`` is the async facade; the sync
+cores (``queue``, ``catalog``, ``workers``) take a connection and run inside one
+``Database.run`` transaction each.
+"""
+
+from __future__ import annotations
+
+from casparian_trio.store._db import Database, open_database
+from casparian_trio.store._migrate import migrate
+from casparian_trio.store.rows import (
+    DispatchPlan,
+    EnvSpec,
+    JobRow,
+    JobStatus,
+    Outcome,
+    backoff_delay,
+)
+from casparian_trio.store.service import Store
+
+__all__ = [
+    "Database",
+    "DispatchPlan",
+    "EnvSpec",
+    "JobRow",
+    "JobStatus",
+    "Outcome",
+    "Store",
+    "backoff_delay",
+    "migrate",
+    "open_database",
+]

@@ -59,6 +59,8 @@ OUTBOX_CAPACITY = 1_000
 # Bound on flushing the last receipts at shutdown: a Sentinel that is gone must
 # not keep a stopping worker alive.
 FLUSH_TIMEOUT = 5.0
+# Far above a loopback or LAN round trip, short enough not to delay a stop.
+HANDBACK_LINGER = 0.2
 
 
 class EnvProvider(Protocol):
@@ -105,6 +107,9 @@ class Worker:
                 task_status.started()
                 await self._stop.wait()
                 self._begin_drain()
+            # Dispatches the Sentinel sent before it saw our DRAINING heartbeat
+            # may still be in flight: stay one round trip longer to hand them back.
+            await trio.sleep(HANDBACK_LINGER)
             self._out_send.close()
             with trio.move_on_after(FLUSH_TIMEOUT):
                 await sender_done.wait()

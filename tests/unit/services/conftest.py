@@ -2,6 +2,8 @@
 
 Virtual time jumps while a thread or a real socket is pending (trio#456), so
 these tests forbid both: the ``no_threads_or_sockets`` guard makes any use fail.
+pytest-trio only takes the clock from the test's own arguments, so every test
+asks for ``autojump_clock`` itself.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import trio
+import trio.testing
 from services_harness import Cluster
 
 from casparian_trio.store import Store, open_database
@@ -36,7 +39,7 @@ def store() -> Iterator[Store]:
 
 
 @pytest.fixture
-async def cluster(store: Store, autojump_clock: trio.testing.MockClock) -> AsyncIterator[Cluster]:
+async def cluster(store: Store) -> AsyncIterator[Cluster]:
     async with trio.open_nursery() as nursery:
         yield Cluster(store=store, network=MemoryNetwork(), nursery=nursery)
         nursery.cancel_scope.cancel()

@@ -7,7 +7,6 @@ fails, ``hang.csv`` never ends, ``deaf.csv`` ignores cancellation.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -170,5 +169,10 @@ class Cluster:
                     return row
                 await trio.sleep(0.05)
 
-    async def settle(self, seconds: float = math.inf) -> None:
-        await trio.sleep(seconds)
+    async def wait_held(self, handle: Handle, count: int) -> None:
+        """Until the worker behind ``handle`` runs ``count`` jobs (DB RUNNING comes earlier)."""
+        worker = handle.service
+        assert isinstance(worker, Worker)
+        with trio.fail_after(60):
+            while len(worker.jobs) < count:
+                await trio.sleep(0.01)

@@ -6,12 +6,13 @@ import itertools
 
 import pytest
 import trio
+from trio.testing import MockClock
 from services_harness import Cluster, wall
 
 from casparian_trio.store import EnvSpec
 
 
-async def test_jobs_complete_on_one_worker(cluster: Cluster) -> None:
+async def test_jobs_complete_on_one_worker(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     ids = await cluster.add_jobs("ok.csv", "sleep-3.csv")
@@ -22,7 +23,7 @@ async def test_jobs_complete_on_one_worker(cluster: Cluster) -> None:
         assert row.result_summary["rows"] == 3
 
 
-async def test_silent_worker_is_dropped_and_its_job_requeued(cluster: Cluster) -> None:
+async def test_silent_worker_is_dropped_and_its_job_requeued(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel(heartbeat_interval=2.0)
     w1 = await cluster.start_worker("w1", heartbeat_interval=2.0)
     [job_id] = await cluster.add_jobs("sleep-100.csv")
@@ -32,7 +33,8 @@ async def test_silent_worker_is_dropped_and_its_job_requeued(cluster: Cluster) -
     killed_at = trio.current_time()
     await cluster.wait_status(job_id, "QUEUED")
     requeued_after = trio.current_time() - killed_at
-    assert 6.0 < requeued_after <= 6.0 + 2.0 + 0.6  # liveness 3 x 2 s, from the last heartbeat
+    # liveness is 3 x 2 s from the last heartbeat, which came at most one interval before the kill
+    assert 6.0 - 2.0 <= requeued_after <= 6.0 + 0.6
     row = await cluster.job(job_id)
     assert row.retry_count == 1  # "worker lost" counts as an attempt
     await cluster.start_worker("w2")
@@ -42,7 +44,7 @@ async def test_silent_worker_is_dropped_and_its_job_requeued(cluster: Cluster) -
     assert outcomes == ["WORKER_LOST", "COMPLETED"]
 
 
-async def test_job_timeout_enforced_by_worker_then_retried(cluster: Cluster) -> None:
+async def test_job_timeout_enforced_by_worker_then_retried(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("hang.csv", timeout_s=5, max_attempts=2)
@@ -55,7 +57,7 @@ async def test_job_timeout_enforced_by_worker_then_retried(cluster: Cluster) -> 
     assert starts[1] - starts[0] == pytest.approx(5 + 2, abs=0.01)
 
 
-async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(cluster: Cluster) -> None:
+async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(cluster: Cluster, autojump_clock: MockClock) -> None:
     # The worker's own timeout cannot stop a guest that ignores cancellation
     # ("deaf"); the Sentinel aborts at timeout + grace and gives up one grace later.
     await cluster.start_sentinel(abort_grace=10.0)
@@ -68,7 +70,7 @@ async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(cluster: 
     assert workers["w1"]["status"] == "UNHEALTHY"
 
 
-async def test_retry_backoff_schedule_is_exact(cluster: Cluster) -> None:
+async def test_retry_backoff_schedule_is_exact(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("fail.csv", max_attempts=4)
@@ -80,7 +82,7 @@ async def test_retry_backoff_schedule_is_exact(cluster: Cluster) -> None:
     assert row.attempt == 4
 
 
-async def test_abort_of_running_job_ends_cancelled(cluster: Cluster) -> None:
+async def test_abort_of_running_job_ends_cancelled(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("sleep-100.csv")
@@ -96,7 +98,7 @@ async def test_abort_of_running_job_ends_cancelled(cluster: Cluster) -> None:
     assert len(cluster.executor.calls) == 1
 
 
-async def test_cancel_of_queued_job(cluster: Cluster) -> None:
+async def test_cancel_of_queued_job(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     [job_id] = await cluster.add_jobs("ok.csv")
     assert await cluster.store.request_cancel(job_id, now=wall()) == "CANCELLED"
@@ -105,13 +107,11 @@ async def test_cancel_of_queued_job(cluster: Cluster) -> None:
     assert cluster.executor.calls == []
 
 
-async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(cluster: Cluster) -> None:
+async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     w1 = await cluster.start_worker("w1", concurrency=2, grace=30.0)
     short, long = await cluster.add_jobs("sleep-10.csv", "sleep-1000.csv")
-    await cluster.wait_status(short, "RUNNING")
-    await cluster.wait_status(long, "RUNNING")
-    assert isinstance(w1.service, object)
+    await cluster.wait_held(w1, 2)
     w1.service.request_shutdown()  # type: ignore[union-attr]
     began = trio.current_time()
     await cluster.wait_status(short, "COMPLETED")
@@ -127,7 +127,7 @@ async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(cluster: Cl
     ]
 
 
-async def test_short_jobs_do_not_wait_behind_a_long_one(cluster: Cluster) -> None:
+async def test_short_jobs_do_not_wait_behind_a_long_one(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [long] = await cluster.add_jobs("sleep-1000.csv")
@@ -139,7 +139,7 @@ async def test_short_jobs_do_not_wait_behind_a_long_one(cluster: Cluster) -> Non
     assert (await cluster.job(long)).status == "RUNNING"
 
 
-async def test_env_is_prepared_before_dispatch(cluster: Cluster) -> None:
+async def test_env_is_prepared_before_dispatch(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.store.record_environment(
         EnvSpec(env_hash="e" * 64, lockfile="lock", pyproject="[project]", python_version="3.11"),
         now=wall(),
@@ -152,7 +152,7 @@ async def test_env_is_prepared_before_dispatch(cluster: Cluster) -> None:
     assert cluster.envs.builds == 1
 
 
-async def test_sentinel_restart_readopts_running_job(cluster: Cluster) -> None:
+async def test_sentinel_restart_readopts_running_job(cluster: Cluster, autojump_clock: MockClock) -> None:
     s1 = await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("sleep-30.csv")
@@ -167,7 +167,7 @@ async def test_sentinel_restart_readopts_running_job(cluster: Cluster) -> None:
     assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == ["COMPLETED"]
 
 
-async def test_sentinel_restart_requeues_job_nobody_names(cluster: Cluster) -> None:
+async def test_sentinel_restart_requeues_job_nobody_names(cluster: Cluster, autojump_clock: MockClock) -> None:
     s1 = await cluster.start_sentinel()
     w1 = await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("sleep-30.csv")

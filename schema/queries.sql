@@ -1,0 +1,246 @@
+-- Named queries of the store (loaded by casparian_trio.store._sql).
+-- One statement per block, named parameters. Dynamic SQL stays in Python.
+
+-- ============================ queue ==========================================
+
+-- name: enqueue_job
+INSERT INTO cf_processing_queue
+    (file_version_id, plugin_name, config_overrides, status, priority,
+     max_attempts, timeout_s, created_at, updated_at)
+VALUES
+    (:file_version_id, :plugin_name, :config_overrides, 'QUEUED', :priority,
+     :max_attempts, :timeout_s, :now, :now)
+ON CONFLICT (file_version_id, plugin_name) DO NOTHING;
+
+-- name: job_id_by_file_plugin
+SELECT id FROM cf_processing_queue
+ WHERE file_version_id = :file_version_id AND plugin_name = :plugin_name;
+
+-- The claim walks ix_queue_claim in order (status, priority DESC, id): no sort.
+-- name: claim_next_any
+SELECT id FROM cf_processing_queue
+ WHERE status = 'QUEUED'
+   AND (not_before IS NULL OR not_before <= :now)
+   AND cancel_requested = 0
+ ORDER BY priority DESC, id
+ LIMIT 1;
+
+-- :plugins is a JSON list of plugin names.
+-- name: claim_next_for_plugins
+SELECT id FROM cf_processing_queue
+ WHERE status = 'QUEUED'
+   AND (not_before IS NULL OR not_before <= :now)
+   AND cancel_requested = 0
+   AND plugin_name IN (SELECT value FROM json_each(:plugins))
+ ORDER BY priority DESC, id
+ LIMIT 1;
+
+-- name: mark_claimed
+UPDATE cf_processing_queue
+   SET status = 'RUNNING', attempt = attempt + 1, worker_id = :worker_id,
+       worker_host = :worker_host, worker_pid = :worker_pid, claim_time = :claim_time,
+       started_at = :now, updated_at = :now, end_time = NULL, not_before = NULL
+ WHERE id = :id AND status = 'QUEUED'
+RETURNING *;
+
+-- name: attempt_start
+INSERT INTO cf_job_attempt (job_id, attempt, worker_id, started_at)
+VALUES (:job_id, :attempt, :worker_id, :now);
+
+-- name: attempt_end
+UPDATE cf_job_attempt
+   SET ended_at = :now, outcome = :outcome, error_message = :error_message
+ WHERE job_id = :job_id AND attempt = :attempt AND ended_at IS NULL;
+
+-- name: job_by_id
+SELECT * FROM cf_processing_queue WHERE id = :id;
+
+-- name: job_conclude
+UPDATE cf_processing_queue
+   SET status = :status, retry_count = :retry_count, not_before = :not_before,
+       error_message = :error_message, error_traceback = :error_traceback,
+       result_summary = coalesce(:result_summary, result_summary),
+       worker_id = :worker_id, worker_host = :worker_host, worker_pid = :worker_pid,
+       end_time = :end_time, updated_at = :now
+ WHERE id = :id;
+
+-- name: request_cancel_running
+UPDATE cf_processing_queue SET cancel_requested = 1, updated_at = :now WHERE id = :id;
+
+-- name: cancel_job
+UPDATE cf_processing_queue
+   SET status = 'CANCELLED', cancel_requested = 1, not_before = NULL,
+       end_time = :end_time, updated_at = :now
+ WHERE id = :id;
+
+-- name: retry_job
+UPDATE cf_processing_queue
+   SET status = 'QUEUED', retry_count = 0, cancel_requested = 0, not_before = NULL,
+       error_message = NULL, error_traceback = NULL, worker_id = NULL,
+       worker_host = NULL, worker_pid = NULL, end_time = NULL, updated_at = :now
+ WHERE id = :id;
+
+-- name: running_jobs
+SELECT * FROM cf_processing_queue WHERE status = 'RUNNING' ORDER BY id;
+
+-- name: cancel_requested_jobs
+SELECT * FROM cf_processing_queue
+ WHERE status = 'RUNNING' AND cancel_requested = 1 ORDER BY id;
+
+-- name: cancel_queued_requests
+UPDATE cf_processing_queue
+   SET status = 'CANCELLED', not_before = NULL, end_time = :end_time, updated_at = :now
+ WHERE status = 'QUEUED' AND cancel_requested = 1;
+
+-- name: next_wakeup
+SELECT min(not_before) FROM cf_processing_queue
+ WHERE status = 'QUEUED' AND not_before > :now;
+
+-- name: count_by_status
+SELECT status, count(*) FROM cf_processing_queue GROUP BY status;
+
+-- name: attempts_of_job
+SELECT job_id, attempt, worker_id, started_at, ended_at, outcome, error_message
+  FROM cf_job_attempt WHERE job_id = :job_id ORDER BY attempt;
+
+-- ============================ workers ========================================
+
+-- name: upsert_worker
+INSERT INTO cf_worker
+    (worker_id, host, pid, capabilities, slots, status, first_seen, last_seen, status_since)
+VALUES (:worker_id, :host, :pid, :capabilities, :slots, :status, :now, :now, :now)
+ON CONFLICT (worker_id) DO UPDATE SET
+    host = excluded.host, pid = excluded.pid, capabilities = excluded.capabilities,
+    slots = excluded.slots, last_seen = excluded.last_seen,
+    status_since = CASE WHEN cf_worker.status = excluded.status
+                        THEN cf_worker.status_since ELSE excluded.status_since END,
+    status = excluded.status;
+
+-- name: set_worker_status
+UPDATE cf_worker
+   SET status_since = CASE WHEN status = :status THEN status_since ELSE :now END,
+       status = :status
+ WHERE worker_id = :worker_id;
+
+-- name: list_workers
+SELECT * FROM cf_worker ORDER BY worker_id;
+
+-- ============================ catalog ========================================
+
+-- name: file_of_version
+SELECT v.id AS file_version_id, v.content_hash, l.id AS location_id, l.rel_path,
+       r.id AS source_root_id, r.path AS root_path
+  FROM cf_file_version AS v
+  LEFT JOIN cf_file_location AS l ON l.id = v.location_id
+  LEFT JOIN cf_source_root AS r ON r.id = l.source_root_id
+ WHERE v.id = :file_version_id;
+
+-- name: active_manifest
+SELECT * FROM cf_plugin_manifest
+ WHERE plugin_name = :plugin_name AND status = 'ACTIVE'
+ ORDER BY id DESC LIMIT 1;
+
+-- name: topics_of_plugin
+SELECT topic_name, uri, mode, schema_json FROM cf_topic_config
+ WHERE plugin_name = :plugin_name ORDER BY id;
+
+-- name: environment
+SELECT * FROM cf_plugin_environment WHERE env_hash = :env_hash;
+
+-- name: record_environment
+INSERT INTO cf_plugin_environment (env_hash, lockfile, pyproject, python_version, created_at)
+VALUES (:env_hash, :lockfile, :pyproject, :python_version, :now)
+ON CONFLICT (env_hash) DO NOTHING;
+
+-- name: active_manifest_with_artifact
+SELECT id FROM cf_plugin_manifest
+ WHERE plugin_name = :plugin_name AND status = 'ACTIVE'
+   AND coalesce(artifact_hash, source_hash) = :artifact_hash
+ ORDER BY id DESC LIMIT 1;
+
+-- name: manifest_by_source_hash
+SELECT id, plugin_name FROM cf_plugin_manifest WHERE source_hash = :source_hash;
+
+-- name: insert_manifest
+INSERT INTO cf_plugin_manifest
+    (plugin_name, version, source_code, source_hash, status, created_at, deployed_at,
+     env_hash, artifact_hash, manifest_json)
+VALUES (:plugin_name, :version, :source_code, :source_hash, 'ACTIVE', :iso, :iso,
+        :env_hash, :artifact_hash, :manifest_json);
+
+-- name: reactivate_manifest
+UPDATE cf_plugin_manifest
+   SET version = :version, status = 'ACTIVE', deployed_at = :iso, env_hash = :env_hash,
+       artifact_hash = :artifact_hash, manifest_json = :manifest_json
+ WHERE id = :id;
+
+-- name: supersede_manifests
+UPDATE cf_plugin_manifest SET status = 'SUPERSEDED'
+ WHERE plugin_name = :plugin_name AND status = 'ACTIVE' AND id <> :keep_id;
+
+-- name: update_topic
+UPDATE cf_topic_config SET uri = :uri, mode = :mode, schema_json = :schema_json
+ WHERE plugin_name = :plugin_name AND topic_name = :topic_name;
+
+-- name: insert_topic
+INSERT INTO cf_topic_config (plugin_name, topic_name, uri, mode, schema_json)
+VALUES (:plugin_name, :topic_name, :uri, :mode, :schema_json);
+
+-- name: insert_routing_rule
+INSERT INTO cf_routing_rule (pattern, plugin_name, priority, enabled, created_at)
+VALUES (:pattern, :plugin_name, :priority, 1, :now)
+ON CONFLICT (pattern, plugin_name) DO NOTHING;
+
+-- name: update_routing_rule
+UPDATE cf_routing_rule SET priority = :priority, enabled = 1
+ WHERE pattern = :pattern AND plugin_name = :plugin_name
+RETURNING id;
+
+-- name: routing_rules
+SELECT id, pattern, plugin_name, priority, enabled, created_at
+  FROM cf_routing_rule ORDER BY priority DESC, id;
+
+-- name: insert_source_root
+INSERT INTO cf_source_root (path) VALUES (:path) ON CONFLICT (path) DO NOTHING;
+
+-- name: source_root_by_path
+SELECT id FROM cf_source_root WHERE path = :path;
+
+-- name: source_roots
+SELECT id, path, type, active FROM cf_source_root ORDER BY id;
+
+-- name: location_by_path
+SELECT id, current_version_id FROM cf_file_location
+ WHERE source_root_id = :source_root_id AND rel_path = :rel_path;
+
+-- name: insert_location
+INSERT INTO cf_file_location
+    (source_root_id, rel_path, filename, last_known_mtime, last_known_size,
+     discovered_time, last_seen_time)
+VALUES (:source_root_id, :rel_path, :filename, :mtime, :size, :iso, :iso);
+
+-- Current version: the pointer if set, else the newest version of the location
+-- (seed databases leave current_version_id NULL).
+-- name: current_version
+SELECT id, content_hash FROM cf_file_version
+ WHERE location_id = :location_id
+ ORDER BY (id = :current_version_id) DESC, id DESC LIMIT 1;
+
+-- name: register_hash
+INSERT INTO cf_file_hash_registry (content_hash, first_seen, size_bytes)
+VALUES (:content_hash, :iso, :size)
+ON CONFLICT (content_hash) DO NOTHING;
+
+-- name: insert_file_version
+INSERT INTO cf_file_version (location_id, content_hash, size_bytes, modified_time, detected_at)
+VALUES (:location_id, :content_hash, :size, :modified_time, :iso);
+
+-- name: touch_location
+UPDATE cf_file_location
+   SET last_known_mtime = :mtime, last_known_size = :size,
+       current_version_id = :version_id, last_seen_time = :iso
+ WHERE id = :location_id;
+
+-- name: file_location_state
+SELECT rel_path, last_known_mtime, last_known_size FROM cf_file_location
+ WHERE source_root_id = :source_root_id;

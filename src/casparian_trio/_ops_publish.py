@@ -1,0 +1,117 @@
+"""``publish``: check a plugin, then record it in the database or DEPLOY it to a Sentinel.
+
+``build_deploy`` validates without running the plugin. Without ``--sentinel``
+the manifest is written straight into the database (``publish.record_deploy``);
+with it, a DEALER sends DEPLOY and waits for the Sentinel's CONCLUDE or ERR.
+Both paths return the same result dict, so the output is the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from casparian_trio._ops_db import active_manifest, session
+from casparian_trio.config import check_address
+from casparian_trio.errors import PluginError, TransportTimeout
+from casparian_trio.protocol import Conclude, Deploy, Err, decode, encode
+from casparian_trio.publish import build_deploy, record_deploy
+from casparian_trio.store import Store
+
+# A Sentinel answers a DEPLOY in milliseconds; 10 s means it is not there (zmq
+# queues the message silently while no peer is connected) or it is stuck.
+DEPLOY_TIMEOUT = 10.0
+ARTIFACT_SHOWN = 12  # hex digits of the artifact hash shown to people
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    deploy = build_deploy(
+        Path(args.plugin),
+        lockfile=Path(args.lockfile) if args.lockfile else None,
+        version=args.version,
+    )
+    if args.sentinel:
+        result = deploy_via_sentinel(args.sentinel, deploy)
+        previous = None
+    else:
+        result, previous = _record_locally(args, deploy)
+    print(describe_result(result, previous))
+    pattern = deploy.manifest.get("pattern")
+    if result.get("created") and pattern:
+        print(f"files matching {pattern!r} will be routed to {result['plugin_name']} on `scan`")
+    return 0
+
+
+def _record_locally(args: argparse.Namespace, deploy: Deploy) -> tuple[dict[str, Any], str | None]:
+    """(record_deploy's result, the version it superseded) using the database directly."""
+    with session(args, create=True) as db:
+        before = db.run_sync(lambda conn: active_manifest(conn, deploy.plugin_name), readonly=True)
+        result = trio.run(_record, Store(db), deploy)
+    previous = before["version"] if before else None
+    if before and before["artifact_hash"] == result["artifact_hash"]:
+        previous = None
+    return result, previous
+
+
+async def _record(store: Store, deploy: Deploy) -> dict[str, Any]:
+    return await record_deploy(store, deploy, now=time.time())
+
+
+def describe_result(result: dict[str, Any], previous: str | None = None) -> str:
+    """The one line ``publish`` prints for a ``record_deploy`` result."""
+    name, version = result["plugin_name"], result["version"]
+    artifact = f"{str(result['artifact_hash'])[:ARTIFACT_SHOWN]}…"
+    if not result.get("created"):
+        return f"{name} {version} is already published (artifact {artifact}): nothing to do"
+    env = result.get("env_hash") or "system"
+    env = env if env == "system" else f"{env[:ARTIFACT_SHOWN]}…"
+    line = f"published {name} {version} (artifact {artifact}, env {env})"
+    return line + (f", superseding {previous}" if previous else "")
+
+
+# --- via a running Sentinel -------------------------------------------------------------
+
+
+def deploy_via_sentinel(address: str, deploy: Deploy) -> dict[str, Any]:
+    """Send DEPLOY to the Sentinel at ``address``; return its CONCLUDE metrics.
+
+    Raises:
+        ConfigError: ``address`` is not a tcp:// or ipc:// address.
+        TransportTimeout: no answer within DEPLOY_TIMEOUT seconds.
+        PluginError: the Sentinel refused the plugin (its ERR message).
+    """
+    check_address(address, "--sentinel")
+    return trio.run(_deploy_with_deadline, address, deploy)
+
+
+async def _deploy_with_deadline(address: str, deploy: Deploy) -> dict[str, Any]:
+    try:
+        with trio.fail_after(DEPLOY_TIMEOUT):
+            return await request_deploy(address, deploy)
+    except trio.TooSlowError:
+        raise TransportTimeout(
+            f"no answer from sentinel at {address} in {DEPLOY_TIMEOUT:g} s; "
+            f"is `casparian-trio sentinel --bind {address}` running?"
+        ) from None
+
+
+async def request_deploy(address: str, deploy: Deploy) -> dict[str, Any]:
+    """DEPLOY over a fresh DEALER and wait (no deadline: the caller owns it) for the answer."""
+    from casparian_trio.transport import open_dealer
+
+    identity = f"publish-{os.getpid()}-{time.monotonic_ns()}".encode()
+    with open_dealer(address, identity=identity) as channel:
+        await channel.send(encode(deploy))
+        while True:
+            payload = decode(await channel.receive()).payload
+            if isinstance(payload, Conclude):
+                return dict(payload.metrics)
+            if isinstance(payload, Err):
+                raise PluginError(
+                    f"sentinel at {address} refused {deploy.plugin_name}: {payload.message}"
+                )

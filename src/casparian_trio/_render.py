@@ -1,0 +1,198 @@
+"""Terminal output for the operator commands: tables, ages, sizes, a progress line.
+
+Pure formatting with no dependencies: every function returns a string, except
+``Progress``, which writes ``\\r`` updates to a stream only when it is a TTY (so
+pipes and logs get only the final summary line the caller prints).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import attrs
+
+# The width the brief fixes for tables: readable on a laptop's split terminal.
+TABLE_WIDTH = 100
+# Two spaces between columns: wide enough to separate, narrow enough to fit.
+GAP = "  "
+ELLIPSIS = "…"
+# Redraw the progress line at most 10 times a second: smooth, yet cheap on slow terminals.
+PROGRESS_INTERVAL = 0.1
+PROGRESS_BAR_WIDTH = 24
+
+
+def truncate_end(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters, ending with an ellipsis when cut."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    return text[: width - 1] + ELLIPSIS
+
+
+def truncate_middle(text: str, width: int) -> str:
+    """``text`` cut in the middle (keeps a path's start and its file name)."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return text[:width]
+    tail = (width - 1) // 2 + (width - 1) % 2
+    head = width - 1 - tail
+    return text[:head] + ELLIPSIS + text[len(text) - tail :]
+
+
+def truncate_path(path: str, width: int) -> str:
+    """A path cut in the middle that keeps its whole file name when that fits."""
+    if len(path) <= width:
+        return path
+    name = path.rsplit("/", 1)[-1]
+    head = width - 1 - len(name) - 1  # the ellipsis and the '/' before the name
+    if head < 1:  # the name alone is too long: keep its end (the extension)
+        return ELLIPSIS + path[len(path) - width + 1 :] if width > 1 else path[:width]
+    return f"{path[:head]}{ELLIPSIS}/{name}"
+
+
+def first_line(text: str | None) -> str:
+    """The first non-blank line of an error message ('' for None)."""
+    for line in (text or "").splitlines():
+        if line.strip():
+            return line.strip()
+    return ""
+
+
+def ago(then: float | None, now: float) -> str:
+    """'3s ago', '5m ago', '2h ago', '4d ago' (or 'in 3s' for the future, '-' for None)."""
+    if then is None:
+        return "-"
+    delta = now - then
+    text = short_duration(abs(delta))
+    return f"{text} ago" if delta >= 0 else f"in {text}"
+
+
+def short_duration(seconds: float) -> str:
+    """A compact duration: '0.4s', '12s', '5m', '2h', '4d'."""
+    if seconds < 10:
+        return f"{seconds:.1f}s" if seconds < 1 else f"{seconds:.0f}s"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size:.0f}{unit}"
+    return f"{seconds:.0f}s"
+
+
+def human_bytes(count: float) -> str:
+    """'512 B', '1.5 KiB', '12.0 MiB', ..."""
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(count) < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def timestamp(value: float | None) -> str:
+    """A local ISO-like time for a unix timestamp ('-' for None)."""
+    if value is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+
+
+@attrs.frozen
+class Column:
+    """One table column; ``shrink`` ('middle', 'end' or 'path') lets it be cut to fit."""
+
+    header: str
+    shrink: str | None = None
+    min_width: int = 8
+    align_right: bool = False
+
+
+def _fit(widths: list[int], columns: Sequence[Column], max_width: int) -> list[int]:
+    """Shrink the cuttable columns, widest first, until the table fits ``max_width``."""
+    widths = list(widths)
+    excess = sum(widths) + len(GAP) * (len(widths) - 1) - max_width
+    while excess > 0:
+        candidates = [
+            i for i, c in enumerate(columns) if c.shrink and widths[i] > max(c.min_width, 1)
+        ]
+        if not candidates:
+            break
+        widest = max(candidates, key=lambda i: widths[i])
+        widths[widest] -= 1
+        excess -= 1
+    return widths
+
+
+def _cell(text: str, width: int, column: Column) -> str:
+    cut = {"middle": truncate_middle, "path": truncate_path}.get(column.shrink or "", truncate_end)
+    text = cut(text, width)
+    return text.rjust(width) if column.align_right else text.ljust(width)
+
+
+def table(
+    columns: Sequence[Column], rows: Sequence[Sequence[str]], *, max_width: int = TABLE_WIDTH
+) -> str:
+    """Render rows (already strings) as an aligned table at most ``max_width`` wide."""
+    natural = [max([len(c.header)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
+    widths = _fit(natural, columns, max_width)
+    lines = [GAP.join(_cell(c.header, w, c) for c, w in zip(columns, widths, strict=True))]
+    for row in rows:
+        cells = (_cell(text, w, c) for text, w, c in zip(row, widths, columns, strict=True))
+        lines.append(GAP.join(cells))
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def dumps(document: Any) -> str:
+    """The one JSON document a ``--json`` command prints (stable key order)."""
+    return json.dumps(document, indent=2, sort_keys=True, default=str)
+
+
+@attrs.define(eq=False)
+class Progress:
+    """A one-line progress bar on a TTY (``\\r`` updates); silent otherwise.
+
+    Attributes:
+        label: what is being done ('scanning /data').
+        total: the number of steps, when known.
+        stream: where to draw (stderr by default).
+    """
+
+    label: str
+    total: int | None = None
+    stream: TextIO = attrs.field(factory=lambda: sys.stderr)
+    enabled: bool = attrs.field(default=None)
+    _last_draw: float = 0.0
+    _drawn: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        if self.enabled is None:
+            self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def update(self, done: int, detail: str = "", *, force: bool = False) -> None:
+        """Redraw (throttled) with ``done`` steps finished."""
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if not force and now - self._last_draw < PROGRESS_INTERVAL:
+            return
+        self._last_draw = now
+        self.stream.write("\r" + truncate_end(self.line(done, detail), TABLE_WIDTH - 1) + "\x1b[K")
+        self.stream.flush()
+        self._drawn = True
+
+    def line(self, done: int, detail: str = "") -> str:
+        if self.total:
+            filled = PROGRESS_BAR_WIDTH * min(done, self.total) // self.total
+            bar = "█" * filled + "░" * (PROGRESS_BAR_WIDTH - filled)
+            text = f"{self.label} {bar} {done}/{self.total}"
+        else:
+            text = f"{self.label} {done}"
+        return f"{text} {detail}".rstrip()
+
+    def close(self) -> None:
+        """Erase the progress line so the summary starts on a clean line."""
+        if self.enabled and self._drawn:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()

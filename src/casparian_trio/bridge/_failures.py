@@ -1,0 +1,80 @@
+"""Turn whatever ended a job badly into one receipt error message (pure).
+
+Format: one actionable line, then the traceback and/or the tail of the guest's
+output. The message is bounded (MAX_MESSAGE_CHARS), keeping the end, where
+the interesting part of a traceback is.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from casparian_trio.bridge._stream import GuestReportedError
+from casparian_trio.errors import CasparianError, GuestCrashed
+
+# Receipts travel in a JSON payload and end up in the queue table.
+MAX_MESSAGE_CHARS = 8000
+# Signs, in a dead guest's output, that it died allocating memory.
+_OOM_SIGNS = ("MemoryError", "bad_alloc", "Cannot allocate memory", "out of memory")
+
+
+def describe(
+    exc: CasparianError, *, plugin: str, output_tail: str, memory_limit_mb: int | None
+) -> str:
+    """The receipt's error_message for ``exc``."""
+    tail = output_tail.strip()
+    if isinstance(exc, GuestReportedError):
+        head = _reported_head(exc, plugin, memory_limit_mb)
+        body = exc.traceback.strip()
+        if tail and tail not in body:
+            body = f"{body}\n--- guest output (tail) ---\n{tail}"
+    elif isinstance(exc, GuestCrashed):
+        head = f"guest {status_text(exc.returncode)} before sending its end frame"
+        if memory_limit_mb and looks_oom(exc.returncode, exc.stderr_tail):
+            head = f"memory limit exceeded ({memory_limit_mb} MB): {head}"
+        body = (
+            f"--- guest output (tail) ---\n{exc.stderr_tail.strip()}"
+            if exc.stderr_tail.strip()
+            else ""
+        )
+    else:
+        head = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        body = f"--- guest output (tail) ---\n{tail}" if tail else ""
+    return _bound(f"{head}\n{body}".strip())
+
+
+def _reported_head(exc: GuestReportedError, plugin: str, memory_limit_mb: int | None) -> str:
+    if exc.kind == "memory" and memory_limit_mb:
+        return (
+            f"memory limit exceeded ({memory_limit_mb} MB): plugin {plugin!r} raised {exc.message}"
+        )
+    if exc.kind == "load":
+        return f"plugin {plugin!r} failed to load: {exc.message}"
+    if exc.kind == "topic":
+        return f"plugin {plugin!r}: {exc.message}"
+    return f"plugin {plugin!r} raised {exc.message}"
+
+
+def status_text(returncode: int | None) -> str:
+    if returncode is None:
+        return "did not exit"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = str(-returncode)
+        return f"was killed by signal {name}"
+    return f"exited with status {returncode}"
+
+
+def looks_oom(returncode: int | None, tail: str) -> bool:
+    if returncode in (-signal.SIGABRT, -signal.SIGSEGV, -signal.SIGKILL):
+        return True
+    return any(sign in tail for sign in _OOM_SIGNS)
+
+
+def _bound(message: str) -> str:
+    if len(message) <= MAX_MESSAGE_CHARS:
+        return message
+    head, _, rest = message.partition("\n")
+    return f"{head}\n...\n{rest[-(MAX_MESSAGE_CHARS - len(head) - 5) :]}"

@@ -1,0 +1,134 @@
+"""Spawning, watching and killing a guest process (Trio side, no Arrow).
+
+Invariants:
+- The guest runs in its own session/process group (pgid == its pid), so one
+  ``killpg`` reaches anything the plugin started too.
+- It gets a clean environment: nothing of the worker's environment leaks into
+  it except an allow-list (locale, time zone, Arrow/OpenMP tuning); HOME and
+  TMPDIR point into the job's private dir.
+- ``terminate_group`` is the only way a guest is stopped: SIGTERM, a grace
+  period, SIGKILL to the whole group, then reap (no zombie). Callers run it
+  under a shielded, bounded cancel scope.
+- Guest stdout+stderr (one pipe, interleaved as written) are logged and the
+  last TAIL_BYTES kept for error messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from collections import deque
+from pathlib import Path
+
+import attrs
+import trio
+
+logger = logging.getLogger(__name__)
+
+GUEST_SCRIPT = Path(__file__).with_name("guest.py")
+# -I: isolated mode (no PYTHON* env vars, no user site, script dir not on sys.path);
+# it keeps venv detection (pyvenv.cfg) working. -B: no .pyc writes into the env.
+# -u: unbuffered, so output printed just before a crash still reaches us.
+PYTHON_FLAGS = ("-I", "-B", "-u")
+# Host variables a guest may see: locale, time zone, thread/pool tuning.
+PASS_THROUGH = (
+    "LANG",
+    "LC_ALL",
+    "LC_CTYPE",
+    "TZ",
+    "OMP_NUM_THREADS",
+    "ARROW_DEFAULT_MEMORY_POOL",
+    "ARROW_IO_THREADS",
+)
+SAFE_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Enough output to show a traceback or the last lines before a crash.
+TAIL_BYTES = 16 * 1024
+# Log at most this many guest lines per job; a chatty plugin must not flood logs.
+MAX_LOGGED_LINES = 200
+
+
+def guest_env(job_dir: Path, python: Path) -> dict[str, str]:
+    """The complete environment of a guest (no inherited secrets)."""
+    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+    env.setdefault("LANG", "C.UTF-8")
+    env["PATH"] = f"{python.parent}:{SAFE_PATH}"
+    env["HOME"] = str(job_dir)
+    env["TMPDIR"] = str(job_dir / "tmp")
+    return env
+
+
+async def spawn(python: Path, job_file: Path, job_dir: Path) -> trio.Process:
+    """Start the guest script on ``job_file`` in its own process group."""
+    argv = [str(python), *PYTHON_FLAGS, str(GUEST_SCRIPT), str(job_file)]
+    return await trio.lowlevel.open_process(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        cwd=job_dir,
+        env=guest_env(job_dir, python),
+        start_new_session=True,
+    )
+
+
+def _killpg(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # the whole group is already gone
+        os.killpg(pgid, sig)
+
+
+async def terminate_group(proc: trio.Process, grace: float) -> None:
+    """SIGTERM the guest's group, wait ``grace``, SIGKILL the group, reap the guest."""
+    if proc.returncode is None:
+        _killpg(proc.pid, signal.SIGTERM)
+        with trio.move_on_after(grace):
+            await proc.wait()
+    # Also reaches processes the plugin started, even when the guest already exited.
+    _killpg(proc.pid, signal.SIGKILL)
+    await proc.wait()
+
+
+@attrs.define(eq=False)
+class OutputTail:
+    """Reads a guest's output pipe: logs it, keeps a bounded tail."""
+
+    job_id: int
+    _chunks: deque[bytes] = attrs.field(factory=deque)
+    _size: int = 0
+    _lines_logged: int = 0
+    _partial: bytes = b""
+    done: trio.Event = attrs.field(factory=trio.Event)
+
+    async def pump(self, stream: trio.abc.ReceiveStream) -> None:
+        try:
+            async with stream:
+                while chunk := await stream.receive_some(65536):
+                    self._keep(chunk)
+                    self._log(chunk)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+        finally:
+            self.done.set()
+
+    def text(self) -> str:
+        return b"".join(self._chunks)[-TAIL_BYTES:].decode("utf-8", "replace")
+
+    def _keep(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self._size += len(chunk)
+        while self._size - len(self._chunks[0]) >= TAIL_BYTES:
+            self._size -= len(self._chunks.popleft())
+
+    def _log(self, chunk: bytes) -> None:
+        if self._lines_logged > MAX_LOGGED_LINES:
+            return
+        *lines, self._partial = (self._partial + chunk).split(b"\n")
+        self._partial = self._partial[-TAIL_BYTES:]
+        for line in lines:
+            self._lines_logged += 1
+            if self._lines_logged > MAX_LOGGED_LINES:
+                logger.info("job %d guest: (further output not logged)", self.job_id)
+                return
+            logger.info("job %d guest: %s", self.job_id, line.decode("utf-8", "replace"))

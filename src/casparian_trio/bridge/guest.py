@@ -1,0 +1,319 @@
+"""The guest: runs one plugin in a plugin environment and streams Arrow IPC to the host.
+
+Role: this file is executed as a script by the environment's interpreter
+(``<venv>/bin/python -I guest.py <job.json>``). casparian_trio is NOT installed
+in plugin environments, so it imports only the standard library and pyarrow,
+and it imports pyarrow modules lazily: interpreter start-up is the per-job floor.
+
+Invariants:
+- The first thing it does is arrange to die with its parent (PR_SET_PDEATHSIG),
+  then check the parent has not already gone (the race prctl cannot close).
+- Exactly one terminal frame is sent: END (metrics) or ERROR (kind, message,
+  traceback). A guest that dies without one is a crash, as far as the host knows.
+- Frames follow the layout documented in ``casparian_trio.bridge._framing``
+  (the constants below must match it; a unit test checks that they do).
+
+Plugin shapes (the plugin source is compiled from ``plugin.py`` in the job dir,
+so tracebacks show its lines):
+
+1. The seed's shape::
+
+       class Handler:
+           def execute(self, file_path):
+               yield pa_table_or_record_batch      # topic "output"
+
+   ``execute`` may yield (or return) pyarrow Tables, RecordBatches, pandas
+   DataFrames (when pandas is installed), or ``(topic, data)`` pairs.
+
+2. The event shape::
+
+       class Handler:
+           def configure(self, ctx, config): ...   # once, before any event
+           def consume(self, event): ...           # once per input file
+           def close(self): ...                    # optional, after the last event
+
+   ``ctx`` (class ``Context``) has ``job_id``, ``file_version_id``, ``topics``
+   (the topics that have a sink), ``scratch_dir`` (a private temp dir),
+   ``log`` (a logging.Logger writing to stderr, captured by the host) and
+   ``publish(topic, data)``. ``config`` is the Dispatch's ``config`` mapping.
+   ``event`` (class ``FileEvent``) has ``path``, ``job_id``,
+   ``file_version_id``, ``size`` and ``open(mode="rb")``. Whatever ``consume``
+   returns or yields is published to topic "output", like ``execute``.
+
+Publishing to a topic without a sink fails the job (the error names the topic).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import sys
+import traceback
+
+# Must match casparian_trio.bridge._framing (checked by tests/unit/bridge).
+HEADER = struct.Struct("!I")
+TOPIC_LEN = struct.Struct("!H")
+END_TAG = 0
+ERROR_TAG = 0xFFFFFFFF
+# Coalesce small batches of one topic up to about this many bytes per frame:
+# per-frame costs (an IPC schema, a host thread hop) stay negligible, while
+# frames stay small enough for guest parsing and host writing to overlap.
+FRAME_TARGET_BYTES = 4 * 1024 * 1024
+# Never send a frame larger than this (the host refuses > 256 MiB).
+FRAME_MAX_BYTES = 64 * 1024 * 1024
+PR_SET_PDEATHSIG = 1
+SIGKILL = 9
+
+
+class PluginLoadError(Exception):
+    """The plugin source cannot be compiled or defines no usable Handler."""
+
+
+class TopicError(Exception):
+    """The plugin published to a topic that has no sink."""
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    # Linux only; elsewhere the host's kill-on-cancel still applies.
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    # If the parent died before prctl ran, we were already re-parented.
+    if os.getppid() != parent_pid:
+        os._exit(70)
+
+
+def _limit_memory(limit_mb: int) -> None:
+    # RLIMIT_AS counts address space, and the interpreter plus pyarrow already
+    # map a lot of it; the limit is what the plugin may add on top of that.
+    import resource
+
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[0])
+    base = pages * os.sysconf("SC_PAGE_SIZE")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    want = base + limit_mb * 1024 * 1024
+    if hard != resource.RLIM_INFINITY:
+        want = min(want, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (want, hard))
+
+
+class Channel:
+    """Frames data to the host, coalescing small batches per topic."""
+
+    def __init__(self, sock: socket.socket, topics: list[str]) -> None:
+        self.sock = sock
+        self.topics = set(topics)
+        self.pending: dict[str, list] = {}
+        self.pending_bytes: dict[str, int] = {}
+        self.rows = 0
+        self.batches = 0
+
+    def publish(self, topic: str, data: object) -> None:
+        if topic not in self.topics:
+            raise TopicError(
+                f"plugin published to topic {topic!r}, which has no sink "
+                f"(configured: {', '.join(sorted(self.topics)) or 'none'})"
+            )
+        for batch in _as_batches(data):
+            self._add(topic, batch)
+
+    def _add(self, topic: str, batch) -> None:
+        if batch.num_rows == 0:
+            return
+        pending = self.pending.setdefault(topic, [])
+        if pending and not pending[0].schema.equals(batch.schema):
+            self._flush(topic)
+            pending = self.pending.setdefault(topic, [])
+        size = batch.nbytes
+        if size > FRAME_MAX_BYTES and batch.num_rows > 1:
+            # Split a huge batch so no frame comes near the host's limit.
+            step = max(1, batch.num_rows * FRAME_TARGET_BYTES // size)
+            for start in range(0, batch.num_rows, step):
+                self._add(topic, batch.slice(start, step))
+            return
+        pending.append(batch)
+        self.pending_bytes[topic] = self.pending_bytes.get(topic, 0) + size
+        if self.pending_bytes[topic] >= FRAME_TARGET_BYTES:
+            self._flush(topic)
+
+    def _flush(self, topic: str) -> None:
+        batches = self.pending.pop(topic, [])
+        self.pending_bytes.pop(topic, None)
+        if not batches:
+            return
+        import pyarrow as pa
+
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, batches[0].schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+        body = sink.getvalue()
+        name = topic.encode("utf-8")
+        head = HEADER.pack(TOPIC_LEN.size + len(name) + body.size) + TOPIC_LEN.pack(len(name))
+        self.sock.sendall(head + name)
+        self.sock.sendall(memoryview(body))
+        self.rows += sum(b.num_rows for b in batches)
+        self.batches += len(batches)
+
+    def flush_all(self) -> None:
+        for topic in list(self.pending):
+            self._flush(topic)
+
+    def send_control(self, tag: int, obj: dict) -> None:
+        body = json.dumps(obj, default=str).encode("utf-8")
+        self.sock.sendall(HEADER.pack(tag) + HEADER.pack(len(body)) + body)
+
+
+def _as_batches(data: object):
+    import pyarrow as pa
+
+    if isinstance(data, pa.RecordBatch):
+        return [data]
+    if isinstance(data, pa.Table):
+        return data.to_batches()
+    if type(data).__module__.split(".")[0] == "pandas":
+        return pa.Table.from_pandas(data, preserve_index=False).to_batches()
+    raise TypeError(
+        f"plugin produced {type(data).__name__}; expected a pyarrow Table or RecordBatch "
+        "(or a pandas DataFrame)"
+    )
+
+
+class Context:
+    """What ``configure(ctx, config)`` receives (see the module docstring)."""
+
+    def __init__(self, job: dict, channel: Channel) -> None:
+        import logging
+
+        self.job_id = job["job_id"]
+        self.file_version_id = job["file_version_id"]
+        self.topics = tuple(job["topics"])
+        self.scratch_dir = job.get("scratch_dir") or os.getcwd()
+        self.log = logging.getLogger("plugin")
+        self._channel = channel
+
+    def publish(self, topic: str, data: object) -> None:
+        """Send ``data`` (Table, RecordBatch or DataFrame) to ``topic``'s sink."""
+        self._channel.publish(topic, data)
+
+
+class FileEvent:
+    """What ``consume(event)`` receives: the input file of this job."""
+
+    def __init__(self, job: dict) -> None:
+        self.path = job["input"]
+        self.job_id = job["job_id"]
+        self.file_version_id = job["file_version_id"]
+
+    @property
+    def size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def open(self, mode: str = "rb"):
+        return open(self.path, mode)
+
+
+def _load_handler(plugin_path: str):
+    with open(plugin_path, encoding="utf-8") as f:
+        source = f.read()
+    namespace: dict = {"__name__": "casparian_plugin", "__file__": plugin_path}
+    # Compiled with its file name so tracebacks and linecache show its lines.
+    code = compile(source, plugin_path, "exec")
+    exec(code, namespace)
+    handler_cls = namespace.get("Handler")
+    if not isinstance(handler_cls, type):
+        raise PluginLoadError(
+            "the plugin defines no class Handler (expected `class Handler` with "
+            "`execute(self, file_path)` or `configure(ctx, config)` + `consume(event)`)"
+        )
+    handler = handler_cls()
+    if not (hasattr(handler, "execute") or hasattr(handler, "consume")):
+        raise PluginLoadError("class Handler has neither execute(file_path) nor consume(event)")
+    return handler
+
+
+def _emit(channel: Channel, result: object) -> None:
+    # execute()/consume() may return None, one object, or an iterable of them.
+    if result is None:
+        return
+    if hasattr(result, "__iter__") and not _is_data(result):
+        for item in result:
+            if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+                channel.publish(item[0], item[1])
+            elif item is not None:
+                channel.publish("output", item)
+        return
+    channel.publish("output", result)
+
+
+def _is_data(obj: object) -> bool:
+    import pyarrow as pa
+
+    if isinstance(obj, (pa.Table, pa.RecordBatch)):
+        return True
+    return type(obj).__module__.split(".")[0] == "pandas"
+
+
+def _run_plugin(job: dict, channel: Channel) -> None:
+    try:
+        handler = _load_handler(job["plugin"])
+    except SyntaxError as exc:
+        raise PluginLoadError(f"SyntaxError: {exc}") from exc
+    if hasattr(handler, "consume"):
+        if hasattr(handler, "configure"):
+            handler.configure(Context(job, channel), dict(job.get("config") or {}))
+        _emit(channel, handler.consume(FileEvent(job)))
+        if hasattr(handler, "close"):
+            handler.close()
+    else:
+        _emit(channel, handler.execute(job["input"]))
+    channel.flush_all()
+
+
+def _error_frame(exc: BaseException) -> dict:
+    if isinstance(exc, MemoryError):
+        kind = "memory"
+    elif isinstance(exc, PluginLoadError):
+        kind = "load"
+    elif isinstance(exc, TopicError):
+        kind = "topic"
+    else:
+        kind = "plugin"
+    tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    message = str(exc) if kind in ("load", "topic") else f"{type(exc).__name__}: {exc}"
+    return {"kind": kind, "message": message, "traceback": tb[-20000:]}
+
+
+def main(argv: list[str]) -> int:
+    with open(argv[1], encoding="utf-8") as f:
+        job = json.load(f)
+    _die_with_parent(job["parent_pid"])
+    import pyarrow  # noqa: F401  (imported before the limit: it maps a lot)
+
+    if job.get("memory_limit_mb"):
+        _limit_memory(int(job["memory_limit_mb"]))
+    import logging
+
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.connect(job["socket"])
+    channel = Channel(sock, job["topics"])
+    try:
+        _run_plugin(job, channel)
+    except Exception as exc:  # MemoryError is an Exception too
+        channel.send_control(ERROR_TAG, _error_frame(exc))
+        return 1
+    channel.send_control(END_TAG, {"rows": channel.rows, "batches": channel.batches})
+    sock.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

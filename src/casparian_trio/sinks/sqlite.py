@@ -1,0 +1,172 @@
+"""SQLite sink: rows go to a staging table, promoted into the target in one transaction.
+
+Role: ``sqlite://PATH/TABLE`` (PATH relative to the output root). Batches are
+inserted (in a writer thread) into ``_cf_stage_<table>_<job>_<random>`` in the
+same database; commit() moves them into TABLE and drops the staging table in a
+single ``BEGIN IMMEDIATE ... COMMIT``, so readers of TABLE see all of a job's
+rows or none. abort() drops the staging table.
+
+Modes: ``append`` first deletes TABLE's rows of this job (``_cf_job_id``), so a
+re-run replaces instead of duplicating; ``replace`` empties TABLE first;
+``error`` refuses when TABLE already holds rows of another job.
+Arrow types map to INTEGER (ints, bools), REAL (floats), BLOB (binary) and
+TEXT (strings and anything else, cast to its string form).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import sqlite3
+from pathlib import Path
+
+import attrs
+import pyarrow as pa
+import pyarrow.types as pat
+
+from casparian_trio.errors import SinkError
+from casparian_trio.protocol.messages import Artifact
+from casparian_trio.sinks._schema import Conformer
+
+logger = logging.getLogger(__name__)
+
+# Writers wait this long for another process's transaction on the same file.
+BUSY_TIMEOUT_S = 30.0
+
+
+@attrs.define(eq=False)
+class SqliteSink:
+    """Writes one topic of one job to a staging table, then promotes it."""
+
+    topic: str
+    db_path: Path
+    table: str
+    job_id: int
+    mode: str
+    conformer: Conformer
+    rows: int = 0
+    bytes_written: int = 0
+    _conn: sqlite3.Connection | None = None
+    _stage: str | None = None
+    _columns: list[str] = attrs.field(factory=list)
+
+    def check(self) -> None:
+        if self.mode != "error":
+            return
+        conn = self._connect()
+        if _exists(conn, self.table) and self._other_rows(conn):
+            raise SinkError(
+                f"topic {self.topic!r}: mode 'error' and table {self.table!r} in "
+                f"{self.db_path} already holds rows of another job"
+            )
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        batch = self.conformer.conform(batch)
+        conn = self._connect()
+        if self._stage is None:
+            self._create_stage(conn, batch.schema)
+        columns = [_pylist(col) for col in batch.columns]
+        marks = ", ".join("?" * len(columns))
+        conn.execute("BEGIN")
+        conn.executemany(
+            f'INSERT INTO "{self._stage}" VALUES ({marks})', zip(*columns, strict=True)
+        )
+        conn.execute("COMMIT")
+        self.rows += batch.num_rows
+
+    def commit(self) -> Artifact | None:
+        conn = self._connect()
+        if self._stage is None:
+            self._create_stage(conn, self.conformer.output_schema())
+        self.check()
+        cols = ", ".join(f'"{c}"' for c in self._columns)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                f'CREATE TABLE IF NOT EXISTS "{self.table}" AS SELECT * FROM "{self._stage}" WHERE 0'
+            )
+            if self.mode == "replace":
+                conn.execute(f'DELETE FROM "{self.table}"')
+            else:
+                conn.execute(f'DELETE FROM "{self.table}" WHERE "_cf_job_id" = ?', (self.job_id,))
+            conn.execute(f'INSERT INTO "{self.table}" ({cols}) SELECT {cols} FROM "{self._stage}"')
+            conn.execute(f'DROP TABLE "{self._stage}"')
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise SinkError(
+                f"topic {self.topic!r}: promoting into {self.table!r} failed: {exc}"
+            ) from exc
+        self._stage = None
+        self._close()
+        return Artifact(
+            topic=self.topic, uri=f"sqlite://{self.db_path}/{self.table}", rows=self.rows
+        )
+
+    def abort(self) -> None:
+        try:
+            if self._conn is not None and self._stage is not None:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                self._conn.execute(f'DROP TABLE IF EXISTS "{self._stage}"')
+        except sqlite3.Error:
+            logger.warning("could not drop staging table %s", self._stage, exc_info=True)
+        self._stage = None
+        self._close()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._conn is None:
+            self.db_path.parent.mkdir(parents=True, exist_ok=True)
+            # Writer threads differ from call to call; calls never overlap.
+            self._conn = sqlite3.connect(
+                self.db_path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
+            )
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def _create_stage(self, conn: sqlite3.Connection, schema: pa.Schema) -> None:
+        self._stage = f"_cf_stage_{self.table}_{self.job_id}_{secrets.token_hex(3)}"
+        self._columns = list(schema.names)
+        ddl = ", ".join(f'"{f.name}" {_affinity(f.type)}' for f in schema)
+        conn.execute(f'CREATE TABLE "{self._stage}" ({ddl})')
+
+    def _other_rows(self, conn: sqlite3.Connection) -> bool:
+        try:
+            sql = f'SELECT 1 FROM "{self.table}" WHERE "_cf_job_id" IS NOT ? LIMIT 1'
+            return conn.execute(sql, (self.job_id,)).fetchone() is not None
+        except sqlite3.OperationalError:  # a table without lineage: someone else's
+            return conn.execute(f'SELECT 1 FROM "{self.table}" LIMIT 1').fetchone() is not None
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (table,)
+    ).fetchone()
+    return row is not None
+
+
+def _affinity(t: pa.DataType) -> str:
+    if pat.is_integer(t) or pat.is_boolean(t):
+        return "INTEGER"
+    if pat.is_floating(t):
+        return "REAL"
+    if pat.is_binary(t) or pat.is_large_binary(t):
+        return "BLOB"
+    return "TEXT"
+
+
+def _pylist(col: pa.Array) -> list[object]:
+    t = col.type
+    if pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t) or pat.is_string(t):
+        return col.to_pylist()
+    if pat.is_binary(t) or pat.is_large_binary(t) or pat.is_large_string(t):
+        return col.to_pylist()
+    # Dates, timestamps, decimals, nested types: store their string form.
+    try:
+        return col.cast(pa.string()).to_pylist()
+    except pa.ArrowException:
+        return [None if v is None else str(v) for v in col.to_pylist()]

@@ -1,0 +1,166 @@
+"""One SQLite connection driven from Trio: each transaction is one sync function.
+
+Theory of operation: a ``Database`` owns exactly one ``sqlite3`` connection.
+``run(fn)`` executes ``BEGIN IMMEDIATE; fn(conn); COMMIT`` (``ROLLBACK`` if
+``fn`` raises) as a single call, either in a worker thread behind a
+``CapacityLimiter(1)`` or, in inline mode, directly on the Trio thread.
+
+Invariants:
+- A transaction is all-or-nothing by construction. In thread mode the thread is
+  never abandoned (``abandon_on_cancel=False``): a cancel that arrives while
+  ``fn`` runs takes effect at the caller's next checkpoint, after COMMIT, and
+  the caller still receives the result. A cancel that arrives while waiting for
+  the limiter means nothing ran.
+- Inline mode (for MockClock tests) never touches a thread; virtual time cannot
+  jump while a statement runs because the event loop is blocked meanwhile.
+- No transaction is ever left open on the connection.
+- sqlite3 errors leave this module as ``StoreError`` (``raise ... from exc``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import attrs
+import trio
+
+from casparian_trio.errors import CasparianError, StoreError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long a writer waits for another process's lock before SQLITE_BUSY; long
+# enough for a CLI command racing the Sentinel, short enough to surface a hang.
+BUSY_TIMEOUT_MS = 5000
+
+
+def _configure(conn: sqlite3.Connection) -> None:
+    conn.row_factory = sqlite3.Row
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA journal_mode = WAL")  # ':memory:' stays 'memory'
+    conn.execute("PRAGMA foreign_keys = ON")
+    # NORMAL in WAL: durable against application crashes, and only the last
+    # transactions can be lost on power failure; fsync per commit is not needed.
+    conn.execute("PRAGMA synchronous = NORMAL")
+
+
+def connect(path: str | Path) -> sqlite3.Connection:
+    """Open a configured connection (autocommit; we issue BEGIN/COMMIT ourselves)."""
+    try:
+        conn = sqlite3.connect(
+            str(path),
+            check_same_thread=False,
+            isolation_level=None,
+            timeout=BUSY_TIMEOUT_MS / 1000,
+        )
+        _configure(conn)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open database {str(path)!r}: {exc}") from exc
+    return conn
+
+
+def transaction(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T], begin: str) -> T:
+    """Run ``fn(conn)`` between ``begin`` and COMMIT; ROLLBACK if anything raises."""
+    conn.execute(begin)
+    try:
+        result = fn(conn)
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    return result
+
+
+@attrs.define(eq=False)
+class Database:
+    """One connection; every ``run`` is one whole transaction.
+
+    Attributes:
+        path: the database file (or ':memory:').
+        inline: run transactions on the calling (Trio) thread instead of a worker thread.
+    """
+
+    path: str
+    _conn: sqlite3.Connection
+    inline: bool = False
+    _limiter: trio.CapacityLimiter = attrs.field(factory=lambda: trio.CapacityLimiter(1))
+    # Serialises run() threads with run_sync() callers on other threads.
+    _lock: threading.Lock = attrs.field(factory=threading.Lock)
+    _closed: bool = False
+
+    async def run(self, fn: Callable[[sqlite3.Connection], T], *, readonly: bool = False) -> T:
+        """Run ``fn(conn)`` as one transaction without blocking the event loop.
+
+        Args:
+            fn: a sync function doing all the work of the transaction.
+            readonly: use ``BEGIN DEFERRED`` (no write lock) instead of ``BEGIN IMMEDIATE``.
+
+        Returns:
+            What ``fn`` returned, after COMMIT.
+
+        Raises:
+            StoreError: SQLite failed (the transaction was rolled back).
+        """
+        if self.inline:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            result = self._call(fn, readonly)
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            return result
+        return await trio.to_thread.run_sync(
+            self._call, fn, readonly, limiter=self._limiter, abandon_on_cancel=False
+        )
+
+    def run_sync(self, fn: Callable[[sqlite3.Connection], T], *, readonly: bool = False) -> T:
+        """Same as ``run``, on the calling thread (CLI, tools, other processes)."""
+        return self._call(fn, readonly)
+
+    def close(self) -> None:
+        """Close the connection (idempotent). Do not call while a ``run`` is pending."""
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._conn.close()
+
+    def _call(self, fn: Callable[[sqlite3.Connection], T], readonly: bool) -> T:
+        begin = "BEGIN DEFERRED" if readonly else "BEGIN IMMEDIATE"
+        with self._lock:
+            if self._closed:
+                raise StoreError(f"database {self.path!r} is closed")
+            try:
+                return transaction(self._conn, fn, begin)
+            except CasparianError:
+                raise
+            except sqlite3.Error as exc:
+                raise StoreError(f"database {self.path!r}: {exc}") from exc
+
+
+def open_database(path: str | Path, *, inline: bool = False, migrate: bool = True) -> Database:
+    """Open (creating if needed) and, unless told not to, upgrade a database.
+
+    Args:
+        path: a file path or ':memory:'.
+        inline: run transactions on the Trio thread (MockClock tests).
+        migrate: apply pending migrations from ``schema/``.
+
+    Raises:
+        StoreError: the file cannot be opened.
+        SchemaError: the schema is newer than this code, or a migration failed.
+    """
+    from casparian_trio.store._migrate import migrate as apply_migrations
+
+    conn = connect(path)
+    try:
+        if migrate:
+            version = apply_migrations(conn)
+            logger.debug("database %s at schema version %d", path, version)
+    except BaseException:
+        conn.close()
+        raise
+    return Database(path=str(path), conn=conn, inline=inline)

@@ -1,0 +1,426 @@
+"""The job queue's sync core: every function is (part of) one transaction.
+
+Each function takes the connection first and plain values after, and is run by
+``Database.run`` inside ``BEGIN IMMEDIATE … COMMIT``; they never commit.
+
+Invariants:
+- A job is RUNNING exactly while it has an open cf_job_attempt row (ended_at
+  NULL) for its current ``attempt``; claim opens it, every conclusion closes it.
+- ``attempt`` only grows (+1 per claim). A receipt names the attempt it is for;
+  one for another attempt, or for a job no longer RUNNING, is stale: no change.
+- A job whose cancel was requested ends CANCELLED, whatever receipt arrives.
+- ``retry_count`` counts counted failures; at ``max_attempts`` the job FAILS,
+  otherwise it waits ``backoff_delay(retry_count)`` seconds before the next claim.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from collections.abc import Collection
+from datetime import UTC, datetime
+from typing import Any
+
+from casparian_trio.errors import CatalogError, StoreError
+from casparian_trio.store._sql import q
+from casparian_trio.store.rows import (
+    TERMINAL_STATUSES,
+    JobRow,
+    JobStatus,
+    Outcome,
+    backoff_delay,
+)
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_ATTEMPTS = 3  # mirrors the column default of 002_lifecycle.sql
+DEFAULT_BACKOFF_BASE = 2.0  # seconds after the first failure
+DEFAULT_BACKOFF_CAP = 300.0  # a flapping job retries at least every 5 minutes
+
+
+def iso_time(now: float) -> str:
+    """Unix time as the seed's TEXT timestamp format (UTC, like CURRENT_TIMESTAMP)."""
+    return datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _json(value: dict[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(value, sort_keys=True)
+
+
+# --- enqueue and claim --------------------------------------------------------
+
+
+def enqueue(
+    conn: sqlite3.Connection,
+    file_version_id: int,
+    plugin_name: str,
+    *,
+    now: float,
+    priority: int = 0,
+    config_overrides: dict[str, Any] | None = None,
+    max_attempts: int | None = None,
+    timeout_s: float | None = None,
+) -> tuple[int, bool]:
+    """Queue a job unless one exists for (file version, plugin); return (id, created)."""
+    params = {
+        "file_version_id": file_version_id,
+        "plugin_name": plugin_name,
+        "config_overrides": _json(config_overrides),
+        "priority": priority,
+        "max_attempts": DEFAULT_MAX_ATTEMPTS if max_attempts is None else max_attempts,
+        "timeout_s": timeout_s,
+        "now": now,
+    }
+    try:
+        cursor = conn.execute(q("enqueue_job"), params)
+    except sqlite3.IntegrityError as exc:
+        raise CatalogError(
+            f"cannot queue {plugin_name!r} on file version {file_version_id}: {exc} "
+            "(scan the file first so its version exists)"
+        ) from exc
+    if cursor.rowcount == 1:
+        return int(cursor.lastrowid or 0), True
+    row = conn.execute(q("job_id_by_file_plugin"), params).fetchone()
+    return int(row[0]), False
+
+
+def claim_query(capabilities: Collection[str]) -> tuple[str, dict[str, Any]] | None:
+    """The SELECT that picks the next claimable job for these capabilities (None: none)."""
+    caps = [capabilities] if isinstance(capabilities, str) else list(capabilities)
+    if not caps:
+        return None
+    if "*" in caps:
+        return q("claim_next_any"), {}
+    return q("claim_next_for_plugins"), {"plugins": json.dumps(sorted(set(caps)))}
+
+
+def claim(
+    conn: sqlite3.Connection,
+    *,
+    capabilities: Collection[str],
+    worker_id: str,
+    now: float,
+    worker_host: str | None = None,
+    worker_pid: int | None = None,
+) -> JobRow | None:
+    """Take the best claimable job (priority DESC, id ASC) for a worker, or None."""
+    query = claim_query(capabilities)
+    if query is None:
+        return None
+    sql, params = query
+    found = conn.execute(sql, {**params, "now": now}).fetchone()
+    if found is None:
+        return None
+    rows = conn.execute(
+        q("mark_claimed"),
+        {
+            "id": found[0],
+            "worker_id": worker_id,
+            "worker_host": worker_host,
+            "worker_pid": worker_pid,
+            "claim_time": iso_time(now),
+            "now": now,
+        },
+    ).fetchall()
+    job = JobRow.from_row(rows[0])
+    conn.execute(
+        q("attempt_start"),
+        {"job_id": job.id, "attempt": job.attempt, "worker_id": worker_id, "now": now},
+    )
+    return job
+
+
+# --- conclusions ----------------------------------------------------------------
+
+
+def _running(conn: sqlite3.Connection, job_id: int, attempt: int) -> JobRow | None:
+    row = conn.execute(q("job_by_id"), {"id": job_id}).fetchone()
+    if row is None or row["status"] != JobStatus.RUNNING or row["attempt"] != attempt:
+        return None
+    return JobRow.from_row(row)
+
+
+def _end_attempt(
+    conn: sqlite3.Connection, job: JobRow, outcome: str, error: str | None, now: float
+) -> None:
+    conn.execute(
+        q("attempt_end"),
+        {
+            "job_id": job.id,
+            "attempt": job.attempt,
+            "outcome": str(Outcome(outcome)),
+            "error_message": error,
+            "now": now,
+        },
+    )
+
+
+def _conclude(
+    conn: sqlite3.Connection,
+    job: JobRow,
+    status: JobStatus,
+    *,
+    now: float,
+    **changes: Any,
+) -> None:
+    """Write the job's new status; fields not in ``changes`` keep their value."""
+    holder = status != JobStatus.QUEUED  # a requeued job is held by nobody
+    params = {
+        "id": job.id,
+        "status": str(status),
+        "retry_count": job.retry_count,
+        "not_before": None,
+        "error_message": job.error_message,
+        "error_traceback": job.error_traceback,
+        "result_summary": None,
+        "worker_id": job.worker_id if holder else None,
+        "worker_host": job.worker_host if holder else None,
+        "worker_pid": job.worker_pid if holder else None,
+        "end_time": iso_time(now) if status in TERMINAL_STATUSES else None,
+        "now": now,
+    }
+    params.update(changes)
+    conn.execute(q("job_conclude"), params)
+    logger.info(
+        "job %d attempt %d → %s",
+        job.id,
+        job.attempt,
+        status,
+        extra={"event": "job.concluded", "job_id": job.id, "status": str(status)},
+    )
+
+
+def complete(
+    conn: sqlite3.Connection,
+    job_id: int,
+    attempt: int,
+    *,
+    result_summary: dict[str, Any],
+    now: float,
+) -> bool:
+    """Record a successful attempt; False (no change) unless RUNNING with that attempt.
+
+    A job whose cancel was requested ends CANCELLED (its summary is still kept).
+    """
+    job = _running(conn, job_id, attempt)
+    if job is None:
+        return False
+    status = JobStatus.CANCELLED if job.cancel_requested else JobStatus.COMPLETED
+    _conclude(
+        conn,
+        job,
+        status,
+        now=now,
+        result_summary=_json(result_summary),
+        error_message=None,
+        error_traceback=None,
+    )
+    _end_attempt(conn, job, Outcome.COMPLETED, None, now)
+    return True
+
+
+def _after_failure(
+    job: JobRow, *, counted: bool, now: float, base: float, cap: float
+) -> tuple[JobStatus, int, float | None]:
+    """(new status, retry_count, not_before) after a failed or handed-back attempt."""
+    retry_count = job.retry_count + (1 if counted else 0)
+    if job.cancel_requested:
+        return JobStatus.CANCELLED, retry_count, None
+    if counted and retry_count >= job.max_attempts:
+        return JobStatus.FAILED, retry_count, None
+    if not counted:
+        return JobStatus.QUEUED, retry_count, None
+    return JobStatus.QUEUED, retry_count, now + backoff_delay(retry_count, base=base, cap=cap)
+
+
+def requeue(
+    conn: sqlite3.Connection,
+    job_id: int,
+    attempt: int,
+    *,
+    reason: str,
+    now: float,
+    counted: bool,
+    outcome: str,
+    traceback: str | None = None,
+    backoff_base: float = DEFAULT_BACKOFF_BASE,
+    backoff_cap: float = DEFAULT_BACKOFF_CAP,
+) -> str | None:
+    """End a RUNNING attempt that did not succeed; return the new status (None: stale).
+
+    ``counted``: a failure (retry_count+1, backoff, FAILED after max_attempts);
+    otherwise (shutdown handback, unroutable dispatch) QUEUED again at once.
+    """
+    job = _running(conn, job_id, attempt)
+    if job is None:
+        return None
+    status, retry_count, not_before = _after_failure(
+        job, counted=counted, now=now, base=backoff_base, cap=backoff_cap
+    )
+    changes: dict[str, Any] = {"retry_count": retry_count, "not_before": not_before}
+    if counted:
+        changes.update(error_message=reason, error_traceback=traceback)
+    _conclude(conn, job, status, now=now, **changes)
+    _end_attempt(conn, job, outcome, reason, now)
+    if status == JobStatus.QUEUED and not_before is not None:
+        logger.warning(
+            "job %d failed (%d/%d), retry in %.1f s",
+            job.id,
+            retry_count,
+            job.max_attempts,
+            not_before - now,
+            extra={"event": "job.backoff", "job_id": job.id},
+        )
+    return str(status)
+
+
+def fail(
+    conn: sqlite3.Connection,
+    job_id: int,
+    attempt: int,
+    *,
+    error: str,
+    now: float,
+    outcome: str = Outcome.FAILED,
+    traceback: str | None = None,
+    backoff_base: float = DEFAULT_BACKOFF_BASE,
+    backoff_cap: float = DEFAULT_BACKOFF_CAP,
+) -> str | None:
+    """A counted failure of a RUNNING attempt (see ``requeue``); None if stale."""
+    return requeue(
+        conn,
+        job_id,
+        attempt,
+        reason=error,
+        now=now,
+        counted=True,
+        outcome=outcome,
+        traceback=traceback,
+        backoff_base=backoff_base,
+        backoff_cap=backoff_cap,
+    )
+
+
+# --- operator actions -------------------------------------------------------------
+
+
+def get_job(conn: sqlite3.Connection, job_id: int) -> JobRow | None:
+    row = conn.execute(q("job_by_id"), {"id": job_id}).fetchone()
+    return None if row is None else JobRow.from_row(row)
+
+
+def _require_job(conn: sqlite3.Connection, job_id: int) -> JobRow:
+    job = get_job(conn, job_id)
+    if job is None:
+        raise StoreError(f"no job with id {job_id}")
+    return job
+
+
+def _cancel(conn: sqlite3.Connection, job: JobRow, now: float) -> None:
+    conn.execute(q("cancel_job"), {"id": job.id, "end_time": iso_time(now), "now": now})
+    if job.status == JobStatus.RUNNING:
+        _end_attempt(conn, job, Outcome.CANCELLED, "cancelled", now)
+
+
+def mark_cancelled(
+    conn: sqlite3.Connection, job_id: int, attempt: int | None, *, now: float
+) -> bool:
+    """Make a QUEUED or RUNNING job CANCELLED now (given ``attempt``: only that RUNNING one)."""
+    job = get_job(conn, job_id)
+    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return False
+    if attempt is not None and (job.status != JobStatus.RUNNING or job.attempt != attempt):
+        return False
+    _cancel(conn, job, now)
+    return True
+
+
+def request_cancel(conn: sqlite3.Connection, job_id: int, *, now: float) -> str:
+    """QUEUED → CANCELLED; RUNNING → cancel_requested (returns 'RUNNING'); else unchanged.
+
+    Raises:
+        StoreError: no such job.
+    """
+    job = _require_job(conn, job_id)
+    if job.status == JobStatus.QUEUED:
+        _cancel(conn, job, now)
+        return str(JobStatus.CANCELLED)
+    if job.status == JobStatus.RUNNING:
+        conn.execute(q("request_cancel_running"), {"id": job_id, "now": now})
+    return str(job.status)
+
+
+def retry(conn: sqlite3.Connection, job_id: int, *, now: float) -> str:
+    """Operator retry: FAILED/CANCELLED → QUEUED with a fresh retry budget; else unchanged.
+
+    Raises:
+        StoreError: no such job.
+    """
+    job = _require_job(conn, job_id)
+    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+        return str(job.status)
+    conn.execute(q("retry_job"), {"id": job_id, "now": now})
+    return str(JobStatus.QUEUED)
+
+
+def cancel_queued_requests(conn: sqlite3.Connection, *, now: float) -> int:
+    """QUEUED jobs flagged cancel_requested → CANCELLED; returns how many."""
+    cursor = conn.execute(q("cancel_queued_requests"), {"end_time": iso_time(now), "now": now})
+    return cursor.rowcount
+
+
+# --- reads --------------------------------------------------------------------------
+
+
+def running_jobs(conn: sqlite3.Connection) -> list[JobRow]:
+    return [JobRow.from_row(r) for r in conn.execute(q("running_jobs"))]
+
+
+def cancel_requested_jobs(conn: sqlite3.Connection) -> list[JobRow]:
+    return [JobRow.from_row(r) for r in conn.execute(q("cancel_requested_jobs"))]
+
+
+def next_wakeup(conn: sqlite3.Connection, *, now: float) -> float | None:
+    """The earliest backoff end after ``now`` among QUEUED jobs (None: nothing waits)."""
+    value = conn.execute(q("next_wakeup"), {"now": now}).fetchone()[0]
+    return None if value is None else float(value)
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes whenever another connection (any process) commits to the file."""
+    return int(conn.execute("PRAGMA data_version").fetchone()[0])
+
+
+def stats(conn: sqlite3.Connection) -> dict[str, int]:
+    """Job count per status; all five JobStatus keys are always present."""
+    counts = {str(s): 0 for s in JobStatus}
+    for status, count in conn.execute(q("count_by_status")):
+        counts[status] = count
+    return counts
+
+
+def list_jobs(
+    conn: sqlite3.Connection,
+    *,
+    status: str | None = None,
+    plugin: str | None = None,
+    limit: int = 50,
+) -> list[JobRow]:
+    """Newest jobs first, optionally filtered by status and plugin."""
+    clauses: list[str] = []
+    params: dict[str, Any] = {"limit": limit}
+    if status is not None:
+        clauses.append("status = :status")
+        params["status"] = status.upper()
+    if plugin is not None:
+        clauses.append("plugin_name = :plugin")
+        params["plugin"] = plugin
+    where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+    sql = f"SELECT * FROM cf_processing_queue {where} ORDER BY id DESC LIMIT :limit"
+    return [JobRow.from_row(r) for r in conn.execute(sql, params)]
+
+
+def attempts(conn: sqlite3.Connection, job_id: int) -> list[dict[str, Any]]:
+    """The job's attempt history, oldest first."""
+    return [dict(r) for r in conn.execute(q("attempts_of_job"), {"job_id": job_id})]

@@ -1,0 +1,169 @@
+"""Values the store hands out: job rows, environment specs, dispatch plans.
+
+Pure: no SQL runs here. ``from_row`` accepts a ``sqlite3.Row`` (or any mapping)
+and decodes the JSON columns leniently, since a seed database may hold text
+written by the original system.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from casparian_trio.protocol.messages import Dispatch
+
+logger = logging.getLogger(__name__)
+
+# 2**BACKOFF_MAX_EXPONENT already exceeds any sensible cap; keeps floats finite.
+BACKOFF_MAX_EXPONENT = 62
+
+
+class JobStatus(enum.StrEnum):
+    """Job states: QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED (retry: → QUEUED)."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+
+TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt (one claim) ended, as recorded in cf_job_attempt."""
+
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    TIMED_OUT = "TIMED_OUT"
+    WORKER_LOST = "WORKER_LOST"
+    ABORTED = "ABORTED"
+    HANDED_BACK = "HANDED_BACK"
+    CANCELLED = "CANCELLED"
+
+
+def backoff_delay(failures: int, *, base: float = 2.0, cap: float = 300.0) -> float:
+    """Seconds to wait before the next try after ``failures`` counted failures.
+
+    ``base * 2**(failures-1)`` capped at ``cap``: 2, 4, 8, ... ; 0 for no failure.
+    """
+    if failures <= 0:
+        return 0.0
+    exponent = min(failures - 1, BACKOFF_MAX_EXPONENT)
+    return float(min(cap, base * 2**exponent))
+
+
+def decode_json(raw: str | None, *, column: str) -> dict[str, Any] | None:
+    """Decode a JSON object column; non-JSON legacy text is kept as {"text": raw}."""
+    if raw is None or raw == "":
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        logger.warning("column %s holds non-JSON text; keeping it as text", column)
+        return {"text": raw}
+    return value if isinstance(value, dict) else {"value": value}
+
+
+def _status(raw: str) -> str:
+    try:
+        return JobStatus(raw)
+    except ValueError:
+        return raw  # unknown legacy status: shown as is, never claimed
+
+
+@attrs.frozen(kw_only=True)
+class JobRow:
+    """One row of cf_processing_queue."""
+
+    id: int
+    file_version_id: int
+    plugin_name: str
+    status: str  # a JobStatus when recognised
+    priority: int
+    attempt: int
+    retry_count: int
+    max_attempts: int
+    worker_id: str | None
+    worker_host: str | None
+    worker_pid: int | None
+    cancel_requested: bool
+    timeout_s: float | None
+    not_before: float | None
+    error_message: str | None
+    error_traceback: str | None
+    result_summary: dict[str, Any] | None
+    config_overrides: dict[str, Any] | None
+    created_at: float | None
+    started_at: float | None
+    updated_at: float | None
+    claim_time: str | None
+    end_time: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> JobRow:
+        return cls(
+            id=row["id"],
+            file_version_id=row["file_version_id"],
+            plugin_name=row["plugin_name"],
+            status=_status(row["status"]),
+            priority=row["priority"] or 0,
+            attempt=row["attempt"],
+            retry_count=row["retry_count"] or 0,
+            max_attempts=row["max_attempts"],
+            worker_id=row["worker_id"],
+            worker_host=row["worker_host"],
+            worker_pid=row["worker_pid"],
+            cancel_requested=bool(row["cancel_requested"]),
+            timeout_s=row["timeout_s"],
+            not_before=row["not_before"],
+            error_message=row["error_message"],
+            error_traceback=row["error_traceback"],
+            result_summary=decode_json(row["result_summary"], column="result_summary"),
+            config_overrides=decode_json(row["config_overrides"], column="config_overrides"),
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            updated_at=row["updated_at"],
+            claim_time=row["claim_time"],
+            end_time=row["end_time"],
+        )
+
+
+@attrs.frozen(kw_only=True)
+class EnvSpec:
+    """A plugin environment: env_hash = SHA-256 of the lockfile (uv.lock content)."""
+
+    env_hash: str
+    lockfile: str
+    pyproject: str | None = None
+    python_version: str | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> EnvSpec:
+        return cls(
+            env_hash=row["env_hash"],
+            lockfile=row["lockfile"],
+            pyproject=row["pyproject"],
+            python_version=row["python_version"],
+        )
+
+
+@attrs.frozen(kw_only=True)
+class DispatchPlan:
+    """A claimed job resolved into what to send: the Dispatch and the env to prepare.
+
+    Attributes:
+        job: the job as claimed (RUNNING, with its attempt).
+        dispatch: ready to send; ``dispatch.attempt == job.attempt``.
+        env: the environment to PREPARE_ENV first; None for 'system' or unknown envs.
+    """
+
+    job: JobRow
+    dispatch: Dispatch
+    env: EnvSpec | None

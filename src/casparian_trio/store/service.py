@@ -1,0 +1,306 @@
+"""``Store``: the async facade the Sentinel and CLI use.
+
+Every method is exactly one ``Database.run`` of one sync function from
+``queue``, ``catalog`` or ``workers`` — one transaction, all-or-nothing, never
+torn by cancellation (see ``_db``). Reads use ``BEGIN DEFERRED``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Sequence
+from typing import Any, TypeVar
+
+import attrs
+
+from casparian_trio.store import catalog, queue, workers
+from casparian_trio.store._db import Database
+from casparian_trio.store.rows import DispatchPlan, EnvSpec, JobRow
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def _bind(
+    fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Callable[[sqlite3.Connection], T]:
+    """``conn -> fn(conn, *args, **kwargs)``: the sync cores take the connection first."""
+
+    def call(conn: sqlite3.Connection) -> T:
+        return fn(conn, *args, **kwargs)
+
+    return call
+
+
+@attrs.define(eq=False)
+class Store:
+    """Queue, catalog and worker table over one ``Database``.
+
+    Attributes:
+        db: the database (thread or inline mode).
+        backoff_base: seconds of backoff after the first counted failure.
+        backoff_cap: the longest backoff.
+    """
+
+    db: Database
+    backoff_base: float = queue.DEFAULT_BACKOFF_BASE
+    backoff_cap: float = queue.DEFAULT_BACKOFF_CAP
+
+    async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self.db.run(_bind(fn, args, kwargs))
+
+    async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self.db.run(_bind(fn, args, kwargs), readonly=True)
+
+    # --- queue -------------------------------------------------------------------
+
+    async def enqueue(
+        self,
+        file_version_id: int,
+        plugin_name: str,
+        *,
+        priority: int = 0,
+        now: float,
+        config_overrides: dict[str, Any] | None = None,
+        max_attempts: int | None = None,
+        timeout_s: float | None = None,
+    ) -> tuple[int, bool]:
+        """Queue a job; (job_id, created). Idempotent per (file_version_id, plugin_name)."""
+        return await self._write(
+            queue.enqueue,
+            file_version_id,
+            plugin_name,
+            priority=priority,
+            now=now,
+            config_overrides=config_overrides,
+            max_attempts=max_attempts,
+            timeout_s=timeout_s,
+        )
+
+    async def claim(
+        self,
+        *,
+        capabilities: Collection[str],
+        worker_id: str,
+        now: float,
+        worker_host: str | None = None,
+        worker_pid: int | None = None,
+    ) -> JobRow | None:
+        """Atomically take the next job runnable with ``capabilities`` ('*': any)."""
+        return await self._write(
+            queue.claim,
+            capabilities=tuple(capabilities),
+            worker_id=worker_id,
+            now=now,
+            worker_host=worker_host,
+            worker_pid=worker_pid,
+        )
+
+    async def complete(
+        self, job_id: int, attempt: int, *, result_summary: dict[str, Any], now: float
+    ) -> bool:
+        """COMPLETED (CANCELLED if a cancel was requested); False if the receipt is stale."""
+        return await self._write(
+            queue.complete, job_id, attempt, result_summary=result_summary, now=now
+        )
+
+    async def fail(
+        self,
+        job_id: int,
+        attempt: int,
+        *,
+        error: str,
+        now: float,
+        outcome: str = "FAILED",
+        traceback: str | None = None,
+    ) -> str | None:
+        """A counted failure: QUEUED with backoff, FAILED, or CANCELLED; None if stale."""
+        return await self._write(
+            queue.fail,
+            job_id,
+            attempt,
+            error=error,
+            now=now,
+            outcome=outcome,
+            traceback=traceback,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+        )
+
+    async def requeue(
+        self, job_id: int, attempt: int, *, reason: str, now: float, counted: bool, outcome: str
+    ) -> str | None:
+        """Worker lost (counted) or handed back (not counted); None if stale."""
+        return await self._write(
+            queue.requeue,
+            job_id,
+            attempt,
+            reason=reason,
+            now=now,
+            counted=counted,
+            outcome=outcome,
+            backoff_base=self.backoff_base,
+            backoff_cap=self.backoff_cap,
+        )
+
+    async def mark_cancelled(self, job_id: int, attempt: int | None, *, now: float) -> bool:
+        return await self._write(queue.mark_cancelled, job_id, attempt, now=now)
+
+    async def request_cancel(self, job_id: int, *, now: float) -> str:
+        return await self._write(queue.request_cancel, job_id, now=now)
+
+    async def retry(self, job_id: int, *, now: float) -> str:
+        return await self._write(queue.retry, job_id, now=now)
+
+    async def running_jobs(self) -> list[JobRow]:
+        return await self._read(queue.running_jobs)
+
+    async def cancel_requested_jobs(self) -> list[JobRow]:
+        return await self._read(queue.cancel_requested_jobs)
+
+    async def cancel_queued_requests(self, *, now: float) -> int:
+        return await self._write(queue.cancel_queued_requests, now=now)
+
+    async def next_wakeup(self, *, now: float) -> float | None:
+        return await self._read(queue.next_wakeup, now=now)
+
+    async def data_version(self) -> int:
+        return await self._read(queue.data_version)
+
+    async def stats(self) -> dict[str, int]:
+        return await self._read(queue.stats)
+
+    async def get_job(self, job_id: int) -> JobRow | None:
+        return await self._read(queue.get_job, job_id)
+
+    async def list_jobs(
+        self, *, status: str | None = None, plugin: str | None = None, limit: int = 50
+    ) -> list[JobRow]:
+        return await self._read(queue.list_jobs, status=status, plugin=plugin, limit=limit)
+
+    async def attempts(self, job_id: int) -> list[dict[str, Any]]:
+        return await self._read(queue.attempts, job_id)
+
+    # --- workers -------------------------------------------------------------------
+
+    async def upsert_worker(
+        self,
+        *,
+        worker_id: str,
+        host: str | None,
+        pid: int | None,
+        capabilities: Sequence[str],
+        slots: int,
+        status: str,
+        now: float,
+    ) -> None:
+        await self._write(
+            workers.upsert_worker,
+            worker_id=worker_id,
+            host=host,
+            pid=pid,
+            capabilities=tuple(capabilities),
+            slots=slots,
+            status=status,
+            now=now,
+        )
+
+    async def set_worker_status(self, worker_id: str, status: str, *, now: float) -> None:
+        await self._write(workers.set_worker_status, worker_id, status, now=now)
+
+    async def list_workers(self) -> list[dict[str, Any]]:
+        return await self._read(workers.list_workers)
+
+    # --- catalog -------------------------------------------------------------------
+
+    async def resolve_dispatch(self, job: JobRow) -> DispatchPlan:
+        """The Dispatch (and env) for a claimed job; CatalogError(job_id=) if unresolvable."""
+        return await self._read(catalog.resolve_dispatch, job)
+
+    async def get_environment(self, env_hash: str) -> EnvSpec | None:
+        return await self._read(catalog.get_environment, env_hash)
+
+    async def record_environment(self, spec: EnvSpec, *, now: float) -> None:
+        await self._write(catalog.record_environment, spec, now=now)
+
+    async def publish_manifest(
+        self,
+        *,
+        plugin_name: str,
+        version: str,
+        source_code: str,
+        source_hash: str,
+        env_hash: str | None,
+        artifact_hash: str,
+        manifest: dict[str, Any],
+        now: float,
+    ) -> tuple[int, bool]:
+        return await self._write(
+            catalog.publish_manifest,
+            plugin_name=plugin_name,
+            version=version,
+            source_code=source_code,
+            source_hash=source_hash,
+            env_hash=env_hash,
+            artifact_hash=artifact_hash,
+            manifest=manifest,
+            now=now,
+        )
+
+    async def set_topic(
+        self,
+        plugin_name: str,
+        topic_name: str,
+        uri: str,
+        *,
+        mode: str = "append",
+        schema_json: str | None = None,
+    ) -> None:
+        await self._write(
+            catalog.set_topic, plugin_name, topic_name, uri, mode=mode, schema_json=schema_json
+        )
+
+    async def add_routing_rule(
+        self, pattern: str, plugin_name: str, *, priority: int = 0, now: float | None = None
+    ) -> tuple[int, bool]:
+        now = time.time() if now is None else now
+        return await self._write(
+            catalog.add_routing_rule, pattern, plugin_name, priority=priority, now=now
+        )
+
+    async def routing_rules(self) -> list[dict[str, Any]]:
+        return await self._read(catalog.routing_rules)
+
+    async def add_source_root(self, path: str) -> tuple[int, bool]:
+        return await self._write(catalog.add_source_root, path)
+
+    async def source_roots(self) -> list[dict[str, Any]]:
+        return await self._read(catalog.source_roots)
+
+    async def record_file(
+        self,
+        *,
+        source_root_id: int,
+        rel_path: str,
+        size: int,
+        mtime: float | None,
+        content_hash: str,
+        now: float,
+    ) -> tuple[int, bool]:
+        return await self._write(
+            catalog.record_file,
+            source_root_id=source_root_id,
+            rel_path=rel_path,
+            size=size,
+            mtime=mtime,
+            content_hash=content_hash,
+            now=now,
+        )
+
+    async def file_location_state(
+        self, source_root_id: int
+    ) -> dict[str, tuple[float | None, int | None]]:
+        return await self._read(catalog.file_location_state, source_root_id)

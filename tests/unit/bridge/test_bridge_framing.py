@@ -1,0 +1,90 @@
+"""Frame format: the guest's constants agree with the host's; parsing edge cases."""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import json
+import signal
+import sys
+
+import pytest
+
+from casparian_trio.bridge import _failures, _framing, _guestproc
+from casparian_trio.bridge._stream import GuestReportedError
+from casparian_trio.errors import GuestCrashed, SinkError
+
+
+def load_guest():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("guest_under_test", _guestproc.GUEST_SCRIPT)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_guest_constants_match_host() -> None:
+    guest = load_guest()
+    assert guest.HEADER.format == _framing.HEADER.format
+    assert guest.TOPIC_LEN.format == _framing.TOPIC_LEN.format
+    assert (guest.END_TAG, guest.ERROR_TAG) == (_framing.END_TAG, _framing.ERROR_TAG)
+    assert guest.FRAME_MAX_BYTES < _framing.MAX_FRAME_BYTES
+
+
+def test_guest_imports_only_stdlib_and_pyarrow() -> None:
+    tree = ast.parse(_guestproc.GUEST_SCRIPT.read_text())
+    modules = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    modules |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    top = {m.split(".")[0] for m in modules}
+    assert top - {"pyarrow", "__future__"} <= set(sys.stdlib_module_names)
+
+
+@pytest.mark.parametrize(
+    ("tag", "error"),
+    [
+        (_framing.MAX_FRAME_BYTES + 1, _framing.OversizedFrame),
+        (2, _framing.InvalidFrame),
+    ],
+)
+def test_data_length_checks(tag: int, error: type[Exception]) -> None:
+    with pytest.raises(error):
+        _framing.check_data_length(tag)
+
+
+def test_parse_data_and_control() -> None:
+    body = bytearray(b"\x00\x05hello" + b"IPC")
+    frame = _framing.parse_data(body)
+    assert frame.topic == "hello"
+    assert bytes(frame.ipc) == b"IPC"
+    with pytest.raises(_framing.InvalidFrame, match="topic length"):
+        _framing.parse_data(bytearray(b"\x00\x09abc"))
+    assert _framing.parse_control(json.dumps({"rows": 3}).encode()) == {"rows": 3}
+    with pytest.raises(_framing.InvalidFrame):
+        _framing.parse_control(b"[1]")
+    with pytest.raises(_framing.OversizedFrame):
+        _framing.check_control_length(_framing.MAX_CONTROL_BYTES + 1)
+
+
+def test_describe_failures() -> None:
+    reported = GuestReportedError("memory", "MemoryError: ", "Traceback ...\nMemoryError")
+    msg = _failures.describe(reported, plugin="p", output_tail="", memory_limit_mb=64)
+    assert msg.splitlines()[0] == "memory limit exceeded (64 MB): plugin 'p' raised MemoryError: "
+    crashed = GuestCrashed(-signal.SIGKILL, "last words")
+    msg = _failures.describe(crashed, plugin="p", output_tail="last words", memory_limit_mb=None)
+    assert msg.splitlines()[0] == "guest was killed by signal SIGKILL before sending its end frame"
+    assert msg.endswith("last words")
+    huge = _failures.describe(
+        SinkError("x" * 50), plugin="p", output_tail="y" * 20000, memory_limit_mb=None
+    )
+    assert len(huge) <= _failures.MAX_MESSAGE_CHARS
+    assert huge.startswith("x" * 50)
+
+
+def test_output_tail_is_bounded() -> None:
+    tail = _guestproc.OutputTail(1)
+    for i in range(10_000):
+        tail._keep(f"line {i}\n".encode())
+    text = tail.text()
+    assert len(text) <= _guestproc.TAIL_BYTES
+    assert text.endswith("line 9999\n")

@@ -1,0 +1,318 @@
+"""``jobs``, ``job``, ``cancel``, ``retry``, ``workers``, ``status``: output, --json, errors."""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+import pytest
+from ops_harness import Cli
+
+from casparian_trio.store import Database, JobRow, queue, workers
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    + "".join(f'  File "plugin.py", line {i}, in f{i}\n' for i in range(30))
+    + "ValueError: bad row 3"
+)
+
+
+@pytest.fixture
+def two_jobs(cli: Cli, write_plugin: Callable[..., Path], data_dir: Path) -> None:
+    """Job 1 for 2024/b.csv and job 2 for a.csv, both QUEUED."""
+    cli("publish", str(write_plugin()))
+    cli("source", "add", str(data_dir))
+    assert "queued 2 jobs" in cli("scan").out
+
+
+def claim(db: Database, *, now: float | None = None) -> JobRow:
+    job = db.run_sync(
+        partial(
+            queue.claim,
+            capabilities=["*"],
+            worker_id="w1",
+            worker_host="host1",
+            worker_pid=42,
+            now=time.time() if now is None else now,
+        )
+    )
+    assert job is not None
+    return job
+
+
+def fail_for_good(db: Database) -> JobRow:
+    """Claim and fail the next job until it is FAILED (3 attempts)."""
+    now = time.time() - 3000  # three attempts, 1000 s apart, all in the past
+    for _ in range(3):
+        job = claim(db, now=now)
+        db.run_sync(
+            partial(
+                queue.fail,
+                job_id=job.id,
+                attempt=job.attempt,
+                error="ValueError: bad row 3\nsecond line",
+                traceback=TRACEBACK,
+                now=now,
+            )
+        )
+        now += 1000  # past any backoff
+    return job
+
+
+def complete(db: Database) -> JobRow:
+    job = claim(db)
+    summary = {
+        "worker_id": "w1",
+        "rows": 120,
+        "metrics": {"rows": 120, "bytes": 2048, "duration_s": 0.25},
+        "artifacts": [{"topic": "output", "uri": "parquet://sales", "rows": 120}],
+    }
+    db.run_sync(
+        partial(
+            queue.complete,
+            job_id=job.id,
+            attempt=job.attempt,
+            result_summary=summary,
+            now=time.time(),
+        )
+    )
+    return job
+
+
+# --- missing database ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["jobs"],
+        ["job", "1"],
+        ["cancel", "1"],
+        ["retry", "1"],
+        ["workers"],
+        ["status"],
+        ["scan"],
+        ["source", "list"],
+    ],
+)
+def test_read_commands_refuse_a_missing_database(cli: Cli, db_path: Path, argv: list[str]) -> None:
+    result = cli(*argv)
+    assert result.rc == 1
+    assert result.err == (
+        f"error: no database at {db_path}; run `casparian-trio init-db --db {db_path}` or pass --db\n"
+    )
+    assert not db_path.exists()
+
+
+def test_db_comes_from_the_environment(
+    cli: Cli, db_path: Path, ops_db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CASPARIAN_DB", str(db_path))
+    assert cli("jobs", db=None).out == "no jobs\n"
+    monkeypatch.setenv("CASPARIAN_DB", str(db_path.parent / "other.db"))
+    assert "no database at" in cli("status", db=None).err
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+def test_jobs_table(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    fail_for_good(ops_db)
+    lines = cli("jobs").out.splitlines()
+    assert lines[0].split() == ["id", "status", "plugin", "attempt", "file", "updated", "error"]
+    assert lines[1].split()[:5] == ["2", "QUEUED", "sales", "0", "a.csv"]
+    assert lines[2].split()[:5] == ["1", "FAILED", "sales", "3", "2024/b.csv"]
+    assert lines[2].endswith("ValueError: bad row 3")  # first line of the error only
+    assert "ago" in lines[2]
+
+
+def test_jobs_table_fits_100_columns(
+    cli: Cli, write_plugin: Callable[..., Path], tmp_path: Path, ops_db: Database
+) -> None:
+    deep = tmp_path / "src" / ("very-long-folder-name/" * 6)
+    deep.mkdir(parents=True)
+    (deep / "the-file-name-we-see.csv").write_text("x\n")
+    cli("publish", str(write_plugin()))
+    cli("source", "add", str(tmp_path / "src"))
+    cli("scan")
+    job = claim(ops_db)
+    ops_db.run_sync(partial(queue.fail, job_id=job.id, attempt=1, error="E" * 300, now=time.time()))
+    lines = cli("jobs").out.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    cell = lines[1].split()[4]
+    assert cell.startswith("very-l")
+    assert cell.endswith("…/the-file-name-we-see.csv")  # the folders give way, not the name
+
+
+def test_jobs_filters_and_json(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    fail_for_good(ops_db)
+    failed = cli("jobs", "--status", "failed", "--json").json()
+    assert [(j["id"], j["status"], j["file_rel_path"]) for j in failed] == [
+        (1, "FAILED", "2024/b.csv")
+    ]
+    assert failed[0]["file_path"].endswith("data/2024/b.csv")
+    assert cli("jobs", "--plugin", "other").out == "no jobs matching those filters\n"
+    assert [j["id"] for j in cli("jobs", "--limit", "1", "--json").json()] == [2]
+    assert cli("jobs", "--limit", "0").err.startswith("error: --limit must be at least 1")
+
+
+def test_jobs_rejects_an_unknown_status(cli: Cli, ops_db: Database) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli("jobs", "--status", "DONE")
+    assert exc.value.code == 2
+
+
+# --- job ------------------------------------------------------------------------------------
+
+
+def test_job_of_a_failed_job_shows_error_traceback_and_history(
+    cli: Cli, two_jobs: None, ops_db: Database, data_dir: Path
+) -> None:
+    fail_for_good(ops_db)
+    out = cli("job", "1").out
+    assert out.startswith("job 1  FAILED\n")
+    assert f"file       {data_dir / '2024' / 'b.csv'} (version 1, sha256 " in out
+    assert "plugin     sales 1.0.0 (artifact " in out
+    assert "attempts   3 run(s); 3 of 3 allowed failures used" in out
+    assert "worker     w1 (host1, pid 42)" in out
+    assert "error      ValueError: bad row 3\n" in out
+    assert "traceback (last 12 lines):" in out
+    assert "ValueError: bad row 3" in out.split("traceback")[1]
+    assert "line 0, in f0" not in out  # only the tail
+    history = out.split("history:")[1].splitlines()
+    assert history[1].split()[0] == "#"
+    assert [line.split()[0] for line in history[2:]] == ["1", "2", "3"]
+    assert all("FAILED" in line for line in history[2:])
+
+
+def test_job_of_a_completed_job_shows_its_result(
+    cli: Cli, two_jobs: None, ops_db: Database
+) -> None:
+    complete(ops_db)
+    out = cli("job", "1").out
+    assert out.startswith("job 1  COMPLETED\n")
+    assert "result     120 rows, 2.0 KiB, in 0.25 s" in out
+    assert "output → parquet://sales (120 rows)" in out
+
+
+def test_job_json(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    doc = cli("job", "1", "--json").json()
+    assert doc["status"] == "COMPLETED"
+    assert doc["result_summary"]["rows"] == 120
+    assert doc["active_manifest"]["version"] == "1.0.0"
+    assert [a["outcome"] for a in doc["attempt_history"]] == ["COMPLETED"]
+
+
+def test_job_unknown_id(cli: Cli, ops_db: Database) -> None:
+    assert cli("job", "99").err == "error: no job 99; list jobs with `casparian-trio jobs`\n"
+
+
+# --- cancel / retry ----------------------------------------------------------------------------
+
+
+def test_cancel_queued_running_and_finished(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    running = claim(ops_db)  # job 1
+    assert cli("cancel", "2").out == "job 2 cancelled\n"
+    assert cli("cancel", str(running.id)).out == (
+        "job 1: cancel requested; the sentinel aborts it on its worker within a second\n"
+    )
+    assert "CANCELLING" in cli("jobs").out
+    assert cli("cancel", "2").out == "job 2 is already CANCELLED\n"
+    assert cli("cancel", "42").rc == 1
+
+
+def test_cancel_completed(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    assert cli("cancel", "1").out == "job 1 is already COMPLETED\n"
+
+
+def test_retry(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    fail_for_good(ops_db)
+    result = cli("retry", "1")
+    assert result.out == "job 1 queued again (FAILED before; its failure budget is reset)\n"
+    assert cli("jobs", "--status", "QUEUED", "--json").json()[-1]["retry_count"] == 0
+    assert cli("retry", "1").out == "job 1 is already QUEUED: nothing to do\n"
+
+
+def test_retry_completed_is_an_error(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    result = cli("retry", "1")
+    assert result.rc == 1
+    assert result.err == "error: job 1 is COMPLETED; only FAILED or CANCELLED jobs can be retried\n"
+
+
+# --- workers / status -----------------------------------------------------------------------------
+
+
+def add_worker(db: Database, worker_id: str, status: str, *, slots: int = 2) -> None:
+    db.run_sync(
+        partial(
+            workers.upsert_worker,
+            worker_id=worker_id,
+            host="host1",
+            pid=4242,
+            capabilities=["sales"],
+            slots=slots,
+            status="IDLE",
+            now=time.time() - 5,
+        )
+    )
+    if status != "IDLE":
+        db.run_sync(
+            partial(workers.set_worker_status, worker_id=worker_id, status=status, now=time.time())
+        )
+
+
+def test_workers(cli: Cli, ops_db: Database) -> None:
+    assert "no workers" in cli("workers").out
+    add_worker(ops_db, "w-alive", "IDLE")
+    add_worker(ops_db, "w-lost", "LOST")
+    lines = cli("workers").out.splitlines()
+    assert lines[0].split() == ["worker", "status", "slots", "host/pid", "plugins", "last", "seen"]
+    assert lines[1].split() == ["w-alive", "IDLE", "2", "host1/4242", "sales", "5s", "ago"]
+    assert lines[2].split()[:2] == ["w-lost", "LOST"]
+    doc = cli("workers", "--json").json()
+    assert [(w["worker_id"], w["capabilities"]) for w in doc] == [
+        ("w-alive", ["sales"]),
+        ("w-lost", ["sales"]),
+    ]
+
+
+def test_status(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    add_worker(ops_db, "w1", "BUSY", slots=3)
+    add_worker(ops_db, "w2", "GONE")
+    out = cli("status").out.splitlines()
+    assert out[0] == "jobs       1 queued · 0 running · 1 completed · 0 failed · 0 cancelled"
+    assert out[1] == "last 60 s  1 completed (120 rows) · 0 failed"
+    assert out[2] == "workers    1 alive (3 slots) · 1 gone or lost"
+    assert out[3].startswith("queue      oldest queued job waiting ")
+    doc = cli("status", "--json").json()
+    assert doc["jobs"]["COMPLETED"] == 1
+    assert doc["last_minute"] == {"completed": 1, "rows": 120, "failed": 0}
+    assert doc["workers"] == {"alive": 1, "slots": 3, "gone": 1}
+    assert doc["oldest_queued_age_s"] >= 0
+
+
+def test_status_throughput_ignores_old_and_legacy_rows(
+    cli: Cli, two_jobs: None, ops_db: Database, db_path: Path
+) -> None:
+    complete(ops_db)
+    conn = sqlite3.connect(db_path)
+    try:
+        with conn:
+            conn.execute(
+                "UPDATE cf_processing_queue SET updated_at = updated_at - 120 WHERE id = 1"
+            )
+            conn.execute(
+                "UPDATE cf_processing_queue SET status = 'COMPLETED', result_summary = 'legacy text',"
+                " updated_at = ? WHERE id = 2",
+                (time.time(),),
+            )
+    finally:
+        conn.close()
+    assert cli("status", "--json").json()["last_minute"] == {"completed": 1, "rows": 0, "failed": 0}

@@ -1,0 +1,137 @@
+"""``publish``: checks without running, records into the database, re-publish is a no-op."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from ops_harness import Cli
+
+from casparian_trio import _ops_publish
+from casparian_trio.errors import ConfigError, TransportTimeout
+from casparian_trio.protocol import Deploy
+
+
+def manifests(db_path: Path) -> list[tuple[str, str, str]]:
+    conn = sqlite3.connect(db_path)
+    try:
+        rows = conn.execute(
+            "SELECT plugin_name, version, status FROM cf_plugin_manifest ORDER BY id"
+        ).fetchall()
+    finally:
+        conn.close()
+    return [tuple(r) for r in rows]
+
+
+def test_publish_records_the_plugin_and_its_routing_rule(
+    cli: Cli, write_plugin: Callable[..., Path], db_path: Path
+) -> None:
+    result = cli("publish", str(write_plugin()))
+    assert result.rc == 0, result.err
+    assert result.out.startswith("published sales 1.0.0 (artifact ")
+    assert "env system)" in result.out
+    assert "files matching '*.csv' will be routed to sales" in result.out
+    assert manifests(db_path) == [("sales", "1.0.0", "ACTIVE")]
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("SELECT pattern, plugin_name FROM cf_routing_rule").fetchall() == [
+            ("*.csv", "sales")
+        ]
+    finally:
+        conn.close()
+
+
+def test_republishing_the_same_artifact_does_nothing(
+    cli: Cli, write_plugin: Callable[..., Path], db_path: Path
+) -> None:
+    plugin = write_plugin()
+    cli("publish", str(plugin))
+    again = cli("publish", str(plugin))
+    assert again.rc == 0
+    assert again.out.startswith("sales 1.0.0 is already published (artifact ")
+    assert again.out.rstrip().endswith("): nothing to do")
+    assert manifests(db_path) == [("sales", "1.0.0", "ACTIVE")]
+
+
+def test_a_new_version_supersedes_the_old_one(
+    cli: Cli, write_plugin: Callable[..., Path], db_path: Path
+) -> None:
+    cli("publish", str(write_plugin(version="1.0.0")))
+    result = cli("publish", str(write_plugin(version="1.1.0")))
+    assert result.rc == 0
+    assert "published sales 1.1.0" in result.out
+    assert "superseding 1.0.0" in result.out
+    assert manifests(db_path) == [("sales", "1.0.0", "SUPERSEDED"), ("sales", "1.1.0", "ACTIVE")]
+
+
+def test_version_flag_overrides_the_manifest(
+    cli: Cli, write_plugin: Callable[..., Path], db_path: Path
+) -> None:
+    result = cli("publish", str(write_plugin()), "--version", "2.0.0")
+    assert "published sales 2.0.0" in result.out
+    assert manifests(db_path) == [("sales", "2.0.0", "ACTIVE")]
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("class Handler(:\n    pass\n", "line 1: syntax error"),
+        ("def execute(path):\n    return []\n", "no top-level `class Handler`"),
+        ("MANIFEST = {'nmae': 'x'}\nclass Handler: pass\n", "unknown MANIFEST key(s) ['nmae']"),
+        ("MANIFEST = {'priority': 'high'}\nclass Handler: pass\n", "must be an integer"),
+        ("MANIFEST = dict(name='x')\nclass Handler: pass\n", "MANIFEST must be a literal dict"),
+    ],
+)
+def test_invalid_plugins_fail_with_one_line(
+    cli: Cli, tmp_path: Path, db_path: Path, source: str, message: str
+) -> None:
+    plugin = tmp_path / "bad.py"
+    plugin.write_text(source)
+    result = cli("publish", str(plugin))
+    assert result.rc == 1
+    assert result.out == ""
+    assert result.err.startswith("error: bad.py")
+    assert message in result.err
+    assert result.err.count("\n") == 1  # one line, no traceback
+    assert not db_path.exists()  # checked before touching any database
+
+
+def test_missing_plugin_file(cli: Cli, tmp_path: Path) -> None:
+    result = cli("publish", str(tmp_path / "nope.py"))
+    assert result.rc == 1
+    assert result.err.startswith("error: cannot read plugin ")
+
+
+def test_missing_lockfile_names_the_fix(
+    cli: Cli, write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = cli("publish", str(write_plugin()), "--lockfile", str(tmp_path))
+    assert result.rc == 1
+    assert "run `uv lock`" in result.err
+
+
+def test_publish_creates_a_missing_database_in_an_existing_folder(
+    cli: Cli, write_plugin: Callable[..., Path], tmp_path: Path
+) -> None:
+    result = cli("publish", str(write_plugin()), db=tmp_path / "nowhere" / "x.db")
+    assert result.rc == 1
+    assert "folder" in result.err
+    assert "does not exist" in result.err
+
+
+def test_deploy_via_sentinel_times_out_with_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_ops_publish, "DEPLOY_TIMEOUT", 0.2)
+    deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
+    # Nothing listens there: zmq queues the DEPLOY and the deadline fires.
+    with pytest.raises(TransportTimeout, match=r"no answer from sentinel at tcp://127\.0\.0\.1:9"):
+        _ops_publish.deploy_via_sentinel("tcp://127.0.0.1:9", deploy)
+
+
+def test_deploy_via_sentinel_rejects_a_bad_address() -> None:
+    deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
+    with pytest.raises(ConfigError, match="--sentinel"):
+        _ops_publish.deploy_via_sentinel("localhost:5555", deploy)

@@ -1,0 +1,97 @@
+"""Parquet and SQLite sinks: staging, promotion, modes, row groups (blocking API, no Trio)."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from casparian_trio.errors import SinkError
+from casparian_trio.protocol.messages import SinkConfig
+from casparian_trio.sinks import open_sinks, parquet
+
+
+def sink_for(tmp_path: Path, uri: str, job_id: int = 1, mode: str = "append"):  # type: ignore[no-untyped-def]
+    cfg = SinkConfig("t", uri, mode)
+    return open_sinks([cfg], output_root=tmp_path, job_id=job_id, file_version_id=3)["t"]
+
+
+def batches(n: int, size: int) -> list[pa.RecordBatch]:
+    return [
+        pa.record_batch({"i": pa.array(range(k * size, (k + 1) * size), pa.int64())})
+        for k in range(n)
+    ]
+
+
+def test_parquet_staging_then_promote(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 1000)
+    sink = sink_for(tmp_path, "parquet://ds")
+    for b in batches(25, 100):
+        sink.write(b)
+    staged = list((tmp_path / "ds").iterdir())
+    assert [p.name.endswith(".staging") and p.name.startswith(".") for p in staged] == [True]
+    artifact = sink.commit()
+    assert artifact is not None
+    assert artifact.rows == 2500
+    meta = pq.ParquetFile(artifact.uri).metadata
+    assert meta.num_row_groups == 3  # coalesced: 1000 + 1000 + 500, not 25 groups
+    assert [p.name for p in (tmp_path / "ds").iterdir()] == ["t.job-1.parquet"]
+
+
+def test_parquet_abort_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 10)
+    sink = sink_for(tmp_path, "parquet://ds")
+    for b in batches(3, 10):
+        sink.write(b)
+    sink.abort()
+    sink.abort()  # idempotent
+    assert list((tmp_path / "ds").iterdir()) == []
+
+
+def test_parquet_error_mode(tmp_path: Path) -> None:
+    first = sink_for(tmp_path, "parquet://ds", job_id=1)
+    first.write(batches(1, 5)[0])
+    first.commit()
+    with pytest.raises(SinkError, match="mode 'error'"):
+        sink_for(tmp_path, "parquet://ds", job_id=2, mode="error").check()
+    sink_for(tmp_path, "parquet://ds", job_id=1, mode="error").check()  # its own re-run is fine
+
+
+def test_sqlite_modes(tmp_path: Path) -> None:
+    def run(job_id: int, mode: str, rows: int) -> None:
+        sink = sink_for(tmp_path, "sqlite://db.sqlite/t_rows", job_id=job_id, mode=mode)
+        sink.check()
+        sink.write(batches(1, rows)[0])
+        sink.commit()
+
+    def counts() -> dict[int, int]:
+        conn = sqlite3.connect(tmp_path / "db.sqlite")
+        try:
+            return dict(
+                conn.execute("SELECT _cf_job_id, count(*) FROM t_rows GROUP BY 1").fetchall()
+            )
+        finally:
+            conn.close()
+
+    run(1, "append", 5)
+    run(2, "append", 3)
+    run(2, "append", 4)  # re-run replaces its own rows
+    assert counts() == {1: 5, 2: 4}
+    run(3, "replace", 2)
+    assert counts() == {3: 2}
+    with pytest.raises(SinkError, match="mode 'error'"):
+        run(4, "error", 1)
+
+
+def test_sqlite_abort_drops_stage(tmp_path: Path) -> None:
+    sink = sink_for(tmp_path, "sqlite://db.sqlite/t_rows")
+    sink.write(batches(1, 5)[0])
+    sink.abort()
+    conn = sqlite3.connect(tmp_path / "db.sqlite")
+    try:
+        assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
+    finally:
+        conn.close()

@@ -1,0 +1,170 @@
+"""Benchmark the bridge against a one-process pyarrow CSV→Parquet conversion.
+
+Usage: ``python tools/bench_bridge.py [--rows 2000000] [--jobs 10] [--no-5x]``
+
+Prints, for one generated CSV (ints, floats, strings): rows/s through the
+bridge (a real guest streaming pyarrow.csv.open_csv batches to the host, which
+writes Parquet), rows/s of ``read_csv`` + ``write_table`` in one process, their
+ratio, the host (worker) process's peak RSS for 1x and 5x the input (measured
+with ``getrusage(RUSAGE_SELF)`` in a fresh subprocess each, so the guest is not
+counted), and the mean per-job overhead of a trivial plugin on a tiny file.
+Never imported by src/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+PLUGINS = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "plugins"
+
+ONE_PROCESS = """
+import json, resource, sys, time
+import pyarrow.csv as pacsv, pyarrow.parquet as pq
+t = time.perf_counter()
+table = pacsv.read_csv(sys.argv[1])
+pq.write_table(table, sys.argv[2])
+print(json.dumps({"seconds": time.perf_counter() - t, "rows": table.num_rows,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+BRIDGE = """
+import json, resource, sys, time, trio
+from pathlib import Path
+from casparian_trio.bridge import BridgeExecutor
+from casparian_trio.envs import EnvManager
+from casparian_trio.protocol.messages import Dispatch, SinkConfig
+
+csv, out, source, jobs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
+ex = BridgeExecutor(output_root=out, envs=EnvManager(out / "envs"), work_root=out / "work")
+d = Dispatch(plugin_name="bench", file_path=csv, sinks=(SinkConfig("output", "parquet://bench"),),
+             file_version_id=1, env_hash="system", source_code=Path(source).read_text(), artifact_hash="x")
+
+async def main():
+    times, rows = [], 0
+    for i in range(jobs):
+        t = time.perf_counter()
+        receipt = await ex.run(i + 1, d)
+        times.append(time.perf_counter() - t)
+        assert receipt.status == "SUCCESS", receipt.error_message
+        rows = receipt.metrics["rows"]
+    return times, rows
+
+times, rows = trio.run(main)
+print(json.dumps({"seconds": sum(times) / len(times), "rows": rows,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+TRIVIAL = """
+import pyarrow as pa
+class Handler:
+    def execute(self, file_path):
+        yield pa.table({"n": [1]})
+"""
+
+
+def write_csv(path: Path, rows: int) -> Path:
+    """Deterministic data: int ids, a string column, floats, small ints, a category."""
+    with pacsv.CSVWriter(path, _chunk(0, 1).schema) as writer:
+        for start in range(0, rows, 1_000_000):
+            writer.write_table(_chunk(start, min(rows, start + 1_000_000)))
+    return path
+
+
+def _chunk(start: int, stop: int) -> pa.Table:
+    ids = pa.array(range(start, stop), pa.int64())
+    names = ("alpha", "beta", "gamma", "delta")
+    return pa.table(
+        {
+            "id": ids,
+            "name": pc.binary_join_element_wise(
+                "item_", pc.cast(pc.bit_wise_and(ids, 4095), pa.string()), ""
+            ),
+            "value": pc.divide(pc.cast(pc.multiply(ids, 7919), pa.float64()), 13.0),
+            "qty": pc.bit_wise_and(pc.multiply(ids, 31), 4095),
+            "category": pc.choose(
+                pc.cast(pc.bit_wise_and(ids, 3), pa.int8()), *map(pa.scalar, names)
+            ),
+        }
+    )
+
+
+def measure(code: str, *args: str | Path) -> dict[str, float]:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", code, *map(str, args)], capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"benchmark step failed:\n{done.stderr[-3000:]}")
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    result["wall"] = time.perf_counter() - started  # incl. interpreter start and imports
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=int, default=2_000_000)
+    parser.add_argument("--jobs", type=int, default=10, help="jobs for the per-job overhead")
+    parser.add_argument(
+        "--no-5x", dest="five", action="store_false", help="skip the 5x-input RSS run"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
+        run(Path(tmp), args.rows, args.jobs, args.five)
+
+
+def run(tmp: Path, rows: int, jobs: int, five: bool) -> None:
+    csv = write_csv(tmp / "input.csv", rows)
+    print(
+        f"input: {rows:,} rows, {csv.stat().st_size / 1e6:.0f} MB CSV (5 columns: int, string, float, int, string)"
+    )
+    plugin = PLUGINS / "csv_stream.py"
+    base = measure(ONE_PROCESS, csv, tmp / "one.parquet")
+    bridge = measure(BRIDGE, csv, tmp / "bridge1", plugin, 1)
+    print(
+        f"one process (read_csv + write_table): {base['seconds']:.2f} s, {rows / base['seconds']:,.0f} rows/s, "
+        f"peak RSS {base['rss_mb']:.0f} MB"
+    )
+    print(
+        f"bridge job (guest + host):            {bridge['seconds']:.2f} s, {rows / bridge['seconds']:,.0f} rows/s, "
+        f"host peak RSS {bridge['rss_mb']:.0f} MB"
+    )
+    print(
+        f"bridge time / one-process time:       {bridge['seconds'] / base['seconds']:.2f}  (aim <= 0.75)"
+    )
+    print(
+        f"  same, one process incl. its interpreter start + imports ({base['wall']:.2f} s): "
+        f"{bridge['seconds'] / base['wall']:.2f}"
+    )
+    print(
+        f"host RSS / one-process RSS:           {bridge['rss_mb'] / base['rss_mb']:.2f}  (aim <= 0.33)"
+    )
+    if five:
+        big = write_csv(tmp / "input5.csv", 5 * rows)
+        csv.unlink()
+        bridge5 = measure(BRIDGE, big, tmp / "bridge5", plugin, 1)
+        print(
+            f"bridge job, 5x input ({5 * rows:,} rows): {bridge5['seconds']:.2f} s, "
+            f"host peak RSS {bridge5['rss_mb']:.0f} MB (1x: {bridge['rss_mb']:.0f} MB)"
+        )
+    tiny = tmp / "tiny.csv"
+    tiny.write_text("a\n1\n")
+    trivial = tmp / "trivial.py"
+    trivial.write_text(TRIVIAL)
+    over = measure(BRIDGE, tiny, tmp / "overhead", trivial, jobs)
+    print(
+        f"per-job overhead (trivial plugin, tiny file, mean of {jobs}): {over['seconds'] * 1000:.0f} ms"
+    )
+
+
+if __name__ == "__main__":
+    main()
