@@ -24,7 +24,7 @@ from casparian_trio.config import (
     SentinelConfig,
     WorkerConfig,
 )
-from casparian_trio.errors import CasparianError
+from casparian_trio.errors import CasparianError, ConfigError
 
 logger = logging.getLogger("casparian_trio")
 
@@ -84,6 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(handler=cmd_worker)
 
+    p = sub.add_parser("demo", help="run the whole flow on generated sample files, in seconds")
+    p.add_argument("--dir", default="./casparian-demo", help="working folder (default ./casparian-demo)")
+    p.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
+    p.set_defaults(handler=cmd_demo)
+
     try:
         from casparian_trio import ops
     except ImportError:  # pragma: no cover - operator commands arrive with their module
@@ -131,6 +136,16 @@ def cmd_init_db(args: argparse.Namespace) -> int:
         db.close()
     print(f"database {args.db} ready (schema version {version})")
     return EXIT_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from casparian_trio.demo import run_demo
+
+    if not args.verbose:  # the demo prints its own progress; service logs would drown it
+        logging.getLogger("casparian_trio").setLevel(logging.WARNING)
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    return run_demo(Path(args.dir), workers=args.workers)
 
 
 def cmd_sentinel(args: argparse.Namespace) -> int:
