@@ -109,7 +109,7 @@ class JobView:
     size: int | None = None
 
     @classmethod
-    def from_row(cls, row: sqlite3.Row) -> JobView:
+    def from_row(cls, row: Any) -> JobView:  # a sqlite3.Row
         return cls(
             job=JobRow.from_row(row),
             rel_path=row["file_rel_path"],

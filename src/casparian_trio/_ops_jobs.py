@@ -15,7 +15,6 @@ from typing import Any
 
 from casparian_trio import _render
 from casparian_trio._ops_db import (
-    JobView,
     active_manifest,
     job_view,
     list_job_views,
@@ -23,6 +22,7 @@ from casparian_trio._ops_db import (
     session,
     throughput,
 )
+from casparian_trio._ops_detail import describe_job, status_text
 from casparian_trio.errors import ConfigError
 from casparian_trio.store import JobStatus, queue, workers
 
@@ -30,8 +30,6 @@ from casparian_trio.store import JobStatus, queue, workers
 GONE_STATUSES = frozenset({"GONE", "LOST"})
 # "Throughput" is what finished in this many seconds before now.
 THROUGHPUT_WINDOW = 60.0
-# Lines of a traceback `job ID` shows: the end is where the cause is.
-TRACEBACK_TAIL = 12
 
 _JOB_COLUMNS = [
     _render.Column("id", align_right=True, min_width=2),
@@ -44,12 +42,6 @@ _JOB_COLUMNS = [
     _render.Column("updated", min_width=7),
     _render.Column("error", shrink="end", min_width=10),
 ]
-
-
-def _status_text(job: Any) -> str:
-    if job.status == JobStatus.RUNNING and job.cancel_requested:
-        return "CANCELLING"
-    return str(job.status)
 
 
 # --- jobs / job -------------------------------------------------------------------------
@@ -73,7 +65,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     rows = [
         [
             str(v.job.id),
-            _status_text(v.job),
+            status_text(v.job),
             v.job.plugin_name,
             str(v.job.attempt),
             v.rel_path or f"(file version {v.job.file_version_id})",
@@ -99,128 +91,6 @@ def cmd_job(args: argparse.Namespace) -> int:
         return 0
     print("\n".join(describe_job(view, history, manifest, now=time.time())))
     return 0
-
-
-def describe_job(
-    view: JobView, history: list[dict[str, Any]], manifest: dict[str, Any] | None, *, now: float
-) -> list[str]:
-    """The lines of ``job ID``: everything known about one job."""
-    job = view.job
-    lines = [f"job {job.id}  {_status_text(job)}"]
-
-    def field(name: str, value: str) -> None:
-        lines.append(f"  {name:<10} {value}")
-
-    field("file", _file_text(view))
-    field("plugin", _plugin_text(job.plugin_name, manifest))
-    field("priority", str(job.priority))
-    field(
-        "attempts",
-        f"{job.attempt} run(s); {job.retry_count} of {job.max_attempts} allowed failures used",
-    )
-    if job.status == JobStatus.QUEUED and job.not_before and job.not_before > now:
-        field("next try", _render.ago(job.not_before, now))
-    for name, value in (
-        ("created", job.created_at),
-        ("started", job.started_at),
-        ("updated", job.updated_at),
-    ):
-        if value is not None:
-            field(name, f"{_render.timestamp(value)} ({_render.ago(value, now)})")
-    if job.end_time:
-        field("ended", f"{job.end_time} UTC")
-    if job.worker_id or job.worker_host:
-        field("worker", _worker_text(job))
-    if job.timeout_s:
-        field("timeout", f"{job.timeout_s:g} s")
-    lines += _error_lines(job)
-    lines += _result_lines(job.result_summary)
-    lines += _history_lines(history, now)
-    return lines
-
-
-def _file_text(view: JobView) -> str:
-    path = view.file_path or f"(file version {view.job.file_version_id}: location unknown)"
-    extras = [f"version {view.job.file_version_id}"]
-    if view.content_hash:
-        extras.append(f"sha256 {view.content_hash[:12]}…")
-    if view.size is not None:
-        extras.append(_render.human_bytes(view.size))
-    return f"{path} ({', '.join(extras)})"
-
-
-def _plugin_text(name: str, manifest: dict[str, Any] | None) -> str:
-    if manifest is None:
-        return f"{name} (not published: no ACTIVE manifest)"
-    artifact = (manifest["artifact_hash"] or manifest["source_hash"] or "")[:12]
-    return f"{name} {manifest['version']} (artifact {artifact}…, env {manifest['env_hash'] or 'system'})"
-
-
-def _worker_text(job: Any) -> str:
-    where = ", ".join(
-        p for p in (job.worker_host, f"pid {job.worker_pid}" if job.worker_pid else None) if p
-    )
-    return f"{job.worker_id or '?'}" + (f" ({where})" if where else "")
-
-
-def _error_lines(job: Any) -> list[str]:
-    if not job.error_message:
-        return []
-    lines = [f"  {'error':<10} {_render.first_line(job.error_message)}"]
-    if job.error_traceback:
-        tail = job.error_traceback.rstrip().splitlines()[-TRACEBACK_TAIL:]
-        lines.append(f"  traceback (last {len(tail)} lines):")
-        lines += [f"    {line}" for line in tail]
-    return lines
-
-
-def _result_lines(summary: dict[str, Any] | None) -> list[str]:
-    if not summary:
-        return []
-    metrics = summary.get("metrics") or {}
-    parts = []
-    rows = summary.get("rows", metrics.get("rows"))
-    if rows is not None:
-        parts.append(f"{rows} rows")
-    if isinstance(metrics.get("bytes"), int | float):
-        parts.append(_render.human_bytes(metrics["bytes"]))
-    duration = metrics.get("duration_s", metrics.get("duration"))
-    if isinstance(duration, int | float):
-        parts.append(f"in {duration:.2f} s")
-    lines = [f"  {'result':<10} {', '.join(parts) or _render.truncate_end(str(summary), 80)}"]
-    for artifact in summary.get("artifacts") or []:
-        if isinstance(artifact, dict):
-            count = f" ({artifact['rows']} rows)" if artifact.get("rows") is not None else ""
-            lines.append(f"    {artifact.get('topic')} → {artifact.get('uri')}{count}")
-    return lines
-
-
-def _history_lines(history: list[dict[str, Any]], now: float) -> list[str]:
-    if not history:
-        return []
-    columns = [
-        _render.Column("#", align_right=True, min_width=1),
-        _render.Column("worker", shrink="end"),
-        _render.Column("started"),
-        _render.Column("took", align_right=True),
-        _render.Column("outcome"),
-        _render.Column("error", shrink="end", min_width=10),
-    ]
-    rows = []
-    for h in history:
-        took = (h["ended_at"] or now) - h["started_at"] if h["started_at"] else None
-        rows.append(
-            [
-                str(h["attempt"]),
-                h["worker_id"] or "-",
-                _render.ago(h["started_at"], now),
-                "-" if took is None else _render.short_duration(took),
-                h["outcome"] or "running",
-                _render.first_line(h["error_message"]),
-            ]
-        )
-    table = _render.table(columns, rows, max_width=_render.TABLE_WIDTH - 4)
-    return ["  history:"] + [f"    {line}" for line in table.splitlines()]
 
 
 # --- cancel / retry -------------------------------------------------------------------

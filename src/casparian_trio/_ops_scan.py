@@ -46,14 +46,14 @@ class ScanCounts:
 
     def files_text(self) -> str:
         return (
-            f"{self.files} files ({self.new} new, {self.changed} changed, "
+            f"{_render.plural(self.files, 'file')} ({self.new} new, {self.changed} changed, "
             f"{self.unchanged} unchanged)"
         )
 
     def summary(self, elapsed: float) -> str:
         text = (
             f"scanned {self.files_text()} in {elapsed:.1f} s; "
-            f"queued {self.queued} job{'' if self.queued == 1 else 's'}"
+            f"queued {_render.plural(self.queued, 'job')}"
         )
         if self.unreadable:
             text += f"; {self.unreadable} unreadable (see warnings)"

@@ -25,6 +25,11 @@ PROGRESS_INTERVAL = 0.1
 PROGRESS_BAR_WIDTH = 24
 
 
+def plural(count: int, word: str) -> str:
+    """'1 file', '3 files'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def truncate_end(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters, ending with an ellipsis when cut."""
     if len(text) <= width:

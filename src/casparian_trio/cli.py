@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_worker)
 
     p = sub.add_parser("demo", help="run the whole flow on generated sample files, in seconds")
-    p.add_argument("--dir", default="./casparian-demo", help="working folder (default ./casparian-demo)")
+    p.add_argument(
+        "--dir", default="./casparian-demo", help="working folder (default ./casparian-demo)"
+    )
     p.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
     p.set_defaults(handler=cmd_demo)
 

@@ -82,7 +82,14 @@ class Handler:
             self.ctx.publish("rejects", pa.Table.from_pylist(rejects, schema=schema))
 '''
 
-CUSTOMERS = ["Acme Corp", "Doe, Jane", 'The "Best" Shop', "Zhang Wei", "Müller GmbH", "O'Brien & Sons"]
+CUSTOMERS = [
+    "Acme Corp",
+    "Doe, Jane",
+    'The "Best" Shop',
+    "Zhang Wei",
+    "Müller GmbH",
+    "O'Brien & Sons",
+]
 
 
 @attrs.frozen
@@ -130,13 +137,21 @@ def write_samples(folder: Path, rng: random.Random) -> None:
             order_id += 1
             customer = rng.choice(CUSTOMERS).replace('"', '""')
             amount = "" if rng.random() < 0.03 else f"{rng.uniform(1, 500):.2f}"
-            lines.append(f'{order_id},"{customer}",{amount},{rng.randint(1, 9)},2026-{month:02d}-{rng.randint(1, 28):02d}')
+            lines.append(
+                f'{order_id},"{customer}",{amount},{rng.randint(1, 9)},2026-{month:02d}-{rng.randint(1, 28):02d}'
+            )
             if rng.random() < 0.02:
                 lines.append("")  # stray blank line
         (folder / f"2026-{month:02d}").mkdir(exist_ok=True)
-        (folder / f"2026-{month:02d}" / "sales.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        (folder / f"2026-{month:02d}" / "sales.csv").write_text(
+            "\n".join(lines) + "\n", encoding="utf-8"
+        )
     legacy = ["order_id,customer,amount,quantity,order_date", '9001,"Doe, Jane",12.50,1,2025-12-30']
-    legacy += ["9002,Acme Corp,7.25,2,2025-12-31,EXTRA", "9003;Zhang Wei;3.10;1;2025-12-31", '9004,"Zhang Wei",3.10,1,2025-12-31']
+    legacy += [
+        "9002,Acme Corp,7.25,2,2025-12-31,EXTRA",
+        "9003;Zhang Wei;3.10;1;2025-12-31",
+        '9004,"Zhang Wei",3.10,1,2025-12-31',
+    ]
     (folder / "legacy-export.csv").write_text("\n".join(legacy) + "\n", encoding="utf-8")
     (folder / "README.txt").write_text("not a CSV: no routing rule matches it\n", encoding="utf-8")
 
@@ -157,7 +172,9 @@ async def _publish_and_scan(layout: DemoLayout) -> int:
     try:
         store = Store(db)
         result = await record_deploy(store, build_deploy(layout.plugin), now=time.time())
-        print(f"published {result['plugin_name']} {result['version']} (artifact {result['artifact_hash'][:12]})")
+        print(
+            f"published {result['plugin_name']} {result['version']} (artifact {result['artifact_hash'][:12]})"
+        )
         root_id, _ = await store.add_source_root(str(layout.incoming))
         rules = scout.Rule.enabled(await store.routing_rules())
         counts = await trio.to_thread.run_sync(scan_root, db, root_id, layout.incoming, rules)
@@ -188,7 +205,9 @@ async def _process(layout: DemoLayout, workers: int) -> dict[str, int]:
         db.close()
 
 
-async def _worker(layout: DemoLayout, address: str, index: int, *, task_status: trio.TaskStatus[Worker]) -> None:
+async def _worker(
+    layout: DemoLayout, address: str, index: int, *, task_status: trio.TaskStatus[Worker]
+) -> None:
     config = WorkerConfig(
         connect=address,
         output=layout.output,

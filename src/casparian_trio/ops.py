@@ -10,7 +10,9 @@ The commands are synchronous: they use the store's sync cores through
 ``Database.run_sync`` (``publish`` alone drives the async ``record_deploy``),
 and commit each step as its own short transaction, so a running Sentinel is
 never blocked for long and notices the change within its poll interval.
-Implementations live in ``_ops_publish``, ``_ops_scan`` and ``_ops_jobs``.
+Implementations live in ``_ops_publish``, ``_ops_scan`` and ``_ops_jobs`` (with
+``_ops_detail`` for ``job ID`` and ``_ops_db`` for opening the database and the
+joined reads); walking and routing are ``scout``'s, formatting is ``_render``'s.
 """
 
 from __future__ import annotations

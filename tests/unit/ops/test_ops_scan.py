@@ -166,7 +166,7 @@ def test_scan_one_source_by_id_or_path(
     (other / "z.csv").write_text("id\n")
     cli("source", "add", str(data_dir))
     cli("source", "add", str(other))
-    assert "scanned 1 files (1 new" in cli("scan", "2").out
+    assert "scanned 1 file (1 new" in cli("scan", "2").out
     assert "scanned 3 files (3 new" in cli("scan", str(data_dir)).out
     both = cli("scan")
     assert f"source 1 {data_dir}: 3 files" in both.out
