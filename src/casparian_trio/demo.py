@@ -191,14 +191,14 @@ async def _process(layout: DemoLayout, workers: int) -> dict[str, int]:
         async with trio.open_nursery() as nursery:
             sentinel = await nursery.start(serve_sentinel, config)
             address = sentinel.channel.endpoint
-            pool = [await nursery.start(_worker, layout, address, i) for i in range(1, workers + 1)]
-            with trio.fail_after(DEMO_TIMEOUT):
-                stats = await _watch(Store(db))
-            for worker in pool:
-                worker.request_shutdown()
-            with trio.move_on_after(10):
-                while any(not w.draining or w.jobs for w in pool):
-                    await trio.sleep(0.05)
+            async with trio.open_nursery() as crew:
+                pool = [
+                    await crew.start(_worker, layout, address, i) for i in range(1, workers + 1)
+                ]
+                with trio.fail_after(DEMO_TIMEOUT):
+                    stats = await _watch(Store(db))
+                for worker in pool:
+                    worker.request_shutdown()  # idle now: they stop at once
             nursery.cancel_scope.cancel(reason="demo finished")
         return stats
     finally:

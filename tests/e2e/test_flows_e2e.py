@@ -98,7 +98,7 @@ def test_publish_scan_and_process_in_a_real_uv_env(tmp_path: Path) -> None:
                 f"w{n}",
                 "--envs-root",
                 str(envs),
-            )  # fmt: skip
+            )
         )
     try:
         statuses = _wait_terminal(db, expected=4, procs=procs)
