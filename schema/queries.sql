@@ -122,6 +122,13 @@ UPDATE cf_worker
        status = :status
  WHERE worker_id = :worker_id;
 
+-- name: touch_worker
+UPDATE cf_worker
+   SET status_since = CASE WHEN status = :status THEN status_since ELSE :now END,
+       status = :status,
+       last_seen = :now
+ WHERE worker_id = :worker_id;
+
 -- name: list_workers
 SELECT * FROM cf_worker ORDER BY worker_id;
 

@@ -19,6 +19,7 @@ from e2e_procs import Cluster
 # No e2e test should need more than this, even on a slow machine.
 TEST_TIMEOUT_S = 60
 
+
 @pytest.fixture
 def hard_timeout() -> Iterator[None]:
     def expired(_signum: int, _frame: FrameType | None) -> None:

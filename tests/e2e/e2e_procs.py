@@ -12,6 +12,7 @@ No psutil: /proc is read directly (Linux only, like PR_SET_PDEATHSIG).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -28,8 +29,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from casparian_trio.store import Database, JobRow, open_database
-from casparian_trio.store import catalog, queue
+from casparian_trio.store import Database, JobRow, catalog, open_database, queue
 
 T = TypeVar("T")
 
@@ -49,7 +49,7 @@ LOG_TAIL = 6000
 #   rows=N    how many rows to yield (id 0..N-1, value id * 1.5)
 # Before sleeping it writes ``<input>.started.<pid>`` with its own pid, so a
 # test knows the job is running and which process is the guest.
-SLOW_PLUGIN = '''
+SLOW_PLUGIN = """
 from __future__ import annotations
 
 import os
@@ -76,7 +76,7 @@ class Handler:
         time.sleep(float(settings.get("sleep", "0")))
         n = int(settings.get("rows", "3"))
         yield pa.table({"id": list(range(n)), "value": [i * 1.5 for i in range(n)]})
-'''
+"""
 
 
 def free_port() -> int:
@@ -313,10 +313,8 @@ class Cluster:
         for proc in self.procs:
             proc.stop()
         for info in self.guests():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(info.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         if self._db is not None:
             self._db.close()
             self._db = None

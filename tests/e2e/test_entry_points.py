@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from e2e_procs import Cluster, ProcInfo, all_processes, alive, descendants
+from e2e_procs import Cluster, ProcInfo, alive, all_processes, descendants
 
 pytestmark = [
     pytest.mark.slow,

@@ -49,6 +49,10 @@ from casparian_trio.store import JobRow, Store
 
 logger = logging.getLogger(__name__)
 
+# cf_worker.last_seen is for operators (`workers`), not liveness (that is in
+# memory): refreshing it every 5 s costs one tiny write per worker per 5 s.
+WORKER_RECORD_INTERVAL = 5.0
+
 
 @attrs.frozen(kw_only=True)
 class Orphan:
@@ -145,6 +149,15 @@ class Reactions:
         await self._reconcile(worker, named)
         if worker.free_slots > was_free:
             self.wake()
+        await self._record_beat(worker)
+
+    async def _record_beat(self, worker: WorkerState) -> None:
+        """Keep cf_worker's status and last_seen fresh for `workers`, without a write per beat."""
+        now = trio.current_time()
+        status, at = worker.recorded
+        if status != worker.status or now - at >= WORKER_RECORD_INTERVAL:
+            worker.recorded = (worker.status, now)
+            await self.store.touch_worker(worker.worker_id, worker.status, now=self.wall())
 
     async def conclude(self, identity: bytes, job_id: int, msg: Conclude) -> None:
         worker = self.registry.get(identity)

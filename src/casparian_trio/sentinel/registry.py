@@ -64,6 +64,7 @@ class WorkerState:
     envs_ready: set[str] = attrs.field(factory=set)
     envs_preparing: dict[str, float] = attrs.field(factory=dict)  # env_hash -> sent at
     given_up: set[int] = attrs.field(factory=set)  # jobs the watchdog took away from it
+    recorded: tuple[str, float] = ("", -1e9)  # (status, time) last written to cf_worker
 
     @property
     def free_slots(self) -> int:

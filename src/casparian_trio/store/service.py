@@ -211,6 +211,9 @@ class Store:
     async def set_worker_status(self, worker_id: str, status: str, *, now: float) -> None:
         await self._write(workers.set_worker_status, worker_id, status, now=now)
 
+    async def touch_worker(self, worker_id: str, status: str, *, now: float) -> None:
+        await self._write(workers.touch_worker, worker_id, status, now=now)
+
     async def list_workers(self) -> list[dict[str, Any]]:
         return await self._read(workers.list_workers)
 

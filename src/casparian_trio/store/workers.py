@@ -52,6 +52,11 @@ def set_worker_status(conn: sqlite3.Connection, worker_id: str, status: str, *, 
         logger.debug("status %s for unknown worker %s ignored", status, worker_id)
 
 
+def touch_worker(conn: sqlite3.Connection, worker_id: str, status: str, *, now: float) -> None:
+    """Record a heartbeat: status as reported, last_seen = now."""
+    conn.execute(q("touch_worker"), {"worker_id": worker_id, "status": status, "now": now})
+
+
 def list_workers(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     """Every worker row, capabilities decoded to a list."""
     workers = []

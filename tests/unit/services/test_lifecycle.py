@@ -23,7 +23,9 @@ async def test_jobs_complete_on_one_worker(cluster: Cluster, autojump_clock: Moc
         assert row.result_summary["rows"] == 3
 
 
-async def test_silent_worker_is_dropped_and_its_job_requeued(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_silent_worker_is_dropped_and_its_job_requeued(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     await cluster.start_sentinel(heartbeat_interval=2.0)
     w1 = await cluster.start_worker("w1", heartbeat_interval=2.0)
     [job_id] = await cluster.add_jobs("sleep-100.csv")
@@ -44,7 +46,9 @@ async def test_silent_worker_is_dropped_and_its_job_requeued(cluster: Cluster, a
     assert outcomes == ["WORKER_LOST", "COMPLETED"]
 
 
-async def test_job_timeout_enforced_by_worker_then_retried(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_job_timeout_enforced_by_worker_then_retried(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("hang.csv", timeout_s=5, max_attempts=2)
@@ -57,7 +61,9 @@ async def test_job_timeout_enforced_by_worker_then_retried(cluster: Cluster, aut
     assert starts[1] - starts[0] == pytest.approx(5 + 2, abs=0.01)
 
 
-async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     # The worker's own timeout cannot stop a guest that ignores cancellation
     # ("deaf"); the Sentinel aborts at timeout + grace and gives up one grace later.
     await cluster.start_sentinel(abort_grace=10.0)
@@ -82,7 +88,9 @@ async def test_retry_backoff_schedule_is_exact(cluster: Cluster, autojump_clock:
     assert row.attempt == 4
 
 
-async def test_abort_of_running_job_ends_cancelled(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_abort_of_running_job_ends_cancelled(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("sleep-100.csv")
@@ -107,7 +115,9 @@ async def test_cancel_of_queued_job(cluster: Cluster, autojump_clock: MockClock)
     assert cluster.executor.calls == []
 
 
-async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     await cluster.start_sentinel()
     w1 = await cluster.start_worker("w1", concurrency=2, grace=30.0)
     short, long = await cluster.add_jobs("sleep-10.csv", "sleep-1000.csv")
@@ -127,7 +137,9 @@ async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(cluster: Cl
     ]
 
 
-async def test_short_jobs_do_not_wait_behind_a_long_one(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_short_jobs_do_not_wait_behind_a_long_one(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [long] = await cluster.add_jobs("sleep-1000.csv")
@@ -152,7 +164,9 @@ async def test_env_is_prepared_before_dispatch(cluster: Cluster, autojump_clock:
     assert cluster.envs.builds == 1
 
 
-async def test_sentinel_restart_readopts_running_job(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_sentinel_restart_readopts_running_job(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     s1 = await cluster.start_sentinel()
     await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("sleep-30.csv")
@@ -167,7 +181,9 @@ async def test_sentinel_restart_readopts_running_job(cluster: Cluster, autojump_
     assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == ["COMPLETED"]
 
 
-async def test_sentinel_restart_requeues_job_nobody_names(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_sentinel_restart_requeues_job_nobody_names(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     s1 = await cluster.start_sentinel()
     w1 = await cluster.start_worker("w1")
     [job_id] = await cluster.add_jobs("sleep-30.csv")
