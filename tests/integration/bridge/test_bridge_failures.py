@@ -265,7 +265,7 @@ def staged_files(output: Path) -> list[Path]:
 
 async def wait_for_staging(output: Path) -> None:
     # Polling the file system: there is no event to wait on.
-    while not staged_files(output):  # noqa: ASYNC110
+    while not staged_files(output):
         await trio.sleep(0.05)
 
 

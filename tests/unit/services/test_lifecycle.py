@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 import trio
-from trio.testing import MockClock
 from services_harness import Cluster, wall
+from trio.testing import MockClock
 
 from casparian_trio.store import EnvSpec
 
