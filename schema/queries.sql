@@ -3,6 +3,20 @@
 
 -- ============================ queue ==========================================
 
+-- name: supersede_queued
+-- A new version of a file makes queued jobs of older versions pointless: the
+-- job resolves the file by location, so they would process the new content twice.
+UPDATE cf_processing_queue
+   SET status = 'CANCELLED',
+       error_message = 'superseded by file version ' || :file_version_id,
+       updated_at = :now
+ WHERE status = 'QUEUED'
+   AND plugin_name = :plugin_name
+   AND file_version_id IN (
+       SELECT older.id FROM cf_file_version AS older
+        WHERE older.location_id = (SELECT location_id FROM cf_file_version WHERE id = :file_version_id)
+          AND older.id < :file_version_id);
+
 -- name: enqueue_job
 INSERT INTO cf_processing_queue
     (file_version_id, plugin_name, config_overrides, status, priority,

@@ -80,7 +80,16 @@ def enqueue(
             "(scan the file first so its version exists)"
         ) from exc
     if cursor.rowcount == 1:
-        return int(cursor.lastrowid or 0), True
+        job_id = int(cursor.lastrowid or 0)
+        superseded = conn.execute(q("supersede_queued"), params).rowcount
+        if superseded:
+            logger.info(
+                "%d queued %s job(s) superseded by file version %d",
+                superseded,
+                plugin_name,
+                file_version_id,
+            )
+        return job_id, True
     row = conn.execute(q("job_id_by_file_plugin"), params).fetchone()
     return int(row[0]), False
 

@@ -6,9 +6,10 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+import trio
 
 from casparian_trio.errors import CatalogError, StoreError
-from casparian_trio.store import Database, JobStatus, backoff_delay, queue
+from casparian_trio.store import Database, JobStatus, Store, backoff_delay, queue
 
 NOW = 1_700_000_000.0
 Run = Callable[..., Any]
@@ -292,3 +293,32 @@ def test_claim_query_uses_the_claim_index_without_sorting(
     )
     assert any("USING INDEX ix_queue_claim" in step for step in plan), plan
     assert not any("TEMP B-TREE" in step for step in plan), plan
+
+
+def test_new_file_version_supersedes_queued_jobs_of_older_ones(db: Database, run: Run) -> None:
+    async def versions() -> tuple[int, int, int]:
+        store = Store(db)
+        root, _ = await store.add_source_root("/data")
+        first, _ = await store.record_file(
+            source_root_id=root, rel_path="a.csv", size=1, mtime=1.0, content_hash="h1", now=NOW
+        )
+        second, _ = await store.record_file(
+            source_root_id=root, rel_path="a.csv", size=2, mtime=2.0, content_hash="h2", now=NOW
+        )
+        other, _ = await store.record_file(
+            source_root_id=root, rel_path="b.csv", size=1, mtime=1.0, content_hash="h3", now=NOW
+        )
+        return first, second, other
+
+    first, second, other = trio.run(versions)
+    old_job, _ = run(queue.enqueue, first, "p", now=NOW)
+    other_plugin, _ = run(queue.enqueue, first, "q", now=NOW)
+    unrelated, _ = run(queue.enqueue, other, "p", now=NOW)
+    new_job, created = run(queue.enqueue, second, "p", now=NOW)
+    assert created
+    old = run(queue.get_job, old_job)
+    assert old.status == "CANCELLED"
+    assert old.error_message == f"superseded by file version {second}"
+    assert run(queue.get_job, other_plugin).status == "QUEUED"  # another plugin's job is its own
+    assert run(queue.get_job, unrelated).status == "QUEUED"
+    assert run(queue.get_job, new_job).status == "QUEUED"
