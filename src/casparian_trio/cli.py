@@ -116,13 +116,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except CasparianError as exc:
-        if args.verbose:
-            logger.exception("failed")
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
     except KeyboardInterrupt:
         return EXIT_OK
+    except (CasparianError, BaseExceptionGroup) as exc:
+        error = _user_error(exc)
+        if error is None:
+            raise
+        if args.verbose:
+            logger.error("failed", exc_info=exc)
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _user_error(exc: BaseException) -> CasparianError | None:
+    """The one user-facing error inside (nested single-member) nursery exception groups."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc if isinstance(exc, CasparianError) else None
 
 
 # --- commands ----------------------------------------------------------------

@@ -26,25 +26,26 @@ async def serve_sentinel(
     config: SentinelConfig, *, task_status: trio.TaskStatus[Sentinel] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run a Sentinel on its database and address until cancelled."""
-    config.db.parent.mkdir(parents=True, exist_ok=True)
-    db = open_database(config.db)
     try:
+        channel = open_router(config.bind)
+    except TransportError as exc:
+        hint = (
+            "another sentinel runs there; stop it or"
+            if "in use" in str(exc)
+            else "check the address, or"
+        )
+        raise ConfigError(f"{exc}; {hint} pass another --bind") from exc
+    with channel:
+        config.db.parent.mkdir(parents=True, exist_ok=True)
+        db = open_database(config.db)
         try:
-            channel = open_router(config.bind)
-        except TransportError as exc:
-            raise ConfigError(
-                f"cannot bind {config.bind}: {exc} (is another sentinel running? use --bind)"
-            ) from exc
-        with channel:
             sentinel = Sentinel(config=config, store=Store(db), channel=channel)
-            logger.info(
-                "sentinel on %s, database %s", getattr(channel, "endpoint", config.bind), config.db
-            )
+            logger.info("sentinel on %s, database %s", channel.endpoint, config.db)
             async with trio.open_nursery() as nursery:
                 await nursery.start(sentinel.run)
                 task_status.started(sentinel)
-    finally:
-        db.close()
+        finally:
+            db.close()
 
 
 @asynccontextmanager

@@ -88,6 +88,7 @@ class Cluster:
     nursery: trio.Nursery
     executor: ScriptedExecutor = attrs.field(factory=ScriptedExecutor)
     envs: FakeEnvs = attrs.field(factory=FakeEnvs)
+    sentinel: Sentinel | None = None
     _files: int = 0
     _root_id: int | None = None
 
@@ -95,6 +96,7 @@ class Cluster:
         config = SentinelConfig(**{"bind": ADDRESS, **overrides})  # type: ignore[arg-type]
         channel = self.network.bind_router(ADDRESS)
         sentinel = Sentinel(config=config, store=self.store, channel=channel, wall=wall)
+        self.sentinel = sentinel
         return await self._start(sentinel, channel.close)
 
     async def start_worker(self, worker_id: str, **overrides: object) -> Handle:
@@ -153,6 +155,10 @@ class Cluster:
                 fv, plugin, now=wall(), timeout_s=timeout_s, max_attempts=max_attempts
             )
             ids.append(job_id)
+        if self.sentinel is not None:
+            # Same connection as the Sentinel's, so PRAGMA data_version cannot see
+            # these commits; an in-process enqueue wakes the dispatcher directly.
+            self.sentinel.reactions.wake()
         return ids
 
     async def job(self, job_id: int) -> JobRow:
@@ -168,6 +174,15 @@ class Cluster:
                 if row.status in statuses:
                     return row
                 await trio.sleep(0.05)
+
+    async def quiet(self, seconds: float = 60.0) -> None:
+        """Let ``seconds`` of virtual time pass and check nothing more happened.
+
+        Ends every scenario: no late retry, no second run, no state flapping.
+        """
+        before = (len(self.executor.calls), await self.store.stats())
+        await trio.sleep(seconds)
+        assert (len(self.executor.calls), await self.store.stats()) == before
 
     async def wait_held(self, handle: Handle, count: int) -> None:
         """Until the worker behind ``handle`` runs ``count`` jobs (DB RUNNING comes earlier)."""

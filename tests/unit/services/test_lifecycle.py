@@ -21,6 +21,7 @@ async def test_jobs_complete_on_one_worker(cluster: Cluster, autojump_clock: Moc
         assert row.attempt == 1
         assert row.result_summary is not None
         assert row.result_summary["rows"] == 3
+    await cluster.quiet()
 
 
 async def test_silent_worker_is_dropped_and_its_job_requeued(
@@ -44,6 +45,7 @@ async def test_silent_worker_is_dropped_and_its_job_requeued(
     assert row.attempt == 2
     outcomes = [a["outcome"] for a in await cluster.store.attempts(job_id)]
     assert outcomes == ["WORKER_LOST", "COMPLETED"]
+    await cluster.quiet()
 
 
 async def test_job_timeout_enforced_by_worker_then_retried(
@@ -59,6 +61,7 @@ async def test_job_timeout_enforced_by_worker_then_retried(
     # two 5 s attempts with a 2 s backoff in between
     starts = [t for t, jid, _ in cluster.executor.calls if jid == job_id]
     assert starts[1] - starts[0] == pytest.approx(5 + 2, abs=0.01)
+    await cluster.quiet()
 
 
 async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(
@@ -74,6 +77,7 @@ async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(
     assert "did not confirm the abort" in (row.error_message or "")
     workers = {w["worker_id"]: w for w in await cluster.store.list_workers()}
     assert workers["w1"]["status"] == "UNHEALTHY"
+    await cluster.quiet()
 
 
 async def test_retry_backoff_schedule_is_exact(cluster: Cluster, autojump_clock: MockClock) -> None:
@@ -86,6 +90,7 @@ async def test_retry_backoff_schedule_is_exact(cluster: Cluster, autojump_clock:
     assert gaps == pytest.approx([2.0, 4.0, 8.0], abs=1e-6)
     assert row.retry_count == 4
     assert row.attempt == 4
+    await cluster.quiet()
 
 
 async def test_abort_of_running_job_ends_cancelled(
@@ -104,6 +109,7 @@ async def test_abort_of_running_job_ends_cancelled(
     await trio.sleep(60)  # never retried
     assert (await cluster.job(job_id)).status == "CANCELLED"
     assert len(cluster.executor.calls) == 1
+    await cluster.quiet()
 
 
 async def test_cancel_of_queued_job(cluster: Cluster, autojump_clock: MockClock) -> None:
@@ -113,6 +119,7 @@ async def test_cancel_of_queued_job(cluster: Cluster, autojump_clock: MockClock)
     await cluster.start_worker("w1")
     await trio.sleep(10)
     assert cluster.executor.calls == []
+    await cluster.quiet()
 
 
 async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(
@@ -135,6 +142,7 @@ async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(
         "HANDED_BACK",
         "COMPLETED",
     ]
+    await cluster.quiet()
 
 
 async def test_short_jobs_do_not_wait_behind_a_long_one(
@@ -149,6 +157,7 @@ async def test_short_jobs_do_not_wait_behind_a_long_one(
     for job_id in shorts:
         await cluster.wait_status(job_id, "COMPLETED", within=30)
     assert (await cluster.job(long)).status == "RUNNING"
+    await cluster.quiet()
 
 
 async def test_env_is_prepared_before_dispatch(cluster: Cluster, autojump_clock: MockClock) -> None:
@@ -162,6 +171,7 @@ async def test_env_is_prepared_before_dispatch(cluster: Cluster, autojump_clock:
     for job_id in ids:
         await cluster.wait_status(job_id, "COMPLETED")
     assert cluster.envs.builds == 1
+    await cluster.quiet()
 
 
 async def test_sentinel_restart_readopts_running_job(
@@ -179,6 +189,7 @@ async def test_sentinel_restart_readopts_running_job(
     assert row.attempt == 1  # adopted, not rerun
     assert len(cluster.executor.calls) == 1
     assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == ["COMPLETED"]
+    await cluster.quiet()
 
 
 async def test_sentinel_restart_requeues_job_nobody_names(
@@ -198,3 +209,4 @@ async def test_sentinel_restart_requeues_job_nobody_names(
     await cluster.start_worker("w2")
     row = await cluster.wait_status(job_id, "COMPLETED", within=100)
     assert row.attempt == 2
+    await cluster.quiet()
