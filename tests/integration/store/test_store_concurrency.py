@@ -41,14 +41,16 @@ def fill(path: Path) -> None:
 
     def fn(c: sqlite3.Connection) -> None:
         c.execute("INSERT INTO cf_source_root (path) VALUES ('/d')")
-        c.execute(
-            "INSERT INTO cf_file_location (source_root_id, rel_path, filename) VALUES (1, 'a', 'a')"
-        )
         c.execute("INSERT INTO cf_file_hash_registry (content_hash, size_bytes) VALUES ('h', 1)")
+        # one file per job: a newer version of the same file would supersede the older's job
+        c.executemany(
+            "INSERT INTO cf_file_location (source_root_id, rel_path, filename) VALUES (1, ?, ?)",
+            [(f"f{i}", f"f{i}") for i in range(1, JOBS + 1)],
+        )
         c.executemany(
             "INSERT INTO cf_file_version (location_id, content_hash, size_bytes, modified_time)"
-            " VALUES (1, 'h', 1, 'x')",
-            [()] * JOBS,
+            " VALUES (?, 'h', 1, 'x')",
+            [(i,) for i in range(1, JOBS + 1)],
         )
         for fv in range(1, JOBS + 1):
             queue.enqueue(c, fv, "p", now=0.0, priority=fv % 7)
