@@ -56,8 +56,11 @@ def test_sentinel_and_worker_with_defaults_run_a_job_and_exit_0_on_sigint(
     assert sorted(table.column("id").to_pylist()) == [1, 2, 3]
     assert table.column("_cf_job_id").to_pylist() == [job_id] * 3
 
-    # The job's guest was reaped: the worker has no children left.
-    assert descendants(worker.pid) == []
+    # The job's guest was reaped; what may remain is at most two warm guests
+    # (interpreter + pyarrow loaded, waiting for the next job), killed at exit.
+    warm = descendants(worker.pid)
+    assert len(warm) <= 2, warm
+    assert all("bridge/guest.py" in p.cmdline and "/guest-" in p.cmdline for p in warm), warm
     assert descendants(sentinel.pid) == []
 
     worker.send(signal.SIGINT)
@@ -73,6 +76,9 @@ def test_sentinel_and_worker_with_defaults_run_a_job_and_exit_0_on_sigint(
     for proc in (worker, sentinel):
         assert "Traceback" not in proc.log()
         assert orphans_of(proc.pid) == []
+    assert not [p for p in all_processes() if p.pid in {w.pid for w in warm}], (
+        "warm guests outlived the worker"
+    )
     assert cluster.leftovers() == []
 
 

@@ -177,12 +177,6 @@ def test_plugin_that_exits_the_guest_fails_the_job_and_the_worker_survives(
     assert cluster.leftovers() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the guest's PR_SET_PDEATHSIG is tied to the trio to_thread thread that ran "
-    "Popen (trio.lowlevel.open_process); that thread exits after 10 s idle and the guest is "
-    "SIGKILLed, so every job longer than ~10 s fails (bridge/guest.py _die_with_parent)",
-)
 def test_a_job_longer_than_the_thread_cache_idle_timeout_completes(cluster: Cluster) -> None:
     # trio's to_thread threads exit after 10 s idle; the guest must not die with one.
     (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "sleep=12\nrows=2\n"})

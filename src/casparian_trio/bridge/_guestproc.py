@@ -1,6 +1,11 @@
 """Spawning, watching and killing a guest process (Trio side, no Arrow).
 
 Invariants:
+- The guest is forked by the thread running Trio, not by a worker thread (as
+  ``trio.lowlevel.open_process`` would): PR_SET_PDEATHSIG fires when the
+  *thread* that forked the child exits, and Trio retires idle worker threads
+  after 10 s, which would SIGKILL any guest (and every warm guest) still
+  running then. ``Popen`` with vfork takes a few ms.
 - The guest runs in its own session/process group (pgid == its pid), so one
   ``killpg`` reaches anything the plugin started too.
 - It gets a clean environment: nothing of the worker's environment leaks into
@@ -21,6 +26,7 @@ import os
 import signal
 import subprocess
 from collections import deque
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -60,18 +66,71 @@ def guest_env(job_dir: Path, python: Path) -> dict[str, str]:
     return env
 
 
-async def spawn(python: Path, job_file: Path, job_dir: Path) -> trio.Process:
-    """Start the guest script on ``job_file`` in its own process group."""
-    argv = [str(python), *PYTHON_FLAGS, str(GUEST_SCRIPT), str(job_file)]
-    return await trio.lowlevel.open_process(
-        argv,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        cwd=job_dir,
-        env=guest_env(job_dir, python),
-        start_new_session=True,
-    )
+@attrs.define(eq=False)
+class GuestProcess:
+    """A spawned guest: the bits of ``trio.Process`` the bridge uses.
+
+    ``returncode`` reaps the child when it has exited; ``wait()`` sleeps on a
+    pidfd (polling where pidfd_open is missing).
+    """
+
+    popen: subprocess.Popen[bytes]
+    stdout: trio.lowlevel.FdStream
+    _pidfd: int | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        code = self.popen.poll()
+        if code is not None:
+            self.close_pidfd()
+        return code
+
+    async def wait(self) -> int:
+        while (code := self.returncode) is None:
+            if self._pidfd is not None:
+                await trio.lowlevel.wait_readable(self._pidfd)
+            else:
+                await trio.sleep(0.01)
+        await trio.lowlevel.checkpoint()
+        return code
+
+    def close_pidfd(self) -> None:
+        if self._pidfd is not None:
+            fd, self._pidfd = self._pidfd, None
+            trio.lowlevel.notify_closing(fd)
+            os.close(fd)
+
+
+def spawn(python: Path, args: Sequence[str], home: Path) -> GuestProcess:
+    """Start the guest script with ``args`` in its own process group (no await).
+
+    ``home`` is the guest's private dir: its cwd, HOME, and TMPDIR's parent.
+    """
+    argv = [str(python), *PYTHON_FLAGS, str(GUEST_SCRIPT), *args]
+    rfd, wfd = os.pipe()
+    try:
+        popen = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=wfd,
+            stderr=wfd,
+            cwd=home,
+            env=guest_env(home, python),
+            start_new_session=True,
+        )
+    except BaseException:
+        os.close(rfd)
+        raise
+    finally:
+        os.close(wfd)
+    pidfd = None
+    with contextlib.suppress(AttributeError, OSError):
+        pidfd = os.pidfd_open(popen.pid)
+    return GuestProcess(popen, trio.lowlevel.FdStream(rfd), pidfd)
 
 
 def _killpg(pgid: int, sig: int) -> None:
@@ -79,7 +138,7 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def terminate_group(proc: trio.Process, grace: float) -> None:
+async def terminate_group(proc: GuestProcess, grace: float) -> None:
     """SIGTERM the guest's group, wait ``grace``, SIGKILL the group, reap the guest."""
     if proc.returncode is None:
         _killpg(proc.pid, signal.SIGTERM)

@@ -1,15 +1,24 @@
 """The guest: runs one plugin in a plugin environment and streams Arrow IPC to the host.
 
 Role: this file is executed as a script by the environment's interpreter
-(``<venv>/bin/python -I guest.py <job.json>``). casparian_trio is NOT installed
-in plugin environments, so it imports only the standard library and pyarrow,
-and it imports pyarrow modules lazily: interpreter start-up is the per-job floor.
+(``<venv>/bin/python -I -B -u guest.py <socket> <parent pid>``). casparian_trio
+is NOT installed in plugin environments, so it imports only the standard
+library and pyarrow.
+
+Start-up is split so the host can start a guest *before* it has a job for it
+(a warm guest, see ``host.py``): the guest arranges to die with its parent,
+imports pyarrow (the bulk of the per-job cost), connects to the host's socket,
+and only then blocks reading its job spec from that socket
+(``len:u32be`` + JSON, the fields ``host._job_spec`` sends). EOF instead of a
+spec means "not needed": it exits quietly.
 
 Invariants:
 - The first thing it does is arrange to die with its parent (PR_SET_PDEATHSIG),
   then check the parent has not already gone (the race prctl cannot close).
 - Exactly one terminal frame is sent: END (metrics) or ERROR (kind, message,
   traceback). A guest that dies without one is a crash, as far as the host knows.
+  After it the guest leaves with ``os._exit`` (no interpreter teardown: the
+  host is waiting for the exit, and kills the process group anyway).
 - Frames follow the layout documented in ``casparian_trio.bridge._framing``
   (the constants below must match it; a unit test checks that they do).
 
@@ -54,6 +63,8 @@ import traceback
 
 # Must match casparian_trio.bridge._framing (checked by tests/unit/bridge).
 HEADER = struct.Struct("!I")
+# The job spec the host sends is small JSON; refuse anything absurd.
+MAX_SPEC_BYTES = 64 * 1024 * 1024
 TOPIC_LEN = struct.Struct("!H")
 END_TAG = 0
 ERROR_TAG = 0xFFFFFFFF
@@ -138,6 +149,9 @@ class Channel:
             for start in range(0, batch.num_rows, step):
                 self._add(topic, batch.slice(start, step))
             return
+        if pending and self.pending_bytes[topic] + size > FRAME_TARGET_BYTES:
+            self._flush(topic)  # frames stay near the target, not up to twice it
+            pending = self.pending.setdefault(topic, [])
         pending.append(batch)
         self.pending_bytes[topic] = self.pending_bytes.get(topic, 0) + size
         if self.pending_bytes[topic] >= FRAME_TARGET_BYTES:
@@ -291,27 +305,65 @@ def _error_frame(exc: BaseException) -> dict:
     return {"kind": kind, "message": message, "traceback": tb[-20000:]}
 
 
-def main(argv: list[str]) -> int:
-    with open(argv[1], encoding="utf-8") as f:
-        job = json.load(f)
-    _die_with_parent(job["parent_pid"])
-    import pyarrow  # noqa: F401  (imported before the limit: it maps a lot)
+def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
+    buf = bytearray(n)
+    view = memoryview(buf)
+    got = 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if k == 0:
+            return None
+        got += k
+    return bytes(buf)
 
-    if job.get("memory_limit_mb"):
-        _limit_memory(int(job["memory_limit_mb"]))
+
+def _recv_job(sock: socket.socket) -> dict | None:
+    """Block until the host sends this guest's job spec; None on EOF (not needed)."""
+    head = _recv_exactly(sock, HEADER.size)
+    if head is None:
+        return None
+    (length,) = HEADER.unpack(head)
+    if length > MAX_SPEC_BYTES:
+        raise ValueError(f"job spec of {length} bytes")
+    body = _recv_exactly(sock, length)
+    return None if body is None else json.loads(body.decode("utf-8"))
+
+
+def _exit(code: int) -> None:
+    # Skip interpreter teardown (tens of ms with pyarrow/numpy loaded): the
+    # terminal frame is sent and stdout/stderr are unbuffered (-u).
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    finally:
+        os._exit(code)
+
+
+def main(argv: list[str]) -> int:
+    socket_path, parent_pid = argv[1], int(argv[2])
+    _die_with_parent(parent_pid)
+    # Everything that does not depend on the job happens before its spec arrives.
     import logging
+
+    import pyarrow  # noqa: F401  (imported before the limit: it maps a lot)
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.connect(job["socket"])
+    sock.connect(socket_path)
+    job = _recv_job(sock)
+    if job is None:
+        _exit(0)
+    assert job is not None
+    if job.get("memory_limit_mb"):
+        _limit_memory(int(job["memory_limit_mb"]))
     channel = Channel(sock, job["topics"])
     try:
         _run_plugin(job, channel)
     except Exception as exc:  # MemoryError is an Exception too
         channel.send_control(ERROR_TAG, _error_frame(exc))
-        return 1
+        _exit(1)
     channel.send_control(END_TAG, {"rows": channel.rows, "batches": channel.batches})
-    sock.close()
+    _exit(0)
     return 0
 
 

@@ -2,44 +2,60 @@
 
 Theory of operation (one ``run()``):
 
-1. Make a private job dir (0700) holding ``plugin.py``, ``job.json``, ``tmp/``
-   and the AF_UNIX socket ``s`` (in a short 0700 dir under /tmp instead when
-   the path would exceed the 108-byte ``sun_path``).
-2. Validate the sinks (a bad URI or mode=error conflict fails before anything
+1. Validate the sinks (a bad URI or mode=error conflict fails before anything
    runs) and resolve the env's interpreter, holding the env against eviction.
-3. Spawn ``<python> -I -B -u guest.py job.json`` in its own process group with
-   a clean environment; the guest dies with this process (PR_SET_PDEATHSIG).
-4. Accept one connection, racing the guest's death and CONNECT deadline; then
-   unlink the socket so nobody else can connect.
-5. Stream: frames → bounded channel → writer thread → sinks (see ``_stream``).
-6. After END: let the guest exit (``kill_grace``), kill its group anyway (to
+2. Get a guest: a *warm* one for this env if the executor has one (see below),
+   else start one: a private dir (0700) holding ``tmp/`` and the AF_UNIX
+   socket ``s`` (in a short 0700 dir under /tmp instead when the path would
+   exceed the 108-byte ``sun_path``), a listening socket, and
+   ``<python> -I -B -u guest.py <socket> <our pid>`` in its own process group
+   with a clean environment; the guest dies with this process
+   (PR_SET_PDEATHSIG). It imports pyarrow, connects, and waits for its job.
+3. Write ``plugin.py`` into the guest's dir; accept its connection (racing the
+   guest's death and the CONNECT deadline), unlink the socket so nobody else
+   can connect, and send the job spec on it.
+4. Stream: frames → bounded channel → writer thread → sinks (see ``_stream``).
+5. After END: let the guest exit (``kill_grace``), kill its group anyway (to
    reach anything the plugin left running), reap it, commit the sinks.
 
 Every exit path (FAILED, the caller's cancellation, a bug) goes through the
 same ``finally`` blocks: kill+reap the group, abort staged output, remove the
-job dir and the socket, each under a shielded ``move_on_after``. A job that
+guest's dir and socket, each under a shielded ``move_on_after``. A job that
 fails is a FAILED Conclude; only the caller's cancellation (re-raised as
 ``trio.Cancelled``) and bugs leave ``run()`` as exceptions.
+
+Warm guests (``async with executor:`` only): once a job has handed its spec to
+its guest, the executor starts the next guest for the same env, so that a
+later job only pays for the hand-over, not for an interpreter start and the
+pyarrow import. A warm guest is step 2 done ahead of time: still one fresh
+process per job, same environment, process group and PDEATHSIG, and it holds
+its env against eviction while it waits. At most ``max_warm`` wait at a time
+(least recently used envs lose theirs); a dead one is discarded at take time;
+leaving the ``async with`` (or ``aclose()``) kills and reaps every one and
+removes its dir. Used without ``async with``, the executor keeps none.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import shutil
+import signal
 import socket
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import attrs
 import trio
 
 from casparian_trio.bridge import _failures, _guestproc, _stream
-from casparian_trio.bridge._framing import MAX_FRAME_BYTES
+from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.envs import EnvManager
 from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed
 from casparian_trio.protocol.messages import Artifact, Conclude, Dispatch
@@ -47,8 +63,10 @@ from casparian_trio.sinks import Sink, open_sinks
 
 logger = logging.getLogger(__name__)
 
-# A guest imports pyarrow (~0.1 s) before connecting; 30 s covers a loaded host.
+# A guest imports pyarrow (~0.15 s) before connecting; 30 s covers a loaded host.
 CONNECT_TIMEOUT_S = 30.0
+# Warm guests kept at most (each is an idle interpreter with pyarrow, ~60 MB).
+MAX_WARM = 2
 # How long we wait for the guest's output pipe to drain once it is dead.
 OUTPUT_DRAIN_S = 1.0
 # Bound on cleanup that is not killing (abort staged files, remove the job dir).
@@ -58,20 +76,38 @@ SOCKET_PATH_MAX = 100
 
 
 @attrs.define(eq=False)
+class _Guest:
+    """A started guest process and its private dir, with or without a job yet."""
+
+    env_hash: str
+    python: Path
+    dir: Path
+    socket_path: Path
+    socket_dir: Path | None
+    listener: trio.socket.SocketType | None = None
+    proc: _guestproc.GuestProcess | None = None
+    # Holds the env against eviction while the guest waits warm.
+    env_hold: contextlib.ExitStack = attrs.field(factory=contextlib.ExitStack)
+
+
+@attrs.define(eq=False)
 class _Job:
     """Per-run state, so every cleanup step can see what exists."""
 
     job_id: int
     dispatch: Dispatch
-    dir: Path
-    socket_path: Path
-    socket_dir: Path | None
     sinks: dict[str, Sink] = attrs.field(factory=dict)
-    proc: trio.Process | None = None
+    guest: _Guest | None = None
     output: _guestproc.OutputTail = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         self.output = _guestproc.OutputTail(self.job_id)
+
+    @property
+    def proc(self) -> _guestproc.GuestProcess:
+        assert self.guest is not None
+        assert self.guest.proc is not None
+        return self.guest.proc
 
 
 @attrs.define(eq=False)
@@ -85,8 +121,10 @@ class BridgeExecutor:
         kill_grace: seconds between SIGTERM and SIGKILL.
         connect_timeout: how long a guest may take to connect.
         max_frame_bytes: larger DATA frames fail the job ("oversized frame").
-        spawn_hook: called with the guest's pid (= its process group id) once
-            spawned; for monitoring and tests.
+        spawn_hook: called with the guest's pid (= its process group id) when
+            a guest is given a job (warm guests: when taken); for monitoring
+            and tests.
+        max_warm: warm guests kept while inside ``async with`` (0: none).
     """
 
     output_root: Path
@@ -96,6 +134,37 @@ class BridgeExecutor:
     connect_timeout: float = CONNECT_TIMEOUT_S
     max_frame_bytes: int = MAX_FRAME_BYTES
     spawn_hook: Callable[[int], None] | None = None
+    max_warm: int = MAX_WARM
+    _warm: dict[str, _Guest] = attrs.field(factory=dict, init=False)
+    _open: bool = attrs.field(default=False, init=False)
+
+    async def __aenter__(self) -> BridgeExecutor:
+        self._open = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Kill, reap and remove every warm guest; keep none from now on. Idempotent."""
+        self._open = False
+        while self._warm:
+            _, guest = self._warm.popitem()
+            await _discard(guest)
+
+    def prewarm(self, env_hash: str) -> None:
+        """Start a warm guest for ``env_hash`` now (no-op outside ``async with``).
+
+        Raises:
+            EnvError: the env is not available here.
+        """
+        if self._open and self.max_warm > 0 and env_hash not in self._warm:
+            self._start_warm(env_hash)
 
     async def run(self, job_id: int, dispatch: Dispatch) -> Conclude:
         """Run ``dispatch`` as job ``job_id``; return its receipt (no ``attempt``).
@@ -105,7 +174,7 @@ class BridgeExecutor:
                 killed and reaped and nothing staged remains.
         """
         started = time.monotonic()
-        job = self._new_job(job_id, dispatch)
+        job = _Job(job_id, dispatch)
         try:
             artifacts = await self._run_job(job)
         except BaseException as raised:
@@ -116,6 +185,8 @@ class BridgeExecutor:
                 raise
             raise exc from None  # a bare trio.Cancelled rather than a group of them
         finally:
+            if job.guest is not None:
+                _close_listener(job.guest)  # on the Trio thread (trio sockets)
             await _shielded(_remove_dirs, job)
         rows = sum(s.rows for s in job.sinks.values())
         size = sum(s.bytes_written for s in job.sinks.values())
@@ -139,41 +210,50 @@ class BridgeExecutor:
                 file_version_id=job.dispatch.file_version_id,
             )
             await trio.to_thread.run_sync(_check_sinks, job.sinks)
-            with self.envs.using(job.dispatch.env_hash) as python:
-                await self._session(job, python)
+            env_hash = job.dispatch.env_hash
+            with self.envs.using(env_hash) as python:
+                job.guest = self._take_warm(env_hash, python)
+                if job.guest is None:
+                    job.guest = _start_guest(env_hash, python, self.work_root)
+                await self._session(job)
             return await trio.to_thread.run_sync(_commit_sinks, job.sinks)
         except BaseException:
             await _shielded(_abort_sinks, job)
             raise
 
-    async def _session(self, job: _Job, python: Path) -> None:
-        job_file = self._write_job_files(job)
-        listener = await _listen(job.socket_path)
-        with listener:
-            async with trio.open_nursery() as nursery:
-                job.proc = await _guestproc.spawn(python, job_file, job.dir)
-                if self.spawn_hook is not None:
-                    self.spawn_hook(job.proc.pid)
-                assert job.proc.stdout is not None
-                nursery.start_soon(job.output.pump, job.proc.stdout, name="bridge.guest_output")
-                try:
-                    await self._converse(job, listener)
-                finally:
-                    with trio.move_on_after(self.kill_grace + OUTPUT_DRAIN_S + 5.0) as scope:
-                        scope.shield = True
-                        await _guestproc.terminate_group(job.proc, self.kill_grace)
-                        with trio.move_on_after(OUTPUT_DRAIN_S):
-                            await job.output.done.wait()
-                    nursery.cancel_scope.cancel(reason="guest reaped")
+    async def _session(self, job: _Job) -> None:
+        assert job.guest is not None
+        try:
+            if self.spawn_hook is not None:
+                self.spawn_hook(job.proc.pid)
+            (job.guest.dir / "plugin.py").write_text(job.dispatch.source_code, encoding="utf-8")
+        except BaseException:
+            job.proc.stdout.close()  # nobody will pump it
+            with trio.move_on_after(self.kill_grace + 5.0) as scope:
+                scope.shield = True
+                await _guestproc.terminate_group(job.proc, self.kill_grace)
+            raise
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(job.output.pump, job.proc.stdout, name="bridge.guest_output")
+            try:
+                await self._converse(job)
+            finally:
+                with trio.move_on_after(self.kill_grace + OUTPUT_DRAIN_S + 5.0) as scope:
+                    scope.shield = True
+                    await _guestproc.terminate_group(job.proc, self.kill_grace)
+                    with trio.move_on_after(OUTPUT_DRAIN_S):
+                        await job.output.done.wait()
+                nursery.cancel_scope.cancel(reason="guest reaped")
 
-    async def _converse(self, job: _Job, listener: trio.socket.SocketType) -> None:
-        conn = await self._accept(job, listener)
+    async def _converse(self, job: _Job) -> None:
+        conn = await self._accept(job)
         with conn:
             try:
+                await _send_all(conn, _job_spec(job))
+                self._replace_warm(job)
                 guest_metrics = await _stream.stream(conn, job.sinks, self.max_frame_bytes)
             except _stream.StreamClosed as exc:
                 await self._settle(job)
-                assert job.proc is not None
                 if job.proc.returncode == 0:
                     raise BridgeError(
                         f"guest exited with status 0 without an end frame ({exc})"
@@ -182,9 +262,10 @@ class BridgeExecutor:
         logger.debug("job %d guest finished: %s", job.job_id, guest_metrics)
         await self._settle(job)
 
-    async def _accept(self, job: _Job, listener: trio.socket.SocketType) -> trio.socket.SocketType:
-        assert job.proc is not None
-        proc = job.proc
+    async def _accept(self, job: _Job) -> trio.socket.SocketType:
+        guest, proc = job.guest, job.proc
+        assert guest is not None
+        assert guest.listener is not None
         conn: trio.socket.SocketType | None = None
         async with trio.open_nursery() as nursery:
 
@@ -194,9 +275,9 @@ class BridgeExecutor:
 
             nursery.start_soon(watch, name="bridge.watch_guest")
             with trio.move_on_after(self.connect_timeout):
-                conn, _ = await listener.accept()
+                conn, _ = await guest.listener.accept()
             nursery.cancel_scope.cancel(reason="accepted")
-        job.socket_path.unlink(missing_ok=True)  # nobody else may connect
+        _close_listener(guest)  # nobody else may connect
         if conn is not None:
             return conn
         if proc.returncode is None:
@@ -208,44 +289,44 @@ class BridgeExecutor:
 
     async def _settle(self, job: _Job) -> None:
         """Give the guest ``kill_grace`` to exit on its own, and drain its output."""
-        assert job.proc is not None
         with trio.move_on_after(self.kill_grace):
             await job.proc.wait()
         if job.proc.returncode is not None:
             with trio.move_on_after(OUTPUT_DRAIN_S):
                 await job.output.done.wait()
 
-    # --- helpers -----------------------------------------------------------------
+    # --- warm guests -------------------------------------------------------------
 
-    def _new_job(self, job_id: int, dispatch: Dispatch) -> _Job:
-        root = self.work_root or Path(tempfile.gettempdir())
-        root.mkdir(parents=True, exist_ok=True)
-        job_dir = Path(tempfile.mkdtemp(prefix=f"job-{job_id}-", dir=root))  # mode 0700
-        socket_path, socket_dir = job_dir / "s", None
-        if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
-            socket_dir = Path(tempfile.mkdtemp(prefix="cf-"))
-            socket_path = socket_dir / "s"
-        return _Job(job_id, dispatch, job_dir, socket_path, socket_dir)
+    def _take_warm(self, env_hash: str, python: Path) -> _Guest | None:
+        guest = self._warm.pop(env_hash, None)
+        if guest is None:
+            return None
+        assert guest.proc is not None
+        if guest.python != python or guest.proc.returncode is not None:
+            _discard_now(guest)  # died while waiting: start a fresh one
+            return None
+        guest.env_hold.close()  # the job's own ``envs.using`` holds the env now
+        return guest
 
-    def _write_job_files(self, job: _Job) -> Path:
-        (job.dir / "tmp").mkdir(mode=0o700)
-        plugin = job.dir / "plugin.py"
-        plugin.write_text(job.dispatch.source_code, encoding="utf-8")
-        spec: dict[str, Any] = {
-            "socket": str(job.socket_path),
-            "plugin": str(plugin),
-            "input": job.dispatch.file_path,
-            "job_id": job.job_id,
-            "file_version_id": job.dispatch.file_version_id,
-            "topics": sorted(job.sinks),
-            "config": dict(job.dispatch.config),
-            "memory_limit_mb": job.dispatch.memory_limit_mb,
-            "parent_pid": os.getpid(),
-            "scratch_dir": str(job.dir / "tmp"),
-        }
-        job_file = job.dir / "job.json"
-        job_file.write_text(json.dumps(spec), encoding="utf-8")
-        return job_file
+    def _replace_warm(self, job: _Job) -> None:
+        """After a hand-over: start the next guest for this env (best effort)."""
+        env_hash = job.dispatch.env_hash
+        if not self._open or self.max_warm <= 0 or env_hash in self._warm:
+            return
+        try:
+            self._start_warm(env_hash)
+        except Exception:
+            logger.warning("could not start a warm guest for %s", env_hash, exc_info=True)
+
+    def _start_warm(self, env_hash: str) -> None:
+        hold = contextlib.ExitStack()
+        with hold:
+            python = hold.enter_context(self.envs.using(env_hash))
+            guest = _start_guest(env_hash, python, self.work_root)
+            guest.env_hold = hold.pop_all()
+        self._warm[env_hash] = guest
+        while len(self._warm) > self.max_warm:
+            _discard_now(self._warm.pop(next(iter(self._warm))))
 
     def _failed(self, job: _Job, exc: CasparianError, started: float) -> Conclude:
         message = _failures.describe(
@@ -264,15 +345,86 @@ class BridgeExecutor:
         return Conclude(status="FAILED", metrics=metrics, error_message=message)
 
 
-async def _listen(path: Path) -> trio.socket.SocketType:
-    sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+def _start_guest(env_hash: str, python: Path, work_root: Path | None) -> _Guest:
+    """Make a guest's private dir and listening socket and spawn it (no await)."""
+    root = work_root or Path(tempfile.gettempdir())
+    root.mkdir(parents=True, exist_ok=True)
+    guest_dir = Path(tempfile.mkdtemp(prefix="guest-", dir=root))  # mode 0700
+    socket_path, socket_dir = guest_dir / "s", None
+    if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
+        socket_dir = Path(tempfile.mkdtemp(prefix="cf-"))
+        socket_path = socket_dir / "s"
+    guest = _Guest(env_hash, python, guest_dir, socket_path, socket_dir)
     try:
-        await sock.bind(str(path))
-        sock.listen(1)
+        (guest_dir / "tmp").mkdir(mode=0o700)
+        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        guest.listener = trio.socket.from_stdlib_socket(raw)
+        raw.bind(str(socket_path))
+        raw.listen(1)
+        guest.proc = _guestproc.spawn(python, [str(socket_path), str(os.getpid())], guest_dir)
     except BaseException:
-        sock.close()
+        _discard_now(guest)
         raise
-    return sock
+    return guest
+
+
+def _job_spec(job: _Job) -> bytes:
+    assert job.guest is not None
+    spec: dict[str, Any] = {
+        "plugin": str(job.guest.dir / "plugin.py"),
+        "input": job.dispatch.file_path,
+        "job_id": job.job_id,
+        "file_version_id": job.dispatch.file_version_id,
+        "topics": sorted(job.sinks),
+        "config": dict(job.dispatch.config),
+        "memory_limit_mb": job.dispatch.memory_limit_mb,
+        "scratch_dir": str(job.guest.dir / "tmp"),
+    }
+    body = json.dumps(spec).encode("utf-8")
+    return HEADER.pack(len(body)) + body
+
+
+async def _send_all(conn: trio.socket.SocketType, data: bytes) -> None:
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[await conn.send(view) :]
+    except OSError as exc:  # EPIPE/ECONNRESET: the guest is gone
+        raise _stream.StreamClosed(
+            f"guest closed the stream before its job was sent ({exc})"
+        ) from exc
+
+
+def _close_listener(guest: _Guest) -> None:
+    if guest.listener is not None:
+        guest.listener.close()
+        guest.listener = None
+    guest.socket_path.unlink(missing_ok=True)
+
+
+def _discard_now(guest: _Guest) -> None:
+    """SIGKILL a guest that has no job (it runs only our code) and remove its files.
+
+    Reaps it if it is already gone; otherwise ``_discard`` waits for it, or,
+    when nobody does, ``subprocess`` reaps the dropped Popen at a later spawn.
+    """
+    _close_listener(guest)
+    if guest.proc is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(guest.proc.pid, signal.SIGKILL)
+        guest.proc.stdout.close()
+        guest.proc.returncode  # noqa: B018  (reaps it if it is gone already)
+        guest.proc.close_pidfd()
+    guest.env_hold.close()
+    _remove_guest_dirs(guest)
+
+
+async def _discard(guest: _Guest) -> None:
+    _discard_now(guest)
+    if guest.proc is not None:
+        with trio.move_on_after(CLEANUP_GRACE_S) as scope:
+            scope.shield = True
+            await guest.proc.wait()
 
 
 async def _shielded(fn: Callable[[_Job], None], job: _Job) -> None:
@@ -300,6 +452,11 @@ def _abort_sinks(job: _Job) -> None:
 
 
 def _remove_dirs(job: _Job) -> None:
-    shutil.rmtree(job.dir, ignore_errors=True)
-    if job.socket_dir is not None:
-        shutil.rmtree(job.socket_dir, ignore_errors=True)
+    if job.guest is not None:
+        _remove_guest_dirs(job.guest)
+
+
+def _remove_guest_dirs(guest: _Guest) -> None:
+    shutil.rmtree(guest.dir, ignore_errors=True)
+    if guest.socket_dir is not None:
+        shutil.rmtree(guest.socket_dir, ignore_errors=True)

@@ -6,7 +6,9 @@ kills the running uv):
 1. ``uv venv --relocatable --python <version or this interpreter> <work>/venv``
    (relocatable: the venv is renamed into place afterwards, and a plain venv's
    scripts would keep pointing at the old path);
-2. ``UV_PROJECT_ENVIRONMENT=<work>/venv uv sync --frozen --no-install-project --no-dev``
+2. ``UV_PROJECT_ENVIRONMENT=<work>/venv uv sync --frozen --no-install-project --no-dev --compile-bytecode``
+   (guests run with ``-B``: without the .pyc files every cold job pays ~0.4 s more
+   to import pyarrow)
    in ``<work>/project`` holding the plugin's pyproject.toml + uv.lock;
 3. smoke test: ``<work>/venv/bin/python -I -c "import pyarrow"``.
 
@@ -63,7 +65,12 @@ async def build(spec: PrepareEnv, work: Path) -> Path:
     python = spec.python_version or sys.executable
     await _run(spec, [uv, "venv", "--relocatable", "--python", python, str(venv)], work)
     env = {"UV_PROJECT_ENVIRONMENT": str(venv)}
-    await _run(spec, [uv, "sync", "--frozen", "--no-install-project", "--no-dev"], project, env)
+    await _run(
+        spec,
+        [uv, "sync", "--frozen", "--no-install-project", "--no-dev", "--compile-bytecode"],
+        project,
+        env,
+    )
     await _run(spec, [str(venv / "bin" / "python"), "-I", "-c", "import pyarrow"], work)
     return venv
 

@@ -6,9 +6,13 @@ Theory of operation:
   marker is written before the venv is renamed into place, and builds happen in
   ``<root>/.build-<hash>-<random>/``, so a half-built env is never used and a
   crashed build leaves only a scratch dir (deleted on failure or cancel).
-- ``<root>/<hash>.lock`` coordinates processes sharing the root: a builder or an
-  evictor holds ``LOCK_EX``; a running job holds ``LOCK_SH`` (``EnvManager.using``),
-  so an env in use is never evicted, by this process or another. Locks are
+- ``<root>/<hash>.build.lock`` makes processes sharing the root build an env
+  once: the builder holds ``LOCK_EX``, the others wait and then find it ready.
+- ``<root>/<hash>.lock`` guards use against eviction: an evictor holds
+  ``LOCK_EX``; a running job or a warm guest holds ``LOCK_SH``
+  (``EnvManager.using``), so an env in use is never evicted, by this process or
+  another. (One lock for both would let a warm guest's long ``LOCK_SH`` starve
+  another process's build wait forever.) Locks are
   taken with ``LOCK_NB`` and polled with ``trio.sleep``: no thread is left
   blocked in ``flock`` when a cancel arrives.
 - Within one process a ``trio.Lock`` per hash makes concurrent ``prepare`` calls
@@ -82,7 +86,7 @@ class EnvManager:
         lock = self._local_locks.setdefault(h, trio.Lock())
         async with lock:
             if not self._is_ready(h):
-                async with self._file_lock(h, fcntl.LOCK_EX):
+                async with self._file_lock(h, fcntl.LOCK_EX, suffix=".build.lock"):
                     if not self._is_ready(h):  # another process may have built it
                         await self._build(spec)
                         await trio.to_thread.run_sync(self._evict, h)
@@ -158,8 +162,10 @@ class EnvManager:
         return (self.root / env_hash / READY_MARKER).exists()
 
     @contextlib.asynccontextmanager
-    async def _file_lock(self, env_hash: str, kind: int) -> AsyncIterator[None]:
-        fd = os.open(self.root / f"{env_hash}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    async def _file_lock(
+        self, env_hash: str, kind: int, *, suffix: str = ".lock"
+    ) -> AsyncIterator[None]:
+        fd = os.open(self.root / f"{env_hash}{suffix}", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             while True:
                 try:

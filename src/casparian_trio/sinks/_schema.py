@@ -95,11 +95,12 @@ class Conformer:
 
     def _lineage_arrays(self, n: int) -> tuple[pa.Array, pa.Array]:
         # One constant array per job, sliced (zero-copy) for every batch.
+        # pa.repeat, not take(): it needs no pyarrow.compute (~30 ms, ~15 MB to import).
         if self._lineage is None or len(self._lineage[0]) < n:
             size = max(n, 65536)
             self._lineage = (
-                pa.array([self.job_id], pa.int64()).take(pa.array([0] * size)),
-                pa.array([self.file_version_id], pa.int64()).take(pa.array([0] * size)),
+                pa.repeat(pa.scalar(self.job_id, pa.int64()), size),
+                pa.repeat(pa.scalar(self.file_version_id, pa.int64()), size),
             )
         return self._lineage[0].slice(0, n), self._lineage[1].slice(0, n)
 

@@ -18,6 +18,16 @@ Invariants:
 - Row groups: batches are buffered up to ROW_GROUP_ROWS rows or
   ROW_GROUP_BYTES bytes, then written as one row group (per-batch row groups
   make files ~20% larger than ``pq.write_table``).
+- Dictionary encoding is on (pyarrow's default) except for numeric and
+  temporal columns that are (nearly) all distinct in the first row group: for
+  those a dictionary only adds index bytes until it overflows its 1 MiB page
+  and falls back to PLAIN, again in every row group (a unique int64 column:
+  +25% on the first 128 Ki rows of each group). Files come out a little
+  smaller than ``pq.write_table``'s and encode faster.
+- Smaller row groups would cut the host's memory (8 MiB: ~30 MB less peak
+  RSS) but cost file size on tables with mid-cardinality strings, whose
+  dictionaries repeat per group (4 columns of 20k distinct strings: 1.21x
+  write_table's size at 32 MiB, 1.41x at 16 MiB, 1.63x at 8 MiB).
 """
 
 from __future__ import annotations
@@ -43,6 +53,12 @@ ROW_GROUP_ROWS = 1024 * 1024
 # Also flush on bytes: the buffer is the bulk of the host's memory per job, and
 # 32 MiB groups compress within ~1-2% of 1 Mi-row groups on typical tables.
 ROW_GROUP_BYTES = 32 * 1024 * 1024
+# A column is "unique" when this share of the first row group's values are distinct.
+UNIQUE_RATIO = 0.9
+# Decide only on a sample this large; smaller files keep pyarrow's default.
+DICTIONARY_SAMPLE_ROWS = 10_000
+# ... and on at most about this many of its values per column.
+DICTIONARY_SAMPLE_MAX = 64 * 1024
 
 
 @attrs.define(eq=False)
@@ -124,15 +140,15 @@ class ParquetSink:
         self._buffer = []
         self._buffer_rows = self._buffer_bytes = 0
         if self._writer is None:
-            self._open(table.schema)
+            self._open(table.schema, use_dictionary=dictionary_columns(table))
         assert self._writer is not None
         self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
-    def _open(self, schema: pa.Schema) -> None:
+    def _open(self, schema: pa.Schema, use_dictionary: bool | list[str] = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f".{self.final_path.name}.{secrets.token_hex(4)}.staging"
         self._staging = self.directory / name
-        self._writer = pq.ParquetWriter(self._staging, schema)
+        self._writer = pq.ParquetWriter(self._staging, schema, use_dictionary=use_dictionary)
 
     def _other_files(self) -> list[Path]:
         if not self.directory.is_dir():
@@ -146,3 +162,38 @@ class ParquetSink:
             return
         for path in self._other_files():
             path.unlink(missing_ok=True)
+
+
+def dictionary_columns(table: pa.Table) -> bool | list[str]:
+    """``use_dictionary`` for a file whose first row group is ``table``.
+
+    All columns (True) except numeric/temporal ones whose values are nearly all
+    distinct (see the module docstring). Uses numpy's sort-based unique, not
+    pyarrow.compute (whose import costs the host ~30 ms and ~8 MB).
+    """
+    if table.num_rows < DICTIONARY_SAMPLE_ROWS:
+        return True
+    if any(pa.types.is_nested(f.type) for f in table.schema):
+        return True  # a list of names would not cover nested leaf paths
+    try:
+        import numpy as np
+    except ImportError:
+        return True
+    unique: set[str] = set()
+    for field, column in zip(table.schema, table.columns, strict=True):
+        t = field.type
+        if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)):
+            continue
+        try:
+            values = column.to_numpy()
+            # A strided sample sees repetition anywhere in the group; 64 Ki values keep
+            # the sort at a few ms per column.
+            sample = values[:: max(1, len(values) // DICTIONARY_SAMPLE_MAX)]
+            distinct = len(np.unique(sample))
+        except (pa.ArrowException, TypeError, ValueError):
+            continue
+        if distinct >= UNIQUE_RATIO * len(sample):
+            unique.add(field.name)
+    if not unique:
+        return True
+    return [name for name in table.column_names if name not in unique]

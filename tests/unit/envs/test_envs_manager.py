@@ -91,3 +91,35 @@ def test_lru_eviction_skips_envs_in_use(tmp_path: Path) -> None:
     assert m.ready_envs() == [a, new]
     assert set(json.loads((tmp_path / "index.json").read_text())) == {a, new}
     assert not any(p.name.startswith(".trash") for p in tmp_path.iterdir())
+
+
+async def test_waiting_builder_is_not_starved_by_an_env_in_use(tmp_path: Path) -> None:
+    """Process B waits for A's build; A then keeps the env in use (a warm guest).
+
+    B must still find the env ready: a long LOCK_SH must not block B's build wait
+    (they were one lock file once, and B waited forever).
+    """
+    import fcntl
+    import os
+
+    import trio
+
+    spec = PrepareEnv(env_hash=compute_env_hash("lock", "proj", "3.11"), lockfile="lock",
+                      pyproject="proj", python_version="3.11")  # fmt: skip
+    a, b = EnvManager(root=tmp_path), EnvManager(root=tmp_path)
+    build_lock = os.open(tmp_path / f"{spec.env_hash}.build.lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(build_lock, fcntl.LOCK_EX)  # A is building
+    results = []
+    with trio.fail_after(5):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: _collect(b, spec, results))
+            await trio.sleep(0.2)  # B is waiting for the build lock
+            fake_env(tmp_path, spec.env_hash, 1, time.time())  # A's build lands
+            with a.using(spec.env_hash):  # and A keeps using it
+                os.close(build_lock)  # A's build is done
+                await trio.sleep(0.5)
+                assert [r.cached for r in results] == [True]
+
+
+async def _collect(manager: EnvManager, spec: PrepareEnv, out: list[object]) -> None:
+    out.append(await manager.prepare(spec))

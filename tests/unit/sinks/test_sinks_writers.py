@@ -95,3 +95,28 @@ def test_sqlite_abort_drops_stage(tmp_path: Path) -> None:
         assert conn.execute("SELECT name FROM sqlite_master").fetchall() == []
     finally:
         conn.close()
+
+
+def test_dictionary_off_only_for_unique_numeric_columns(tmp_path: Path) -> None:
+    n = 50_000
+    table = pa.table(
+        {
+            "id": pa.array(range(n), pa.int64()),  # unique: no dictionary
+            "cyc": pa.array([i % 5000 for i in range(n)], pa.int64()),  # repeats: keep
+            "name": pa.array([f"n{i}" for i in range(n)]),  # strings: pyarrow's default
+            "_cf_job_id": pa.array([1] * n, pa.int64()),
+        }
+    )
+    assert parquet.dictionary_columns(table) == ["cyc", "name", "_cf_job_id"]
+    assert parquet.dictionary_columns(table.slice(0, 100)) is True  # too small to judge
+    sink = sink_for(tmp_path, "parquet://ds")
+    for b in table.drop_columns(["_cf_job_id"]).to_batches(max_chunksize=10_000):
+        sink.write(b)
+    artifact = sink.commit()
+    assert artifact is not None
+    meta = pq.ParquetFile(artifact.uri).metadata.row_group(0)
+    dict_pages = {
+        meta.column(i).path_in_schema: meta.column(i).has_dictionary_page for i in range(4)
+    }
+    assert dict_pages == {"id": False, "cyc": True, "name": True, "_cf_job_id": True}
+    assert pq.read_table(artifact.uri).column("id").to_pylist() == list(range(n))
