@@ -60,21 +60,8 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
         max_bytes=config.envs_max_bytes,
         allow_system_fallback=config.allow_system_env,
     )
-    _use_jemalloc()
     # ``async with``: after a job, a warm guest (interpreter + pyarrow imported)
     # waits for the next job of that env; leaving kills and reaps them.
     async with BridgeExecutor(output_root=config.output, envs=envs) as executor:
         with open_dealer(config.connect, identity=config.identity) as channel:
             yield Worker(config=config, channel=channel, executor=executor, envs=envs)
-
-
-def _use_jemalloc() -> None:
-    """jemalloc returns freed memory sooner: measured ~40 MB less peak RSS for the host."""
-    import pyarrow as pa
-
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow build without jemalloc keeps its default
-        logger.debug(
-            "pyarrow has no jemalloc pool; keeping %s", pa.default_memory_pool().backend_name
-        )
