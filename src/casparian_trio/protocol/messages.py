@@ -184,16 +184,21 @@ class Dispatch:
 
 @attrs.frozen
 class Abort:
-    """S→W: stop the job named in the header. Carries nothing."""
+    """S→W: stop the job named in the header (v4 carries nothing).
+
+    Extension: ``attempt`` names the attempt to stop, so a worker running a
+    newer attempt of the job ignores an ABORT meant for an older one.
+    """
 
     OPCODE: ClassVar[OpCode] = OpCode.ABORT
+    attempt: int | None = None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Abort:
-        return cls()
+        return cls(attempt=f.opt_int(obj, "attempt"))
 
     def to_json(self) -> dict[str, Any]:
-        return {}
+        return _drop_none({"attempt": self.attempt})
 
 
 @attrs.frozen

@@ -45,13 +45,18 @@ from casparian_trio.sentinel.registry import (
     WorkerState,
     resolve_attempt,
 )
-from casparian_trio.store import JobRow, Store
+from casparian_trio.store import DispatchPlan, JobRow, Store
 
 logger = logging.getLogger(__name__)
 
 # cf_worker.last_seen is for operators (`workers`), not liveness (that is in
 # memory): refreshing it every 5 s costs one tiny write per worker per 5 s.
 WORKER_RECORD_INTERVAL = 5.0
+
+
+def orphan_worker_id(identity: bytes) -> str:
+    """Our workers route by their worker id (WorkerConfig.identity)."""
+    return identity.decode("utf-8", errors="replace")
 
 
 @attrs.frozen(kw_only=True)
@@ -128,6 +133,15 @@ class Reactions:
             now=self.wall(),
         )
         for held in lost:
+            if held.dispatched_at is None:  # never sent: not the plugin's fault
+                await self._requeue(
+                    held,
+                    worker,
+                    "the worker re-registered before it was sent",
+                    counted=False,
+                    outcome="HANDED_BACK",
+                )
+                continue
             await self._requeue(
                 held, worker, "the worker restarted without it", counted=True, outcome="WORKER_LOST"
             )
@@ -162,27 +176,52 @@ class Reactions:
     async def conclude(self, identity: bytes, job_id: int, msg: Conclude) -> None:
         worker = self.registry.get(identity)
         held = None if worker is None else resolve_attempt(worker.jobs.get(job_id), msg.attempt)
-        if worker is None or held is None:
-            logger.warning(
-                "ignoring CONCLUDE %s for job %d attempt %s from %r: not held by that worker (stale or duplicate)",
-                msg.status,
-                job_id,
-                msg.attempt,
-                identity,
-                extra={"event": "receipt.refused", "job_id": job_id},
-            )
+        if worker is not None and held is not None:
+            del worker.jobs[job_id]
+            if msg.status == "ABORTED" and held.abort_reason is None:
+                worker.credit_hold = True  # it handed work back: wait for its next heartbeat
+            await self._record_receipt(held, msg, worker.worker_id)
             return
-        del worker.jobs[job_id]
+        orphan = self._orphan_receipt(identity, job_id, msg)
+        if orphan is not None:  # finished while the Sentinel was down: keep its result
+            await self._record_receipt(orphan, msg, orphan_worker_id(identity))
+            return
+        logger.warning(
+            "ignoring CONCLUDE %s for job %d attempt %s from %r: not held by that worker (stale or duplicate)",
+            msg.status,
+            job_id,
+            msg.attempt,
+            identity,
+            extra={"event": "receipt.refused", "job_id": job_id},
+        )
+
+    def _orphan_receipt(self, identity: bytes, job_id: int, msg: Conclude) -> HeldJob | None:
+        """A receipt for a job a previous Sentinel gave this worker (same id, same attempt)."""
+        orphan = self.orphans.get(job_id)
+        if orphan is None or orphan.job.worker_id != orphan_worker_id(identity):
+            return None
+        if msg.attempt not in (None, orphan.job.attempt):
+            return None
+        del self.orphans[job_id]
+        return HeldJob(
+            job_id=job_id,
+            attempt=orphan.job.attempt,
+            plugin_name=orphan.job.plugin_name,
+            timeout_s=orphan.job.timeout_s or self.config.job_timeout,
+            dispatched_at=trio.current_time(),
+        )
+
+    async def _record_receipt(self, held: HeldJob, msg: Conclude, worker_id: str) -> None:
         verdict = judge_receipt(held, msg)
-        now = self.wall()
+        now, job_id = self.wall(), held.job_id
         if verdict.action is Action.COMPLETE:
-            done = await self.store.complete(
-                job_id, held.attempt, result_summary=result_summary(msg, worker.worker_id), now=now
-            )
+            summary = result_summary(msg, worker_id)
+            done = await self.store.complete(job_id, held.attempt, result_summary=summary, now=now)
             status = "COMPLETED" if done else "unchanged (stale)"
         elif verdict.action is Action.FAIL:
+            error = verdict.error or ""
             status = await self.store.fail(
-                job_id, held.attempt, error=verdict.error or "", now=now, outcome=verdict.outcome
+                job_id, held.attempt, error=error, now=now, outcome=verdict.outcome
             )
         else:
             status = await self.store.requeue(
@@ -197,7 +236,7 @@ class Reactions:
             "job %d %s on %s (attempt %d): %s%s",
             job_id,
             msg.status,
-            worker.worker_id,
+            worker_id,
             held.attempt,
             status,
             f" — {verdict.error}" if verdict.error and msg.status != "SUCCESS" else "",
@@ -219,7 +258,11 @@ class Reactions:
             " (cached)" if msg.cached else "",
         )
         for held in worker.jobs.values():
-            if held.env_hash == msg.env_hash and held.pending is not None:
+            if (
+                held.env_hash == msg.env_hash
+                and held.pending is not None
+                and held.abort_reason is None
+            ):
                 self._send_dispatch(worker, held, held.pending)
 
     async def error(self, identity: bytes, job_id: int, msg: Err) -> None:
@@ -254,6 +297,8 @@ class Reactions:
 
     async def dispatch_one(self, worker: WorkerState) -> bool:
         """Claim one job this worker can run and send it; False when there is none."""
+        if worker.free_slots <= 0 or self.registry.get(worker.identity) is not worker:
+            return False
         job = await self.store.claim(
             capabilities=sorted(worker.capabilities),
             worker_id=worker.worker_id,
@@ -263,16 +308,17 @@ class Reactions:
         )
         if job is None:
             return False
-        if self.registry.get(worker.identity) is not worker:  # dropped while we claimed
+        if self.registry.get(worker.identity) is not worker or job.id in worker.stale:
+            # It left while we claimed, or it still runs an older attempt of this very job.
             await self.store.requeue(
                 job.id,
                 job.attempt,
-                reason="worker left",
+                reason="not sent",
                 now=self.wall(),
                 counted=False,
                 outcome="HANDED_BACK",
             )
-            return True
+            return False
         held = HeldJob(
             job_id=job.id,
             attempt=job.attempt,
@@ -288,41 +334,36 @@ class Reactions:
                 job.id, job.attempt, error=str(exc), now=self.wall(), outcome="FAILED"
             )
             logger.warning(
-                "job %d cannot be dispatched: %s (%s)",
-                job.id,
-                exc,
-                status,
+                "job %d cannot be dispatched: %s (%s)", job.id, exc, status,
                 extra={"event": "job.unresolvable", "job_id": job.id},
-            )
+            )  # fmt: skip
             return True
+        if worker.jobs.get(job.id) is not held or self.registry.get(worker.identity) is not worker:
+            return True  # lost meanwhile; whoever removed it has requeued it
+        self._send_or_prepare(worker, held, plan)
+        return True
+
+    def _send_or_prepare(self, worker: WorkerState, held: HeldJob, plan: DispatchPlan) -> None:
         dispatch = with_defaults(plan.dispatch, default_timeout=self.config.job_timeout)
         held.timeout_s = dispatch.timeout_s or self.config.job_timeout
         held.env_hash = dispatch.env_hash
-        if needs_env(dispatch, worker.envs_ready, plan.env is not None):
-            held.pending = dispatch
-            if dispatch.env_hash not in worker.envs_preparing and plan.env is not None:
-                worker.envs_preparing[dispatch.env_hash] = trio.current_time()
-                env = plan.env
-                self.outbox.put(
-                    Outgoing(
-                        worker.identity,
-                        PrepareEnv(
-                            env_hash=env.env_hash,
-                            lockfile=env.lockfile,
-                            python_version=env.python_version,
-                            pyproject=env.pyproject,
-                        ),
-                    )
-                )
-                logger.info(
-                    "job %d waits for env %s on %s",
-                    job.id,
-                    dispatch.env_hash[:12],
-                    worker.worker_id,
-                )
-        else:
+        env = plan.env
+        if env is None or not needs_env(dispatch, worker.envs_ready, has_lockfile=True):
             self._send_dispatch(worker, held, dispatch)
-        return True
+            return
+        held.pending = dispatch
+        if env.env_hash not in worker.envs_preparing:
+            worker.envs_preparing[env.env_hash] = trio.current_time()
+            prepare = PrepareEnv(
+                env_hash=env.env_hash,
+                lockfile=env.lockfile,
+                python_version=env.python_version,
+                pyproject=env.pyproject,
+            )
+            self.outbox.put(Outgoing(worker.identity, prepare))
+        logger.info(
+            "job %d waits for env %s on %s", held.job_id, env.env_hash[:12], worker.worker_id
+        )
 
     def _send_dispatch(self, worker: WorkerState, held: HeldJob, dispatch: Dispatch) -> None:
         held.pending = None
@@ -348,13 +389,22 @@ class Reactions:
         if worker is None:
             return
         for held in list(worker.jobs.values()):
-            await self._requeue(
-                held,
-                worker,
-                "the worker disconnected before the dispatch",
-                counted=False,
-                outcome="HANDED_BACK",
-            )
+            if held.dispatched_at is None or held.job_id == item.job_id:  # never reached it
+                await self._requeue(
+                    held,
+                    worker,
+                    "the worker disconnected before the dispatch",
+                    counted=False,
+                    outcome="HANDED_BACK",
+                )
+            else:  # it was running there: as if its heartbeats had stopped
+                await self._requeue(
+                    held,
+                    worker,
+                    f"worker {worker.worker_id} disconnected",
+                    counted=True,
+                    outcome="WORKER_LOST",
+                )
         await self.store.set_worker_status(worker.worker_id, "GONE", now=self.wall())
         self.wake()
 
@@ -467,6 +517,30 @@ class Reactions:
                 )
                 self.wake()
 
+    async def cancel_unsent(self, worker: WorkerState, held: HeldJob) -> None:
+        """Cancel a job still waiting for its env on ``worker``: nothing to abort there."""
+        worker.jobs.pop(held.job_id, None)
+        if await self.store.mark_cancelled(held.job_id, held.attempt, now=self.wall()):
+            logger.info(
+                "job %d cancelled before it was sent",
+                held.job_id,
+                extra={"event": "job.cancelled", "job_id": held.job_id},
+            )
+        self.wake()
+
+    async def hand_back_unsent(self) -> None:
+        """At shutdown: jobs claimed but never sent return to the queue, uncounted."""
+        for worker in list(self.registry.workers.values()):
+            for held in [h for h in worker.jobs.values() if h.dispatched_at is None]:
+                worker.jobs.pop(held.job_id, None)
+                await self._requeue(
+                    held,
+                    worker,
+                    "the Sentinel stopped before sending it",
+                    counted=False,
+                    outcome="HANDED_BACK",
+                )
+
     async def cancel_unheld(self, job: JobRow) -> None:
         """A cancel for a RUNNING job no live worker holds (e.g. awaiting re-adoption)."""
         claimed_by_live_worker = any(
@@ -482,40 +556,60 @@ class Reactions:
                 )
 
     async def _reconcile(self, worker: WorkerState, named: tuple[JobRef, ...]) -> None:
-        """Adopt jobs a worker names that a previous Sentinel gave it; abort stale ones."""
+        """Adopt jobs a worker names that a previous Sentinel gave it; stop stale ones."""
         for ref in named:
             held = worker.jobs.get(ref.job_id)
-            if held is not None and (ref.attempt is None or ref.attempt == held.attempt):
+            if held is not None and ref.attempt in (None, held.attempt):
                 continue
             orphan = self.orphans.get(ref.job_id)
             if (
-                orphan is not None
+                held is None
+                and orphan is not None
                 and orphan.job.worker_id == worker.worker_id
                 and ref.attempt in (None, orphan.job.attempt)
             ):
-                del self.orphans[ref.job_id]
-                worker.jobs[ref.job_id] = HeldJob(
-                    job_id=ref.job_id,
-                    attempt=orphan.job.attempt,
-                    plugin_name=orphan.job.plugin_name,
-                    timeout_s=orphan.job.timeout_s or self.config.job_timeout,
-                    dispatched_at=trio.current_time(),
-                )
-                logger.info(
-                    "job %d re-adopted from %s",
-                    ref.job_id,
-                    worker.worker_id,
-                    extra={"event": "job.adopted", "job_id": ref.job_id},
-                )
-            elif held is None:
-                logger.warning(
-                    "worker %s runs job %d attempt %s that it does not hold; refusing it and sending ABORT",
-                    worker.worker_id,
-                    ref.job_id,
-                    ref.attempt,
-                    extra={"event": "job.stale", "job_id": ref.job_id},
-                )
-                self.outbox.put(Outgoing(worker.identity, Abort(), ref.job_id))
+                self._adopt(worker, orphan)
+            else:
+                self._stop_stale(worker, ref)
+
+    def _adopt(self, worker: WorkerState, orphan: Orphan) -> None:
+        job = orphan.job
+        del self.orphans[job.id]
+        # its clock started when it was claimed, not now
+        ran_for = max(0.0, self.wall() - job.started_at) if job.started_at else 0.0
+        worker.jobs[job.id] = HeldJob(
+            job_id=job.id,
+            attempt=job.attempt,
+            plugin_name=job.plugin_name,
+            timeout_s=job.timeout_s or self.config.job_timeout,
+            dispatched_at=trio.current_time() - ran_for,
+        )
+        logger.info(
+            "job %d re-adopted from %s",
+            job.id,
+            worker.worker_id,
+            extra={"event": "job.adopted", "job_id": job.id},
+        )
+
+    def _stop_stale(self, worker: WorkerState, ref: JobRef) -> None:
+        """It runs an attempt that is no longer its own: ABORT it, once per grace period."""
+        now = trio.current_time()
+        last = worker.stale.get(ref.job_id)
+        if last is not None and now - last < self.config.abort_grace:
+            return
+        worker.stale[ref.job_id] = now
+        if last is None:
+            logger.warning(
+                "worker %s runs job %d attempt %s that it does not hold; refusing it and sending ABORT",
+                worker.worker_id, ref.job_id, ref.attempt, extra={"event": "job.stale", "job_id": ref.job_id},
+            )  # fmt: skip
+        self.outbox.put(Outgoing(worker.identity, Abort(attempt=ref.attempt), ref.job_id))
+
+    def forget_unknown(self, now: float) -> None:
+        """Drop the memory of unknown peers asked to identify longer than a liveness ago."""
+        for identity, asked in list(self._told_unknown.items()):
+            if now - asked >= self.config.liveness:
+                del self._told_unknown[identity]
 
     def _ask_to_identify(self, identity: bytes) -> None:
         """An unknown peer: ask it (at most once per liveness period) to IDENTIFY again."""

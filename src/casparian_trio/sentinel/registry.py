@@ -64,13 +64,19 @@ class WorkerState:
     envs_ready: set[str] = attrs.field(factory=set)
     envs_preparing: dict[str, float] = attrs.field(factory=dict)  # env_hash -> sent at
     given_up: set[int] = attrs.field(factory=set)  # jobs the watchdog took away from it
+    # Jobs it still runs that are no longer its own (a stale attempt, e.g. after a
+    # partition): they occupy a slot until it stops them; value = last ABORT sent.
+    stale: dict[int, float] = attrs.field(factory=dict)
+    # An unsolicited hand-back means its slots are not what we think: no credit
+    # until its next heartbeat says how many are free.
+    credit_hold: bool = False
     recorded: tuple[str, float] = ("", -1e9)  # (status, time) last written to cf_worker
 
     @property
     def free_slots(self) -> int:
-        if self.status == "DRAINING" or not self.healthy:
+        if self.status == "DRAINING" or not self.healthy or self.credit_hold:
             return 0
-        return max(0, self.slots - len(self.jobs))
+        return max(0, self.slots - len(self.jobs) - len(self.stale))
 
     def can_run(self, plugin_name: str) -> bool:
         return "*" in self.capabilities or plugin_name in self.capabilities
@@ -121,6 +127,10 @@ class Registry:
     def beat(self, worker: WorkerState, msg: Heartbeat, now: float) -> None:
         worker.last_seen = now
         worker.status = msg.status
+        worker.credit_hold = False
+        named = {ref.job_id for ref in msg.held_jobs()}
+        for job_id in [j for j in worker.stale if j not in named]:
+            del worker.stale[job_id]  # it stopped that one
 
     def drop(self, identity: bytes) -> WorkerState | None:
         return self.workers.pop(identity, None)

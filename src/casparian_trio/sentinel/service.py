@@ -53,6 +53,8 @@ logger = logging.getLogger(__name__)
 # The watchdog and liveness checks tick at this rate; finer than any grace or
 # heartbeat a user would configure, coarse enough to cost nothing when idle.
 TICK = 0.5
+# Bound on the last store writes at shutdown (one small transaction per unsent job).
+SHUTDOWN_GRACE = 5.0
 
 
 @attrs.define(eq=False)
@@ -79,16 +81,22 @@ class Sentinel:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         await self.reactions.adopt_previous_running()
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sender_task, name="sentinel.sender")
-            nursery.start_soon(self._pump_task, name="sentinel.pump")
-            nursery.start_soon(self._dispatcher_task, name="sentinel.dispatcher")
-            nursery.start_soon(self._liveness_task, name="sentinel.liveness")
-            nursery.start_soon(self._watchdog_task, name="sentinel.watchdog")
-            nursery.start_soon(self._db_watch_task, name="sentinel.db_watch")
-            logger.info("sentinel serving", extra={"event": "sentinel.started"})
-            task_status.started()
-            await trio.sleep_forever()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender_task, name="sentinel.sender")
+                nursery.start_soon(self._pump_task, name="sentinel.pump")
+                nursery.start_soon(self._dispatcher_task, name="sentinel.dispatcher")
+                nursery.start_soon(self._liveness_task, name="sentinel.liveness")
+                nursery.start_soon(self._watchdog_task, name="sentinel.watchdog")
+                nursery.start_soon(self._db_watch_task, name="sentinel.db_watch")
+                logger.info("sentinel serving", extra={"event": "sentinel.started"})
+                task_status.started()
+                await trio.sleep_forever()
+        finally:
+            # Jobs claimed but never sent (waiting for an env) go straight back:
+            # otherwise the next Sentinel would count them as lost attempts.
+            with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                await self.reactions.hand_back_unsent()
         raise AssertionError("unreachable")
 
     # --- socket owner tasks ----------------------------------------------------
@@ -156,6 +164,7 @@ class Sentinel:
         while True:
             await trio.sleep(period)
             now = trio.current_time()
+            self.reactions.forget_unknown(now)
             for worker in self.registry.expired(now, self.config.liveness):
                 await self.reactions.worker_lost(
                     worker, f"silent for more than {self.config.liveness:g} s"
@@ -172,6 +181,12 @@ class Sentinel:
 
     async def _police(self, worker: WorkerState, now: float, grace: float) -> None:
         for held in list(worker.jobs.values()):
+            # Each await below lets the pump run: skip what a receipt or a drop settled.
+            if (
+                worker.jobs.get(held.job_id) is not held
+                or self.registry.get(worker.identity) is not worker
+            ):
+                continue
             deadline = held.deadline(grace)
             if held.abort_sent_at is not None and now >= held.abort_sent_at + grace:
                 await self.reactions.give_up(worker, held)
@@ -192,10 +207,12 @@ class Sentinel:
                     )
 
     def abort(self, worker: WorkerState, job_id: int, reason: AbortReason, now: float) -> None:
-        held = worker.jobs[job_id]
+        held = worker.jobs.get(job_id)
+        if held is None:
+            return
         held.abort_reason = reason
         held.abort_sent_at = now
-        self.outbox.put(Outgoing(worker.identity, Abort(), job_id))
+        self.outbox.put(Outgoing(worker.identity, Abort(attempt=held.attempt), job_id))
 
     async def _db_watch_task(self) -> None:
         while True:
@@ -205,13 +222,16 @@ class Sentinel:
                     self.reactions.wake()
                 self._data_version = version
             await self._abort_cancelled()
+            await self.store.cancel_queued_requests(now=self.wall())
             await trio.sleep(self.config.db_poll_interval)
 
     async def _abort_cancelled(self) -> None:
         now = trio.current_time()
         for job in await self.store.cancel_requested_jobs():
             found = self.registry.holder_of(job.id)
-            if found is not None:
+            if found is not None and found[1].dispatched_at is None:
+                await self.reactions.cancel_unsent(*found)
+            elif found is not None:
                 worker, held = found
                 if held.abort_reason is not AbortReason.CANCEL:
                     logger.info(

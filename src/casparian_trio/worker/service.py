@@ -93,6 +93,7 @@ class Worker:
             self._service_nursery = service
             service.start_soon(self._sender_task, sender_done, name="worker.sender")
             self.send(self._identify())
+            self.send(self._heartbeat())  # our state at once: IDENTIFY carries no status
             service.start_soon(self._pump_task, name="worker.pump")
             service.start_soon(self._heartbeat_task, name="worker.heartbeat")
             logger.info(
@@ -188,6 +189,13 @@ class Worker:
             run = self.jobs.get(job_id)
             if run is None:
                 logger.info("ABORT for job %d, which is not running here", job_id)
+            elif payload.attempt not in (None, run.dispatch.attempt):
+                logger.info(
+                    "ABORT for job %d attempt %s ignored: running attempt %s",
+                    job_id,
+                    payload.attempt,
+                    run.dispatch.attempt,
+                )
             else:
                 logger.info(
                     "job %d: ABORT received", job_id, extra={"event": "job.abort", "job_id": job_id}
@@ -201,6 +209,7 @@ class Worker:
         elif isinstance(payload, Err) and payload.code == ERR_UNKNOWN_WORKER:
             logger.info("the Sentinel does not know us (it restarted?); identifying again")
             self.send(self._identify())
+            self.send(self._heartbeat())
         elif isinstance(payload, Reload):
             logger.info("RELOAD: plugins changed; the next jobs use the new versions")
         elif isinstance(payload, Err):
@@ -209,11 +218,15 @@ class Worker:
             logger.warning("dropping %s: not a message a worker accepts", type(payload).__name__)
 
     def _accept(self, job_id: int, dispatch: Dispatch) -> None:
-        if job_id in self.jobs:
+        running = self.jobs.get(job_id)
+        if running is not None and running.dispatch.attempt == dispatch.attempt:
             logger.warning("duplicate DISPATCH of job %d ignored", job_id)
             return
-        if self.draining or len(self.jobs) >= self.config.concurrency or self._jobs_nursery is None:
+        busy = len(self.jobs) >= self.config.concurrency or running is not None
+        if self.draining or busy or self._jobs_nursery is None:
             why = "worker is draining" if self.draining else "no free slot"
+            if running is not None:
+                why = f"still stopping attempt {running.dispatch.attempt} of this job"
             logger.info(
                 "job %d handed back: %s",
                 job_id,
