@@ -12,6 +12,7 @@ A plugin is one Python file with a ``Handler`` class and an optional literal
                                "schema": {"id": "int64"}}},
         "priority": 5,
         "timeout": 600,               # seconds
+        "memory_mb": 2048,            # address-space cap for the plugin (RLIMIT_AS)
     }
 
 Hashes: ``source_hash`` = SHA-256 of the source; ``env_hash`` = the uv
@@ -40,7 +41,9 @@ from casparian_trio.store import EnvSpec, Store
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_KEYS = frozenset({"name", "version", "pattern", "topic", "topics", "priority", "timeout"})
+MANIFEST_KEYS = frozenset(
+    {"name", "version", "pattern", "topic", "topics", "priority", "timeout", "memory_mb"}
+)
 
 
 @attrs.frozen(kw_only=True)
@@ -126,12 +129,14 @@ def _checked_manifest(value: object, filename: str) -> dict[str, Any]:
         "topics": (dict, "a dict of topic -> uri or {uri, mode, schema}"),
         "priority": (int, "an integer"),
         "timeout": ((int, float), "a number of seconds"),
+        "memory_mb": (int, "a number of megabytes"),
     }
     for key, (kind, what) in checks.items():
         if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
             raise PluginError(f"{filename}: MANIFEST[{key!r}] must be {what}")
-    if "timeout" in value and value["timeout"] <= 0:
-        raise PluginError(f"{filename}: MANIFEST['timeout'] must be > 0")
+    for key in ("timeout", "memory_mb"):
+        if key in value and value[key] <= 0:
+            raise PluginError(f"{filename}: MANIFEST[{key!r}] must be > 0")
     for topic, spec in value.get("topics", {}).items():
         _topic_sink(str(topic), spec, filename)
     return value

@@ -115,6 +115,13 @@ def _timeout(job: JobRow, manifest: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, int | float) and value > 0 else None
 
 
+def _memory_limit(manifest: dict[str, Any]) -> int | None:
+    value = manifest.get("memory_mb")
+    return (
+        int(value) if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+    )
+
+
 def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
     """Everything a worker needs to run ``job`` (as claimed), plus its environment.
 
@@ -139,6 +146,7 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         artifact_hash=manifest["artifact_hash"] or manifest["source_hash"],
         attempt=job.attempt,
         timeout_s=_timeout(job, declared),
+        memory_limit_mb=_memory_limit(declared),
         config=dict(config) if isinstance(config, dict) else {},
     )
     return DispatchPlan(job=job, dispatch=dispatch, env=get_environment(conn, env_hash))

@@ -45,7 +45,7 @@ async def claimed(store: Store) -> JobRow:
 
 async def test_resolve_full_dispatch(store: Store) -> None:
     await queued_job(store, timeout_s=None)
-    await publish(store, env_hash="e1", manifest={"timeout_s": 30})
+    await publish(store, env_hash="e1", manifest={"timeout_s": 30, "memory_mb": 512})
     await store.record_environment(
         EnvSpec(env_hash="e1", lockfile="lock", python_version="3.11"), now=NOW
     )
@@ -56,6 +56,7 @@ async def test_resolve_full_dispatch(store: Store) -> None:
     d = plan.dispatch
     assert d.file_path == "/data/in/a.csv"
     assert (d.env_hash, d.artifact_hash, d.attempt, d.timeout_s) == ("e1", "a1", 1, 30.0)
+    assert d.memory_limit_mb == 512
     assert [(s.topic, s.uri, s.mode, s.schema_def) for s in d.sinks] == [
         ("errors", "sqlite://out.db/errors", "replace", '{"a": 1}'),
         ("output", "parquet://p", "append", None),
