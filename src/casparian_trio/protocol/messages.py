@@ -225,6 +225,9 @@ class Heartbeat:
     worker_id: str | None = None  # extension
     free_slots: int | None = None  # extension: None means 1 if IDLE else 0
     jobs: tuple[JobRef, ...] = ()  # extension: every job held, with its attempt
+    # extension: env hashes built on the worker now (None: not reported); keeps the
+    # Sentinel's view right when an env is evicted, so it sends PREPARE_ENV again
+    envs: tuple[str, ...] | None = None
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Heartbeat:
@@ -234,6 +237,7 @@ class Heartbeat:
             worker_id=f.opt_str(obj, "worker_id"),
             free_slots=f.opt_int(obj, "free_slots"),
             jobs=f.list_of(obj, "jobs", JobRef.from_json),
+            envs=f.list_of(obj, "envs", f.str_item) if obj.get("envs") is not None else None,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -244,6 +248,7 @@ class Heartbeat:
                 "worker_id": self.worker_id,
                 "free_slots": self.free_slots,
                 "jobs": [j.to_json() for j in self.jobs],
+                "envs": None if self.envs is None else list(self.envs),
             }
         )
 

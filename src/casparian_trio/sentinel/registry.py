@@ -128,6 +128,8 @@ class Registry:
         worker.last_seen = now
         worker.status = msg.status
         worker.credit_hold = False
+        if msg.envs is not None:
+            worker.envs_ready = set(msg.envs)
         named = {ref.job_id for ref in msg.held_jobs()}
         for job_id in [j for j in worker.stale if j not in named]:
             del worker.stale[job_id]  # it stopped that one

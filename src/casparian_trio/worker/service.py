@@ -288,4 +288,5 @@ class Worker:
             worker_id=self.config.worker_id,
             free_slots=free,
             jobs=held,
+            envs=tuple(self.envs.ready_envs()),
         )

@@ -210,3 +210,19 @@ async def test_sentinel_restart_requeues_job_nobody_names(
     row = await cluster.wait_status(job_id, "COMPLETED", within=100)
     assert row.attempt == 2
     await cluster.quiet()
+
+
+async def test_an_evicted_env_is_prepared_again(cluster: Cluster, autojump_clock: MockClock) -> None:
+    env = EnvSpec(env_hash="c" * 64, lockfile="lock", pyproject="[project]", python_version="3.11")
+    await cluster.store.record_environment(env, now=wall())
+    await cluster.start_sentinel()
+    await cluster.start_worker("w1")
+    [first] = await cluster.add_jobs("ok.csv", env_hash=env.env_hash)
+    await cluster.wait_status(first, "COMPLETED")
+    cluster.envs.ready.clear()  # evicted (e.g. --envs-max-bytes); heartbeats report it
+    await trio.sleep(5)
+    [second] = await cluster.add_jobs("ok.csv", env_hash=env.env_hash)
+    row = await cluster.wait_status(second, "COMPLETED")
+    assert row.retry_count == 0
+    assert cluster.envs.builds == 2
+    await cluster.quiet()
