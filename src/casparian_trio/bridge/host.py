@@ -140,6 +140,8 @@ class BridgeExecutor:
 
     async def __aenter__(self) -> BridgeExecutor:
         self._open = True
+        root = self.work_root or Path(tempfile.gettempdir())
+        await trio.to_thread.run_sync(sweep_dead_guest_dirs, root)
         return self
 
     async def __aexit__(
@@ -345,11 +347,36 @@ class BridgeExecutor:
         return Conclude(status="FAILED", metrics=metrics, error_message=message)
 
 
+def sweep_dead_guest_dirs(root: Path) -> int:
+    """Remove guest dirs left by workers that were killed (SIGKILL skips all cleanup)."""
+    removed = 0
+    for path in root.glob("guest-*-*"):
+        pid = path.name.split("-")[1]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    if removed:
+        logger.info("removed %d guest dir(s) left by stopped workers in %s", removed, root)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
 def _start_guest(env_hash: str, python: Path, work_root: Path | None) -> _Guest:
     """Make a guest's private dir and listening socket and spawn it (no await)."""
     root = work_root or Path(tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
-    guest_dir = Path(tempfile.mkdtemp(prefix="guest-", dir=root))  # mode 0700
+    # the worker's pid in the name lets a later worker sweep what a killed one left
+    guest_dir = Path(tempfile.mkdtemp(prefix=f"guest-{os.getpid()}-", dir=root))  # mode 0700
     socket_path, socket_dir = guest_dir / "s", None
     if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
         socket_dir = Path(tempfile.mkdtemp(prefix="cf-"))

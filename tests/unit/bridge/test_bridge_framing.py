@@ -7,6 +7,7 @@ import importlib.util
 import json
 import signal
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,3 +89,29 @@ def test_output_tail_is_bounded() -> None:
     text = tail.text()
     assert len(text) <= _guestproc.TAIL_BYTES
     assert text.endswith("line 9999\n")
+
+
+def test_sweep_removes_only_dead_workers_guest_dirs(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from casparian_trio.bridge.host import sweep_dead_guest_dirs
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    dead, mine, odd = (
+        tmp_path / f"guest-{gone.stdout.strip()}-a",
+        tmp_path / f"guest-{os.getpid()}-b",
+        tmp_path / "guest-x-c",
+    )
+    for d in (dead, mine, odd):
+        (d / "tmp").mkdir(parents=True)
+    assert sweep_dead_guest_dirs(tmp_path) == 1
+    assert not dead.exists()
+    assert mine.exists()
+    assert odd.exists()
