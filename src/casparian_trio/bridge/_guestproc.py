@@ -174,13 +174,13 @@ class OutputTail:
     def text(self) -> str:
         return b"".join(self._chunks)[-TAIL_BYTES:].decode("utf-8", "replace")
 
-    def _keep(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+    def _keep(self, chunk: bytes | bytearray) -> None:
+        self._chunks.append(bytes(chunk))
         self._size += len(chunk)
         while self._size - len(self._chunks[0]) >= TAIL_BYTES:
             self._size -= len(self._chunks.popleft())
 
-    def _log(self, chunk: bytes) -> None:
+    def _log(self, chunk: bytes | bytearray) -> None:
         if self._lines_logged > MAX_LOGGED_LINES:
             return
         *lines, self._partial = (self._partial + chunk).split(b"\n")

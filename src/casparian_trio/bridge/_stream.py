@@ -63,7 +63,7 @@ async def recv_exactly(
             where = "in the middle of a frame" if (mid_frame or got) else "without an end frame"
             raise StreamClosed(f"guest closed the stream {where}")
         got += k
-    return view
+    return buf
 
 
 async def _recv_u32(conn: trio.socket.SocketType, *, mid_frame: bool) -> int:

@@ -226,9 +226,13 @@ class EnvManager:
                 return False
             if (self.root / env_hash).exists():
                 os.replace(self.root / env_hash, trash)
-            _index.update(self.root, lambda e: e.pop(env_hash, None))
+            _index.update(self.root, lambda e: _forget(e, env_hash))
         finally:
             os.close(fd)
         shutil.rmtree(trash, ignore_errors=True)
         logger.info("evicted environment %s (least recently used)", env_hash[:12])
         return True
+
+
+def _forget(entries: dict[str, dict[str, object]], env_hash: str) -> None:
+    entries.pop(env_hash, None)

@@ -214,6 +214,7 @@ class Reactions:
     async def _record_receipt(self, held: HeldJob, msg: Conclude, worker_id: str) -> None:
         verdict = judge_receipt(held, msg)
         now, job_id = self.wall(), held.job_id
+        status: str | None
         if verdict.action is Action.COMPLETE:
             summary = result_summary(msg, worker_id)
             done = await self.store.complete(job_id, held.attempt, result_summary=summary, now=now)

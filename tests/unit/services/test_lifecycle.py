@@ -212,7 +212,9 @@ async def test_sentinel_restart_requeues_job_nobody_names(
     await cluster.quiet()
 
 
-async def test_an_evicted_env_is_prepared_again(cluster: Cluster, autojump_clock: MockClock) -> None:
+async def test_an_evicted_env_is_prepared_again(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
     env = EnvSpec(env_hash="c" * 64, lockfile="lock", pyproject="[project]", python_version="3.11")
     await cluster.store.record_environment(env, now=wall())
     await cluster.start_sentinel()
