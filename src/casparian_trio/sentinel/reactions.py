@@ -290,8 +290,9 @@ class Reactions:
             self.outbox.put(Outgoing(identity, Err(message=str(exc), code=ERR_DEPLOY)))
             return
         self.outbox.put(Outgoing(identity, Conclude(status="SUCCESS", metrics=result)))
-        for worker in self.registry.workers.values():
-            self.outbox.put(Outgoing(worker.identity, Reload()))
+        if result["created"]:  # republishing the same artifact changes nothing
+            for worker in self.registry.workers.values():
+                self.outbox.put(Outgoing(worker.identity, Reload()))
         self.wake()
 
     # --- dispatch ------------------------------------------------------------------
