@@ -228,3 +228,29 @@ async def test_an_evicted_env_is_prepared_again(
     assert row.retry_count == 0
     assert cluster.envs.builds == 2
     await cluster.quiet()
+
+
+async def test_deploy_records_the_plugin_and_tells_workers_to_reload_once(
+    cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from casparian_trio.protocol import Conclude, Deploy, decode, encode
+
+    caplog.set_level(logging.INFO)
+    await cluster.start_sentinel()
+    await cluster.start_worker("w1")
+    client = cluster.network.connect_dealer("mem://sentinel", identity=b"publisher")
+    # the Sentinel reads the MANIFEST from the source itself, never from the client
+    source = 'MANIFEST = {"pattern": "*.txt"}\n\n\nclass Handler:\n    pass\n'
+    deploy = Deploy(plugin_name="fresh", version="1.0", source_code=source)
+    answers = []
+    for _ in range(2):
+        await client.send(encode(deploy))
+        answers.append(decode(await client.receive()).payload)
+    assert all(isinstance(a, Conclude) and a.status == "SUCCESS" for a in answers)
+    assert [a.metrics["created"] for a in answers] == [True, False]  # type: ignore[union-attr]
+    assert [r["plugin_name"] for r in await cluster.store.routing_rules()] == ["fresh"]
+    await trio.sleep(1)
+    assert sum("RELOAD" in r.getMessage() for r in caplog.records) == 1
+    client.close()
