@@ -240,6 +240,7 @@ async def test_deploy_records_the_plugin_and_tells_workers_to_reload_once(
     caplog.set_level(logging.INFO)
     await cluster.start_sentinel()
     await cluster.start_worker("w1")
+    await trio.sleep(1)  # w1 has identified
     client = cluster.network.connect_dealer("mem://sentinel", identity=b"publisher")
     # the Sentinel reads the MANIFEST from the source itself, never from the client
     source = 'MANIFEST = {"pattern": "*.txt"}\n\n\nclass Handler:\n    pass\n'
