@@ -6,17 +6,19 @@ Theory of operation
 
 - ``sentinel.pump`` is the only task that receives from the socket. It decodes
   each message (a bad one is logged with the peer identity and dropped) and
-  reacts to it (``Reactions``): registry updates and one SQLite transaction.
+  reacts to it (``reactions.py``): registry updates and one SQLite transaction.
 - ``sentinel.sender`` is the only task that sends. Everyone else puts
   ``Outgoing`` items on a bounded channel. With ROUTER_MANDATORY a send to a
   departed worker raises PeerUnreachable here, and the jobs that worker held go
   back to the queue.
-- ``sentinel.dispatcher`` claims jobs for workers with free slots. It sleeps
+- ``sentinel.dispatcher`` claims jobs for workers with free slots
+  (``dispatch.py``). It sleeps
   until woken (a slot freed, a worker joined, an env became ready, work
   committed by another process) or until the earliest backoff expires.
 - ``sentinel.liveness`` drops workers silent for longer than the liveness
   timeout and requeues their jobs as counted attempts, and requeues jobs left
-  RUNNING by a previous Sentinel that no worker re-adopted in time.
+  RUNNING by a previous Sentinel that no worker re-adopted in time
+  (``recovery.py`` holds these decisions).
 - ``sentinel.watchdog`` aborts jobs past their timeout plus a grace, and gives
   up on them (failure, worker marked unhealthy) one more grace later.
 - ``sentinel.db_watch`` notices commits by other processes (``PRAGMA
@@ -43,7 +45,10 @@ from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import PeerUnreachable, RemoteProtocolError, TransportClosed
 from casparian_trio.protocol import Abort, decode
 from casparian_trio.sentinel._outbox import Outbox, Outgoing
+from casparian_trio.sentinel._waker import Waker
+from casparian_trio.sentinel.dispatch import Dispatcher
 from casparian_trio.sentinel.reactions import Reactions
+from casparian_trio.sentinel.recovery import Recovery
 from casparian_trio.sentinel.registry import AbortReason, Registry, WorkerState
 from casparian_trio.store import Store
 from casparian_trio.transport import Channel
@@ -65,22 +70,46 @@ class Sentinel:
     wall: Callable[[], float] = time.time
     registry: Registry = attrs.field(factory=Registry)
     outbox: Outbox = attrs.field(factory=Outbox)
+    waker: Waker = attrs.field(factory=Waker)
+    dispatcher: Dispatcher = attrs.field(init=False)
+    recovery: Recovery = attrs.field(init=False)
     reactions: Reactions = attrs.field(init=False)
     _data_version: int | None = None
 
     def __attrs_post_init__(self) -> None:
+        config, store, registry, outbox, wall = (
+            self.config,
+            self.store,
+            self.registry,
+            self.outbox,
+            self.wall,
+        )
+        self.dispatcher = Dispatcher(
+            config=config, store=store, registry=registry, outbox=outbox, wall=wall
+        )
+        self.recovery = Recovery(
+            config=config,
+            store=store,
+            registry=registry,
+            outbox=outbox,
+            wall=wall,
+            waker=self.waker,
+        )
         self.reactions = Reactions(
-            config=self.config,
-            store=self.store,
-            registry=self.registry,
-            outbox=self.outbox,
-            wall=self.wall,
+            config=config,
+            store=store,
+            registry=registry,
+            outbox=outbox,
+            wall=wall,
+            dispatcher=self.dispatcher,
+            recovery=self.recovery,
+            waker=self.waker,
         )
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        await self.reactions.adopt_previous_running()
+        await self.recovery.adopt_previous_running()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sender_task, name="sentinel.sender")
@@ -96,7 +125,7 @@ class Sentinel:
             # Jobs claimed but never sent (waiting for an env) go straight back:
             # otherwise the next Sentinel would count them as lost attempts.
             with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
-                await self.reactions.hand_back_unsent()
+                await self.recovery.hand_back_unsent()
         raise AssertionError("unreachable")
 
     # --- socket owner tasks ----------------------------------------------------
@@ -130,7 +159,7 @@ class Sentinel:
             try:
                 await self.channel.send(item.frames())
             except PeerUnreachable:
-                await self.reactions.unroutable(item)
+                await self.recovery.unroutable(item)
             except TransportClosed:
                 return
 
@@ -138,7 +167,7 @@ class Sentinel:
 
     async def _dispatcher_task(self) -> None:
         while True:
-            wake = self.reactions.arm_wake()
+            wake = self.waker.arm()
             await self._dispatch_round()
             delay = await self._next_delay()
             with trio.move_on_after(delay):
@@ -150,7 +179,7 @@ class Sentinel:
         while progress:
             progress = False
             for worker in self.registry.with_credit():
-                if await self.reactions.dispatch_one(worker):
+                if await self.dispatcher.dispatch_one(worker):
                     progress = True
 
     async def _next_delay(self) -> float:
@@ -164,12 +193,12 @@ class Sentinel:
         while True:
             await trio.sleep(period)
             now = trio.current_time()
-            self.reactions.forget_unknown(now)
+            self.recovery.forget_unknown(now)
             for worker in self.registry.expired(now, self.config.liveness):
-                await self.reactions.worker_lost(
+                await self.recovery.worker_lost(
                     worker, f"silent for more than {self.config.liveness:g} s"
                 )
-            await self.reactions.expire_orphans(now)
+            await self.recovery.expire_orphans(now)
 
     async def _watchdog_task(self) -> None:
         grace = self.config.abort_grace
@@ -189,7 +218,7 @@ class Sentinel:
                 continue
             deadline = held.deadline(grace)
             if held.abort_sent_at is not None and now >= held.abort_sent_at + grace:
-                await self.reactions.give_up(worker, held)
+                await self.recovery.give_up(worker, held)
             elif held.abort_reason is None and deadline is not None and now >= deadline:
                 logger.warning(
                     "job %d on %s passed its %g s timeout; sending ABORT",
@@ -202,7 +231,7 @@ class Sentinel:
             elif held.dispatched_at is None and held.env_hash in worker.envs_preparing:
                 started = worker.envs_preparing[held.env_hash]
                 if now >= started + self.config.env_prepare_timeout:
-                    await self.reactions.env_failed(
+                    await self.recovery.env_failed(
                         worker, held.env_hash, "environment build timed out"
                     )
 
@@ -219,7 +248,7 @@ class Sentinel:
             version = await self.store.data_version()
             if version != self._data_version:
                 if self._data_version is not None:
-                    self.reactions.wake()
+                    self.waker.wake()
                 self._data_version = version
             await self._abort_cancelled()
             await self.store.cancel_queued_requests(now=self.wall())
@@ -230,7 +259,7 @@ class Sentinel:
         for job in await self.store.cancel_requested_jobs():
             found = self.registry.holder_of(job.id)
             if found is not None and found[1].dispatched_at is None:
-                await self.reactions.cancel_unsent(*found)
+                await self.recovery.cancel_unsent(*found)
             elif found is not None:
                 worker, held = found
                 if held.abort_reason is not AbortReason.CANCEL:
@@ -239,4 +268,4 @@ class Sentinel:
                     )
                     self.abort(worker, job.id, AbortReason.CANCEL, now)
             else:
-                await self.reactions.cancel_unheld(job)
+                await self.recovery.cancel_unheld(job)
