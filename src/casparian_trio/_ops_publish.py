@@ -29,17 +29,17 @@ DEPLOY_TIMEOUT = 10.0
 ARTIFACT_SHOWN = 12  # hex digits of the artifact hash shown to people
 
 
-def cmd_publish(args: argparse.Namespace) -> int:
+async def cmd_publish(args: argparse.Namespace) -> int:
     deploy = build_deploy(
         Path(args.plugin),
         lockfile=Path(args.lockfile) if args.lockfile else None,
         version=args.version,
     )
     if args.sentinel:
-        result = deploy_via_sentinel(args.sentinel, deploy)
+        result = await deploy_via_sentinel(args.sentinel, deploy)
         previous = None
     else:
-        result, previous = _record_locally(args, deploy)
+        result, previous = await _record_locally(args, deploy)
     print(describe_result(result, previous))
     pattern = deploy.manifest.get("pattern")
     if result.get("created") and pattern:
@@ -47,19 +47,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
-def _record_locally(args: argparse.Namespace, deploy: Deploy) -> tuple[dict[str, Any], str | None]:
+async def _record_locally(
+    args: argparse.Namespace, deploy: Deploy
+) -> tuple[dict[str, Any], str | None]:
     """(record_deploy's result, the version it superseded) using the database directly."""
     with session(args, create=True) as db:
         before = db.run_sync(lambda conn: active_manifest(conn, deploy.plugin_name), readonly=True)
-        result = trio.run(_record, Store(db), deploy)
+        result = await record_deploy(Store(db), deploy, now=time.time())
     previous = before["version"] if before else None
     if before and before["artifact_hash"] == result["artifact_hash"]:
         previous = None
     return result, previous
-
-
-async def _record(store: Store, deploy: Deploy) -> dict[str, Any]:
-    return await record_deploy(store, deploy, now=time.time())
 
 
 def describe_result(result: dict[str, Any], previous: str | None = None) -> str:
@@ -77,7 +75,7 @@ def describe_result(result: dict[str, Any], previous: str | None = None) -> str:
 # --- via a running Sentinel -------------------------------------------------------------
 
 
-def deploy_via_sentinel(address: str, deploy: Deploy) -> dict[str, Any]:
+async def deploy_via_sentinel(address: str, deploy: Deploy) -> dict[str, Any]:
     """Send DEPLOY to the Sentinel at ``address``; return its CONCLUDE metrics.
 
     Raises:
@@ -86,10 +84,6 @@ def deploy_via_sentinel(address: str, deploy: Deploy) -> dict[str, Any]:
         PluginError: the Sentinel refused the plugin (its ERR message).
     """
     check_address(address, "--sentinel")
-    return trio.run(_deploy_with_deadline, address, deploy)
-
-
-async def _deploy_with_deadline(address: str, deploy: Deploy) -> dict[str, Any]:
     try:
         with trio.fail_after(DEPLOY_TIMEOUT):
             return await request_deploy(address, deploy)

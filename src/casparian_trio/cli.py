@@ -8,11 +8,13 @@ non-zero exit; ``--verbose`` adds the traceback.
 from __future__ import annotations
 
 import argparse
+import inspect
 import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import trio
 
@@ -31,7 +33,7 @@ logger = logging.getLogger("casparian_trio")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace], Any]  # returns an exit code, or a coroutine of one
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.verbose)
     handler: Handler = args.handler
     try:
+        if inspect.iscoroutinefunction(handler):
+            return int(trio.run(handler, args))
         return handler(args)
     except KeyboardInterrupt:
         return EXIT_OK
@@ -150,14 +154,14 @@ def cmd_init_db(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+async def cmd_demo(args: argparse.Namespace) -> int:
     from casparian_trio.demo import run_demo
 
     if not args.verbose:  # the demo prints its own progress; service logs would drown it
         logging.getLogger("casparian_trio").setLevel(logging.WARNING)
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    return run_demo(Path(args.dir), workers=args.workers)
+    return await run_demo(Path(args.dir), workers=args.workers)
 
 
 def cmd_sentinel(args: argparse.Namespace) -> int:

@@ -115,6 +115,7 @@ class DemoLayout:
 
 def prepare(root: Path) -> DemoLayout:
     """A clean working folder; refuses to wipe a folder the demo did not create."""
+    root = root.resolve()
     if root.exists() and any(root.iterdir()) and not (root / MARKER).exists():
         raise ConfigError(f"{root} exists and was not made by the demo; pick another with --dir")
     if root.exists():
@@ -156,13 +157,13 @@ def write_samples(folder: Path, rng: random.Random) -> None:
     (folder / "README.txt").write_text("not a CSV: no routing rule matches it\n", encoding="utf-8")
 
 
-def run_demo(root: Path, *, workers: int = 2) -> int:
+async def run_demo(root: Path, *, workers: int = 2) -> int:
     started = time.monotonic()
-    layout = prepare(root.resolve())
+    layout = prepare(root)
     print(f"demo folder {layout.root}")
-    queued = trio.run(_publish_and_scan, layout)
+    queued = await _publish_and_scan(layout)
     print(f"queued {queued} job(s); starting a sentinel and {workers} workers")
-    stats = trio.run(_process, layout, workers)
+    stats = await _process(layout, workers)
     _summary(layout, stats, time.monotonic() - started)
     return 0 if stats.get("FAILED", 0) == 0 else 1
 

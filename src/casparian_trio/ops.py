@@ -18,9 +18,11 @@ joined reads); walking and routing are ``scout``'s, formatting is ``_render``'s.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from casparian_trio._ops_jobs import (
@@ -39,24 +41,38 @@ __all__ = ["add_commands", "deploy_via_sentinel", "request_deploy"]
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[[argparse.Namespace], int]
+Handler = Callable[[argparse.Namespace], Any]  # an exit code, or a coroutine of one
 DB_HELP = "SQLite file (default $CASPARIAN_DB or ./casparian.db)"
 DEFAULT_LIMIT = 50  # a screenful; --limit raises it
 
 
+@contextlib.contextmanager
+def _quiet(args: argparse.Namespace) -> Iterator[None]:
+    package = logging.getLogger("casparian_trio")
+    previous = package.level
+    if not getattr(args, "verbose", False):
+        package.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        package.setLevel(previous)
+
+
 def _quiet_logs(handler: Handler) -> Handler:
     """Run a command with the package's INFO logs off (results are printed; -v restores them)."""
+    if inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def run_async(args: argparse.Namespace) -> int:
+            with _quiet(args):
+                return int(await handler(args))
+
+        return run_async
 
     @functools.wraps(handler)
     def run(args: argparse.Namespace) -> int:
-        package = logging.getLogger("casparian_trio")
-        previous = package.level
-        if not getattr(args, "verbose", False):
-            package.setLevel(logging.WARNING)
-        try:
-            return handler(args)
-        finally:
-            package.setLevel(previous)
+        with _quiet(args):
+            return int(handler(args))
 
     return run
 

@@ -7,6 +7,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import trio
 from ops_harness import Cli
 
 from casparian_trio import _ops_publish
@@ -128,10 +129,10 @@ def test_deploy_via_sentinel_times_out_with_a_clear_error(
     deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
     # Nothing listens there: zmq queues the DEPLOY and the deadline fires.
     with pytest.raises(TransportTimeout, match=r"no answer from sentinel at tcp://127\.0\.0\.1:9"):
-        _ops_publish.deploy_via_sentinel("tcp://127.0.0.1:9", deploy)
+        trio.run(_ops_publish.deploy_via_sentinel, "tcp://127.0.0.1:9", deploy)
 
 
 def test_deploy_via_sentinel_rejects_a_bad_address() -> None:
     deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
     with pytest.raises(ConfigError, match="--sentinel"):
-        _ops_publish.deploy_via_sentinel("localhost:5555", deploy)
+        trio.run(_ops_publish.deploy_via_sentinel, "localhost:5555", deploy)
