@@ -99,6 +99,14 @@ def build_parser() -> argparse.ArgumentParser:
         pass
     else:
         ops.add_commands(sub)
+    for command in sub.choices.values():  # `-v` works after the command too
+        command.add_argument(
+            "-v",
+            "--verbose",
+            action="store_true",
+            default=argparse.SUPPRESS,
+            help="debug logs and tracebacks",
+        )
     return parser
 
 
