@@ -178,7 +178,11 @@ class Worker:
     async def _heartbeat_task(self) -> None:
         while True:
             await trio.sleep(self.config.heartbeat_interval)
-            self.send(self._heartbeat())
+            # A heartbeat is only our latest state: while the Sentinel is
+            # unreachable and the outbox backs up, skip it rather than queue
+            # stale ones ahead of (and eventually instead of) receipts.
+            if self._out_send.statistics().current_buffer_used == 0:
+                self.send(self._heartbeat())
 
     # --- reactions ---------------------------------------------------------------
 
