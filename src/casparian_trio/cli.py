@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--envs-max-bytes", type=int, default=None, help="evict least recently used envs beyond"
     )
     p.add_argument(
+        "--warm-guests",
+        type=int,
+        default=None,
+        help="envs that keep a started guest ready (default 2; 0: none)",
+    )
+    p.add_argument(
         "--allow-system-env",
         action="store_true",
         default=None,
@@ -199,6 +205,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
         envs_root=Path(args.envs_root) if args.envs_root else None,
         envs_max_bytes=args.envs_max_bytes,
         allow_system_env=args.allow_system_env,
+        warm_guests=args.warm_guests,
     )
     trio.run(_worker_main, config)
     return EXIT_OK

@@ -99,10 +99,15 @@ class WorkerConfig:
     envs_root: Path | None = None
     envs_max_bytes: int | None = None
     allow_system_env: bool = False
+    # Guests kept started (interpreter + pyarrow loaded), one for each of this many
+    # recently used envs: ~17 ms instead of ~150 ms per job start, ~80 MB each.
+    warm_guests: int = 2
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.warm_guests < 0:
+            raise ConfigError(f"--warm-guests must be 0 or more, got {self.warm_guests}")
         if not self.worker_id or len(self.worker_id.encode()) > 200:
             raise ConfigError("--worker-id must be 1 to 200 bytes")
 

@@ -62,6 +62,7 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
     )
     # ``async with``: after a job, a warm guest (interpreter + pyarrow imported)
     # waits for the next job of that env; leaving kills and reaps them.
-    async with BridgeExecutor(output_root=config.output, envs=envs) as executor:
+    executor = BridgeExecutor(output_root=config.output, envs=envs, max_warm=config.warm_guests)
+    async with executor:
         with open_dealer(config.connect, identity=config.identity) as channel:
             yield Worker(config=config, channel=channel, executor=executor, envs=envs)
