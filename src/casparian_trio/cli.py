@@ -133,7 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if inspect.iscoroutinefunction(handler):
             return int(trio.run(handler, args))
-        return handler(args)
+        return int(handler(args))
     except KeyboardInterrupt:
         return EXIT_OK
     except (CasparianError, BaseExceptionGroup) as exc:

@@ -60,6 +60,7 @@ import socket
 import struct
 import sys
 import traceback
+from typing import Any
 
 # Must match casparian_trio.bridge._framing (checked by tests/unit/bridge).
 HEADER = struct.Struct("!I")
@@ -121,7 +122,7 @@ class Channel:
     def __init__(self, sock: socket.socket, topics: list[str]) -> None:
         self.sock = sock
         self.topics = set(topics)
-        self.pending: dict[str, list] = {}
+        self.pending: dict[str, list[Any]] = {}
         self.pending_bytes: dict[str, int] = {}
         self.rows = 0
         self.batches = 0
@@ -135,7 +136,7 @@ class Channel:
         for batch in _as_batches(data):
             self._add(topic, batch)
 
-    def _add(self, topic: str, batch) -> None:
+    def _add(self, topic: str, batch: Any) -> None:
         if batch.num_rows == 0:
             return
         pending = self.pending.setdefault(topic, [])
@@ -180,12 +181,12 @@ class Channel:
         for topic in list(self.pending):
             self._flush(topic)
 
-    def send_control(self, tag: int, obj: dict) -> None:
+    def send_control(self, tag: int, obj: dict[str, Any]) -> None:
         body = json.dumps(obj, default=str).encode("utf-8")
         self.sock.sendall(HEADER.pack(tag) + HEADER.pack(len(body)) + body)
 
 
-def _as_batches(data: object):
+def _as_batches(data: object) -> Any:
     import pyarrow as pa
 
     if isinstance(data, pa.RecordBatch):
@@ -203,7 +204,7 @@ def _as_batches(data: object):
 class Context:
     """What ``configure(ctx, config)`` receives (see the module docstring)."""
 
-    def __init__(self, job: dict, channel: Channel) -> None:
+    def __init__(self, job: dict[str, Any], channel: Channel) -> None:
         import logging
 
         self.job_id = job["job_id"]
@@ -221,7 +222,7 @@ class Context:
 class FileEvent:
     """What ``consume(event)`` receives: the input file of this job."""
 
-    def __init__(self, job: dict) -> None:
+    def __init__(self, job: dict[str, Any]) -> None:
         self.path = job["input"]
         self.job_id = job["job_id"]
         self.file_version_id = job["file_version_id"]
@@ -230,14 +231,14 @@ class FileEvent:
     def size(self) -> int:
         return os.path.getsize(self.path)
 
-    def open(self, mode: str = "rb"):
+    def open(self, mode: str = "rb") -> Any:
         return open(self.path, mode)
 
 
-def _load_handler(plugin_path: str):
+def _load_handler(plugin_path: str) -> Any:
     with open(plugin_path, encoding="utf-8") as f:
         source = f.read()
-    namespace: dict = {"__name__": "casparian_plugin", "__file__": plugin_path}
+    namespace: dict[str, Any] = {"__name__": "casparian_plugin", "__file__": plugin_path}
     # Compiled with its file name so tracebacks and linecache show its lines.
     code = compile(source, plugin_path, "exec")
     exec(code, namespace)
@@ -275,7 +276,7 @@ def _is_data(obj: object) -> bool:
     return type(obj).__module__.split(".")[0] == "pandas"
 
 
-def _run_plugin(job: dict, channel: Channel) -> None:
+def _run_plugin(job: dict[str, Any], channel: Channel) -> None:
     try:
         handler = _load_handler(job["plugin"])
     except SyntaxError as exc:
@@ -291,7 +292,7 @@ def _run_plugin(job: dict, channel: Channel) -> None:
     channel.flush_all()
 
 
-def _error_frame(exc: BaseException) -> dict:
+def _error_frame(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, MemoryError):
         kind = "memory"
     elif isinstance(exc, PluginLoadError):
@@ -317,7 +318,7 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _recv_job(sock: socket.socket) -> dict | None:
+def _recv_job(sock: socket.socket) -> dict[str, Any] | None:
     """Block until the host sends this guest's job spec; None on EOF (not needed)."""
     head = _recv_exactly(sock, HEADER.size)
     if head is None:

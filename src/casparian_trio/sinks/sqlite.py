@@ -19,6 +19,7 @@ import logging
 import secrets
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import attrs
 import pyarrow as pa
@@ -159,7 +160,7 @@ def _affinity(t: pa.DataType) -> str:
     return "TEXT"
 
 
-def _pylist(col: pa.Array) -> list[object]:
+def _pylist(col: pa.Array) -> Any:  # a list of Python values
     t = col.type
     if pat.is_integer(t) or pat.is_floating(t) or pat.is_boolean(t) or pat.is_string(t):
         return col.to_pylist()
