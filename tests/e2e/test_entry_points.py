@@ -60,7 +60,9 @@ def test_sentinel_and_worker_with_defaults_run_a_job_and_exit_0_on_sigint(
     # (interpreter + pyarrow loaded, waiting for the next job), killed at exit.
     warm = descendants(worker.pid)
     assert len(warm) <= 2, warm
-    assert all("bridge/guest.py" in p.cmdline and "/guest-" in p.cmdline for p in warm), warm
+    assert all("bridge/guest.py" in p.cmdline and "casparian-guest-" in p.cmdline for p in warm), (
+        warm
+    )
     assert descendants(sentinel.pid) == []
 
     worker.send(signal.SIGINT)

@@ -69,6 +69,13 @@ CONNECT_TIMEOUT_S = 30.0
 MAX_WARM = 2
 # How long we wait for the guest's output pipe to drain once it is dead.
 OUTPUT_DRAIN_S = 1.0
+# After the guest process exits, how long its END/ERROR frame may still take
+# to arrive on the socket before we stop waiting for an EOF that a forked child
+# (holding the socket) would never send.
+GUEST_EXIT_TO_EOF_S = 1.0
+# Per-guest private dirs are named PREFIX<worker pid>-<random>: distinctive, so
+# the start-up sweep of dead workers' dirs never touches anyone else's.
+GUEST_DIR_PREFIX = "casparian-guest-"
 # Bound on cleanup that is not killing (abort staged files, remove the job dir).
 CLEANUP_GRACE_S = 10.0
 # sun_path is 108 bytes including the NUL; keep a margin.
@@ -253,7 +260,7 @@ class BridgeExecutor:
             try:
                 await _send_all(conn, _job_spec(job))
                 self._replace_warm(job)
-                guest_metrics = await _stream.stream(conn, job.sinks, self.max_frame_bytes)
+                guest_metrics = await self._stream_while_alive(job, conn)
             except _stream.StreamClosed as exc:
                 await self._settle(job)
                 if job.proc.returncode == 0:
@@ -263,6 +270,35 @@ class BridgeExecutor:
                 raise GuestCrashed(job.proc.returncode, job.output.text()) from exc
         logger.debug("job %d guest finished: %s", job.job_id, guest_metrics)
         await self._settle(job)
+
+    async def _stream_while_alive(self, job: _Job, conn: trio.socket.SocketType) -> dict[str, Any]:
+        """Stream the guest's frames; a guest that exits without closing its socket ends it too.
+
+        EOF is the usual sign of a dead guest, but a child it forked keeps the
+        socket open: without this watch such a job would hang until its timeout.
+        """
+        metrics: dict[str, Any] | None = None
+        failure: Exception | None = None
+        async with trio.open_nursery() as nursery:
+
+            async def watch() -> None:
+                await job.proc.wait()
+                await trio.sleep(GUEST_EXIT_TO_EOF_S)  # let its last frames arrive
+                nursery.cancel_scope.cancel(reason="guest exited; its socket stayed open")
+
+            nursery.start_soon(watch, name="bridge.watch_guest_exit")
+            try:
+                metrics = await _stream.stream(conn, job.sinks, self.max_frame_bytes)
+            except Exception as exc:  # re-raised outside the nursery, bare, for run() to map
+                failure = exc
+            nursery.cancel_scope.cancel(reason="stream ended")
+        if failure is not None:
+            raise failure
+        if metrics is None:
+            raise _stream.StreamClosed(
+                "guest exited while a process it started kept the socket open"
+            )
+        return metrics
 
     async def _accept(self, job: _Job) -> trio.socket.SocketType:
         guest, proc = job.guest, job.proc
@@ -350,8 +386,8 @@ class BridgeExecutor:
 def sweep_dead_guest_dirs(root: Path) -> int:
     """Remove guest dirs left by workers that were killed (SIGKILL skips all cleanup)."""
     removed = 0
-    for path in root.glob("guest-*-*"):
-        pid = path.name.split("-")[1]
+    for path in root.glob(f"{GUEST_DIR_PREFIX}*-*"):
+        pid = path.name.removeprefix(GUEST_DIR_PREFIX).split("-")[0]
         if not pid.isdigit() or _alive(int(pid)):
             continue
         shutil.rmtree(path, ignore_errors=True)
@@ -376,7 +412,7 @@ def _start_guest(env_hash: str, python: Path, work_root: Path | None) -> _Guest:
     root = work_root or Path(tempfile.gettempdir())
     root.mkdir(parents=True, exist_ok=True)
     # the worker's pid in the name lets a later worker sweep what a killed one left
-    guest_dir = Path(tempfile.mkdtemp(prefix=f"guest-{os.getpid()}-", dir=root))  # mode 0700
+    guest_dir = Path(tempfile.mkdtemp(prefix=f"{GUEST_DIR_PREFIX}{os.getpid()}-", dir=root))  # 0700
     socket_path, socket_dir = guest_dir / "s", None
     if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
         socket_dir = Path(tempfile.mkdtemp(prefix="cf-"))
@@ -469,6 +505,10 @@ def _check_sinks(sinks: dict[str, Sink]) -> None:
 
 
 def _commit_sinks(sinks: dict[str, Sink]) -> list[Artifact]:
+    # Every sink's conflict check first, so a refusal (mode 'error') cannot come
+    # after another topic's output has already been promoted.
+    for sink in sinks.values():
+        sink.check()
     artifacts = [sink.commit() for sink in sinks.values()]
     return [a for a in artifacts if a is not None]
 

@@ -88,7 +88,12 @@ class EnvManager:
             if not self._is_ready(h):
                 async with self._file_lock(h, fcntl.LOCK_EX, suffix=".build.lock"):
                     if not self._is_ready(h):  # another process may have built it
-                        await self._build(spec)
+                        try:
+                            await self._build(spec)
+                        except OSError as exc:  # disk full, uv missing, permissions
+                            raise EnvError(
+                                f"building environment {h[:12]} failed: {exc}", env_hash=h
+                            ) from exc
                         await trio.to_thread.run_sync(self._evict, h)
                         return EnvReady(
                             env_hash=h, interpreter_path=str(self._python(h)), cached=False

@@ -34,7 +34,11 @@ def parse_schema_def(schema_def: str | None, topic: str) -> pa.Schema | None:
     try:
         raw = json.loads(schema_def)
         pairs = raw.items() if isinstance(raw, dict) else [(c["name"], c["type"]) for c in raw]
-        return pa.schema([(str(n), pa.lib.type_for_alias(str(t))) for n, t in pairs])
+        # Lineage columns are the host's to add; a schema copied from our own
+        # output names them, so they are dropped here rather than failing jobs.
+        return pa.schema(
+            [(str(n), pa.lib.type_for_alias(str(t))) for n, t in pairs if n not in LINEAGE]
+        )
     except (ValueError, TypeError, KeyError) as exc:
         raise SinkError(f"topic {topic!r}: invalid schema_def {schema_def!r}: {exc}") from exc
 

@@ -32,9 +32,12 @@ Invariants:
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
@@ -106,17 +109,21 @@ class ParquetSink:
         self._flush()
         if self._writer is None and self.conformer.declared is not None:
             self._open(self.conformer.output_schema())  # an empty file still has the schema
-        self.check()
-        if self._writer is None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+            assert self._staging is not None
+            self.bytes_written = self._staging.stat().st_size
+        # check → rename → delete-others as one step per sink directory: two jobs
+        # promoting into one `replace` or `error` topic at once must not both win.
+        with _dir_lock(self.directory):
+            self.check()
+            if self._staging is None:
+                self._delete_others_if_replace()
+                return None
+            os.replace(self._staging, self.final_path)
+            self._staging = None
             self._delete_others_if_replace()
-            return None
-        self._writer.close()
-        self._writer = None
-        assert self._staging is not None
-        self.bytes_written = self._staging.stat().st_size
-        os.replace(self._staging, self.final_path)
-        self._staging = None
-        self._delete_others_if_replace()
         logger.debug("promoted %s (%d rows)", self.final_path, self.rows)
         return Artifact(topic=self.topic, uri=str(self.final_path), rows=self.rows)
 
@@ -197,3 +204,19 @@ def dictionary_columns(table: pa.Table) -> bool | list[str]:
     if not unique:
         return True
     return [name for name in table.column_names if name not in unique]
+
+
+@contextlib.contextmanager
+def _dir_lock(directory: Path) -> Iterator[None]:
+    """An exclusive lock on a sink directory, across threads and processes.
+
+    flock on the directory itself: no lock file for dataset readers to trip on.
+    Runs in the writer thread, so blocking here never stalls the event loop.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)

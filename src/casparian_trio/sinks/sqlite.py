@@ -15,6 +15,7 @@ TEXT (strings and anything else, cast to its string form).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import sqlite3
@@ -79,10 +80,16 @@ class SqliteSink:
         conn = self._connect()
         if self._stage is None:
             self._create_stage(conn, self.conformer.output_schema())
-        self.check()
         cols = ", ".join(f'"{c}"' for c in self._columns)
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN IMMEDIATE")  # the mode check and the promote: one step
         try:
+            self.check()
+            if self.rows == 0 and self.conformer.declared is None and not _exists(conn, self.table):
+                # no rows and no declared schema: creating the table now would fix
+                # its columns to the lineage pair and break every later job
+                conn.execute(f'DROP TABLE "{self._stage}"')
+                conn.execute("COMMIT")
+                return None
             conn.execute(
                 f'CREATE TABLE IF NOT EXISTS "{self.table}" AS SELECT * FROM "{self._stage}" WHERE 0'
             )
@@ -93,8 +100,11 @@ class SqliteSink:
             conn.execute(f'INSERT INTO "{self.table}" ({cols}) SELECT {cols} FROM "{self._stage}"')
             conn.execute(f'DROP TABLE "{self._stage}"')
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
+        except (sqlite3.Error, SinkError) as exc:
+            with contextlib.suppress(sqlite3.Error):  # never mask the real error
+                conn.execute("ROLLBACK")
+            if isinstance(exc, SinkError):
+                raise
             raise SinkError(
                 f"topic {self.topic!r}: promoting into {self.table!r} failed: {exc}"
             ) from exc

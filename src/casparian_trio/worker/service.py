@@ -258,10 +258,16 @@ class Worker:
     async def _env_task(self, spec: PrepareEnv) -> None:
         try:
             ready = await self.envs.prepare(spec)
-        except EnvError as exc:
-            logger.warning(
-                "env %s failed to build: %s", spec.env_hash[:12], exc, extra={"event": "env.failed"}
-            )
+        except Exception as exc:  # whatever it is, it is this env's failure, not the worker's
+            if isinstance(exc, EnvError):
+                logger.warning(
+                    "env %s failed to build: %s",
+                    spec.env_hash[:12],
+                    exc,
+                    extra={"event": "env.failed"},
+                )
+            else:
+                logger.exception("env %s: unexpected error while preparing", spec.env_hash[:12])
             self.send(Err(message=str(exc), env_hash=spec.env_hash, code=ERR_ENV_BUILD))
             return
         self.send(ready)

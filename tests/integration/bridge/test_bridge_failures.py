@@ -304,3 +304,42 @@ async def test_cancel_reraises_bare_cancelled(job_env: JobEnv) -> None:
             raise
     assert [type(e) for e in caught] == [trio.Cancelled]
     job_env.assert_nothing_left()
+
+
+async def test_guest_dying_while_its_child_holds_the_socket_fails_promptly(job_env: JobEnv) -> None:
+    # Without a watch on the guest process, EOF never comes (the child keeps the
+    # socket open) and the job would hang until its timeout.
+    source = """
+    import os, time
+    class Handler:
+        def execute(self, file_path):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+            os._exit(4)
+    """
+    started = trio.current_time()
+    with trio.fail_after(30):
+        receipt = await job_env.executor.run(11, make_dispatch(textwrap.dedent(source)))
+    assert trio.current_time() - started < 15
+    assert receipt.status == "FAILED"
+    assert (receipt.error_message or "").startswith("guest exited with status 4")
+    # the child was killed with the group; it may linger as a zombie until init reaps it
+    [pgid] = job_env.pids
+    with trio.fail_after(10):
+        while _live_members(pgid):
+            await trio.sleep(0.05)
+    assert list(job_env.work.iterdir()) == []
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members

@@ -105,9 +105,9 @@ def test_sweep_removes_only_dead_workers_guest_dirs(tmp_path: Path) -> None:
         check=True,
     )
     dead, mine, odd = (
-        tmp_path / f"guest-{gone.stdout.strip()}-a",
-        tmp_path / f"guest-{os.getpid()}-b",
-        tmp_path / "guest-x-c",
+        tmp_path / f"casparian-guest-{gone.stdout.strip()}-a",
+        tmp_path / f"casparian-guest-{os.getpid()}-b",
+        tmp_path / "casparian-guest-x-c",
     )
     for d in (dead, mine, odd):
         (d / "tmp").mkdir(parents=True)
