@@ -117,7 +117,10 @@ def write_frame(sink: Sink, frame: fr.DataFrame) -> None:
     for batch in batches:
         try:
             sink.write(batch)
-        except (OSError, pa.ArrowException) as exc:
+        except SinkError:
+            raise
+        except (OSError, pa.ArrowException, OverflowError, ValueError) as exc:
+            # disk full, a uint64 SQLite cannot hold, ... (sinks map their own errors)
             raise SinkError(f"writing topic {frame.topic!r} failed: {exc}") from exc
 
 

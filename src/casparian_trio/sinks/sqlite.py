@@ -69,11 +69,18 @@ class SqliteSink:
             self._create_stage(conn, batch.schema)
         columns = [_pylist(col) for col in batch.columns]
         marks = ", ".join("?" * len(columns))
-        conn.execute("BEGIN")
-        conn.executemany(
-            f'INSERT INTO "{self._stage}" VALUES ({marks})', zip(*columns, strict=True)
-        )
-        conn.execute("COMMIT")
+        try:
+            conn.execute("BEGIN")
+            conn.executemany(
+                f'INSERT INTO "{self._stage}" VALUES ({marks})', zip(*columns, strict=True)
+            )
+            conn.execute("COMMIT")
+        except (sqlite3.Error, OverflowError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise SinkError(
+                f"topic {self.topic!r}: writing to {self.db_path} failed: {exc}"
+            ) from exc
         self.rows += batch.num_rows
 
     def commit(self) -> Artifact | None:

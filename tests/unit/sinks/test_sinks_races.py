@@ -83,3 +83,10 @@ def test_schema_def_naming_lineage_columns_is_accepted() -> None:
     )
     assert schema is not None
     assert schema.names == ["a"]  # the host adds lineage itself
+
+
+def test_sqlite_value_out_of_range_is_a_clear_sink_error(tmp_path: Path) -> None:
+    s = sink(tmp_path, "sqlite://out.db/t", 1, "append")
+    with pytest.raises(SinkError, match=r"out\.db"):
+        s.write(pa.record_batch({"a": pa.array([2**64 - 1], pa.uint64())}))
+    s.abort()
