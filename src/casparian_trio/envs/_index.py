@@ -26,10 +26,10 @@ Entries = dict[str, dict[str, Any]]
 
 
 @contextlib.contextmanager
-def _locked(root: Path) -> Iterator[None]:
+def _locked(root: Path, *, wait: bool = True) -> Iterator[None]:
     fd = os.open(root / "index.lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -46,9 +46,13 @@ def read(root: Path) -> Entries:
     return data if isinstance(data, dict) else {}
 
 
-def update(root: Path, change: Callable[[Entries], None]) -> Entries:
-    """Apply ``change`` to the index under the lock and save it."""
-    with _locked(root):
+def update(root: Path, change: Callable[[Entries], None], *, wait: bool = True) -> Entries:
+    """Apply ``change`` to the index under the lock and save it.
+
+    Raises:
+        BlockingIOError: ``wait`` is False and another process holds the lock.
+    """
+    with _locked(root, wait=wait):
         entries = read(root)
         change(entries)
         tmp = root / f".index.json.{os.getpid()}.tmp"
@@ -58,7 +62,13 @@ def update(root: Path, change: Callable[[Entries], None]) -> Entries:
 
 
 def touch(root: Path, env_hash: str) -> None:
+    """Record a use, best effort: it runs on the event loop at every job start,
+    so it never waits for another process's lock (last use only orders eviction)."""
+
     def change(entries: Entries) -> None:
         entries.setdefault(env_hash, {"size": 0, "built": time.time()})["last_use"] = time.time()
 
-    update(root, change)
+    try:
+        update(root, change, wait=False)
+    except BlockingIOError:
+        logger.debug("envs index busy; last use of %s not recorded", env_hash[:12])
