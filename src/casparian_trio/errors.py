@@ -135,3 +135,48 @@ class PluginError(CasparianError):
 
 class ShutdownRequested(CasparianError):
     """Raised inside an intake nursery to stop taking work (see STYLE.md §4)."""
+
+
+# --- naming a failure in one line ---------------------------------------------
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """Every non-group exception inside ``exc``, depth first (``[exc]`` for a plain one)."""
+    if not isinstance(exc, BaseExceptionGroup):
+        return [exc]
+    found: list[BaseException] = []
+    for inner in exc.exceptions:
+        found.extend(leaves(inner))
+    return found
+
+
+def first_cause(exc: BaseException) -> tuple[BaseException, int]:
+    """The exception that names a failure, and how many other causes came with it.
+
+    Trio nurseries wrap everything in ExceptionGroups; a user must never see one.
+    The first of our own errors (``CasparianError``) wins, else the first leaf.
+
+    Returns:
+        ``(cause, others)``: the leaf to report and the count of the other leaves.
+    """
+    found = leaves(exc)
+    ours = [e for e in found if isinstance(e, CasparianError)]
+    cause = ours[0] if ours else found[0]
+    return cause, len(found) - 1
+
+
+def one_line(exc: BaseException) -> str:
+    """``exc`` as one line for a receipt, log or terminal: its first cause, others counted.
+
+    Our own errors are shown by their message; anything else as ``Type: message``.
+    Never mentions ExceptionGroup.
+    """
+    cause, others = first_cause(exc)
+    text = str(cause).strip().splitlines()[0] if str(cause).strip() else ""
+    if not isinstance(cause, CasparianError):
+        text = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    elif not text:
+        text = type(cause).__name__
+    if others:
+        text += f" (and {others} more error{'s' if others > 1 else ''})"
+    return text
