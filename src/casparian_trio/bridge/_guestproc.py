@@ -159,8 +159,10 @@ class OutputTail:
     _lines_logged: int = 0
     _partial: bytes = b""
     done: trio.Event = attrs.field(factory=trio.Event)
+    _stream: trio.lowlevel.FdStream | None = None
 
-    async def pump(self, stream: trio.abc.ReceiveStream) -> None:
+    async def pump(self, stream: trio.lowlevel.FdStream) -> None:
+        self._stream = stream
         try:
             async with stream:
                 while chunk := await stream.receive_some(65536):
@@ -170,6 +172,19 @@ class OutputTail:
             pass
         finally:
             self.done.set()
+
+    def drain_nowait(self) -> None:
+        """Take whatever the pipe holds right now without waiting (the pump may lag).
+
+        A dead guest's output is all in the pipe already; reading it here makes
+        the error's tail complete however slowly the pump task is scheduled.
+        """
+        if self.done.is_set() or self._stream is None:
+            return
+        with contextlib.suppress(OSError, ValueError):  # closed meanwhile, EAGAIN
+            while chunk := os.read(self._stream.fileno(), 65536):
+                self._keep(chunk)
+                self._log(chunk)
 
     def text(self) -> str:
         return b"".join(self._chunks)[-TAIL_BYTES:].decode("utf-8", "replace")

@@ -9,19 +9,30 @@ capacity bounds what the host holds: when the writer falls behind the reader
 stops reading, the socket buffer fills and the guest blocks in ``sendall``.
 The Trio thread only ever copies bytes from the socket, so heartbeats keep
 flowing however large the job.
+
+End of stream without a clock: the reader learns of the guest's exit from
+``GuestConnection.guest_exited()``. Once the guest process has exited, every
+byte it wrote is already in our socket's receive queue (an AF_UNIX send copies
+into the peer's queue before it returns), so the stream is judged on those
+bytes alone: the reader keeps reading while any are queued, however long the
+host takes to drain and write them, and only when the queue is empty and the
+socket is still open (a process the plugin started holds it) does the stream
+end without an END frame. No timer decides a job's outcome.
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import Any
 
+import attrs
 import pyarrow as pa
 import trio
 
 from casparian_trio.bridge import _framing as fr
-from casparian_trio.errors import BridgeError, CasparianError, SinkError
-from casparian_trio.sinks import Sink
+from casparian_trio.errors import BridgeError, CasparianError
+from casparian_trio.sinks import Sink, sink_errors
 
 # Frames in flight between reader and writer (each is at most a few MiB as the
 # guest frames them, MAX_FRAME_BYTES as a hard bound).
@@ -50,9 +61,58 @@ class GuestReportedError(BridgeError):
         )
 
 
-async def recv_exactly(
-    conn: trio.socket.SocketType, n: int, *, mid_frame: bool = True
-) -> bytearray:
+@attrs.define(eq=False)
+class GuestConnection:
+    """The host's end of a guest's socket, told when the guest process exits.
+
+    ``recv_into`` behaves like a socket's, except that once ``guest_exited()``
+    has been called a read that would block raises ``StreamClosed`` instead of
+    waiting: nothing the guest wrote can still be on its way (see the module
+    docstring). Socket errors (ECONNRESET when a killed guest left unread data
+    behind) are ``StreamClosed`` too, so the caller names the guest's exit
+    status rather than the errno.
+    """
+
+    sock: trio.socket.SocketType
+    _exited: bool = False
+    _waiting: trio.CancelScope | None = None
+
+    def guest_exited(self) -> None:
+        """Record that the guest process is gone (call once its exit is reaped)."""
+        self._exited = True
+        if self._waiting is not None:
+            self._waiting.cancel(reason="guest exited")
+
+    async def recv_into(self, view: memoryview) -> int:
+        """Read up to ``len(view)`` bytes; 0 means EOF.
+
+        Raises:
+            StreamClosed: the guest exited and nothing is left to read while the
+                socket stays open, or the socket failed.
+        """
+        fd = self.sock.fileno()
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                got = os.readv(fd, [view])
+            except BlockingIOError:
+                if self._exited:
+                    raise StreamClosed(
+                        "guest exited while a process it started kept the socket open"
+                    ) from None
+            except OSError as exc:
+                raise StreamClosed(f"the guest's socket failed: {exc.strerror or exc}") from exc
+            else:
+                await trio.lowlevel.cancel_shielded_checkpoint()
+                return got
+            # No await between the check above and this wait: guest_exited()
+            # either ran before the check or will cancel this scope.
+            with trio.CancelScope() as self._waiting:
+                await trio.lowlevel.wait_readable(fd)
+            self._waiting = None
+
+
+async def recv_exactly(conn: GuestConnection, n: int, *, mid_frame: bool = True) -> bytearray:
     """Receive exactly ``n`` bytes into a new buffer (one copy, straight from the kernel)."""
     buf = bytearray(n)
     view = memoryview(buf)
@@ -66,18 +126,18 @@ async def recv_exactly(
     return buf
 
 
-async def _recv_u32(conn: trio.socket.SocketType, *, mid_frame: bool) -> int:
+async def _recv_u32(conn: GuestConnection, *, mid_frame: bool) -> int:
     (value,) = struct.unpack("!I", await recv_exactly(conn, 4, mid_frame=mid_frame))
     return int(value)
 
 
-async def _recv_control(conn: trio.socket.SocketType) -> dict[str, Any]:
+async def _recv_control(conn: GuestConnection) -> dict[str, Any]:
     length = fr.check_control_length(await _recv_u32(conn, mid_frame=True))
     return fr.parse_control(bytes(await recv_exactly(conn, length)))
 
 
 async def read_frames(
-    conn: trio.socket.SocketType,
+    conn: GuestConnection,
     sinks: dict[str, Sink],
     send: trio.MemorySendChannel[fr.DataFrame],
     max_frame_bytes: int,
@@ -115,17 +175,12 @@ def write_frame(sink: Sink, frame: fr.DataFrame) -> None:
     except pa.ArrowException as exc:
         raise fr.InvalidFrame(f"invalid frame from guest: not an Arrow IPC stream ({exc})") from exc
     for batch in batches:
-        try:
+        with sink_errors(sink, "writing"):  # disk full, a uint64 SQLite cannot hold, ...
             sink.write(batch)
-        except SinkError:
-            raise
-        except (OSError, pa.ArrowException, OverflowError, ValueError) as exc:
-            # disk full, a uint64 SQLite cannot hold, ... (sinks map their own errors)
-            raise SinkError(f"writing topic {frame.topic!r} failed: {exc}") from exc
 
 
 async def stream(
-    conn: trio.socket.SocketType, sinks: dict[str, Sink], max_frame_bytes: int
+    conn: GuestConnection, sinks: dict[str, Sink], max_frame_bytes: int
 ) -> dict[str, Any]:
     """Run the reader/writer pipeline until the guest's END frame; return its metrics."""
     send, recv = trio.open_memory_channel[fr.DataFrame](PIPELINE_DEPTH)

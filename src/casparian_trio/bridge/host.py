@@ -16,7 +16,11 @@ Theory of operation (one ``run()``):
    can connect, and send the job spec on it.
 4. Stream: frames → bounded channel → writer thread → sinks (see ``_stream``).
 5. After END: let the guest exit (``kill_grace``), kill its group anyway (to
-   reach anything the plugin left running), reap it, commit the sinks.
+   reach anything the plugin left running), reap it, commit the sinks. The
+   outcome is fixed by the bytes: an END frame read is a success however late
+   the guest exits; a guest that exits without one fails once its queued bytes
+   are read (``_stream.GuestConnection``). No timer races the stream: the only
+   time bounds on a job are its caller's (timeout, abort, shutdown grace).
 
 Every exit path (FAILED, the caller's cancellation, a bug) goes through the
 same ``finally`` blocks: kill+reap the group, abort staged output, remove the
@@ -40,6 +44,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -57,22 +62,19 @@ import trio
 from casparian_trio.bridge import _failures, _guestproc, _stream
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.envs import EnvManager
-from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed
+from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed, one_line
 from casparian_trio.protocol.messages import Artifact, Conclude, Dispatch
-from casparian_trio.sinks import Sink, open_sinks
+from casparian_trio.sinks import Sink, open_sinks, sink_errors
 
 logger = logging.getLogger(__name__)
 
-# A guest imports pyarrow (~0.15 s) before connecting; 30 s covers a loaded host.
-CONNECT_TIMEOUT_S = 30.0
 # Warm guests kept at most (each is an idle interpreter with pyarrow, ~60 MB).
 MAX_WARM = 2
-# How long we wait for the guest's output pipe to drain once it is dead.
+# How long the output pump may take to reach EOF once the guest is dead; a child
+# it started may hold the pipe open forever. Whatever is still buffered after
+# this is read without waiting (``OutputTail.drain_nowait``), so only output a
+# surviving child writes later is missed, never the guest's own.
 OUTPUT_DRAIN_S = 1.0
-# After the guest process exits, how long its END/ERROR frame may still take
-# to arrive on the socket before we stop waiting for an EOF that a forked child
-# (holding the socket) would never send.
-GUEST_EXIT_TO_EOF_S = 1.0
 # Per-guest private dirs are named PREFIX<worker pid>-<random>: distinctive, so
 # the start-up sweep of dead workers' dirs never touches anyone else's.
 GUEST_DIR_PREFIX = "casparian-guest-"
@@ -126,7 +128,8 @@ class BridgeExecutor:
         envs: where interpreters come from.
         work_root: parent of the per-job private dirs (default: the temp dir).
         kill_grace: seconds between SIGTERM and SIGKILL.
-        connect_timeout: how long a guest may take to connect.
+        connect_timeout: how long a guest may take to connect (None: as long as
+            the job's own timeout allows; a guest that dies first fails at once).
         max_frame_bytes: larger DATA frames fail the job ("oversized frame").
         spawn_hook: called with the guest's pid (= its process group id) when
             a guest is given a job (warm guests: when taken); for monitoring
@@ -138,7 +141,7 @@ class BridgeExecutor:
     envs: EnvManager
     work_root: Path | None = None
     kill_grace: float = 2.0
-    connect_timeout: float = CONNECT_TIMEOUT_S
+    connect_timeout: float | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     spawn_hook: Callable[[int], None] | None = None
     max_warm: int = MAX_WARM
@@ -190,9 +193,12 @@ class BridgeExecutor:
             exc = _stream.collapse(raised)
             if isinstance(exc, CasparianError):
                 return self._failed(job, exc, started)
-            if exc is raised:
-                raise
-            raise exc from None  # a bare trio.Cancelled rather than a group of them
+            if isinstance(exc, trio.Cancelled) and exc is not raised:
+                raise exc from None  # a bare trio.Cancelled rather than a group of them
+            if isinstance(raised, Exception):  # a bug of ours: still one named receipt
+                logger.error("job %d: bridge error", job_id, exc_info=raised)
+                return self._failed(job, BridgeError(f"worker error: {one_line(raised)}"), started)
+            raise
         finally:
             if job.guest is not None:
                 _close_listener(job.guest)  # on the Trio thread (trio sockets)
@@ -250,8 +256,7 @@ class BridgeExecutor:
                 with trio.move_on_after(self.kill_grace + OUTPUT_DRAIN_S + 5.0) as scope:
                     scope.shield = True
                     await _guestproc.terminate_group(job.proc, self.kill_grace)
-                    with trio.move_on_after(OUTPUT_DRAIN_S):
-                        await job.output.done.wait()
+                    await _drain_output(job)
                 nursery.cancel_scope.cancel(reason="guest reaped")
 
     async def _converse(self, job: _Job) -> None:
@@ -275,29 +280,28 @@ class BridgeExecutor:
         """Stream the guest's frames; a guest that exits without closing its socket ends it too.
 
         EOF is the usual sign of a dead guest, but a child it forked keeps the
-        socket open: without this watch such a job would hang until its timeout.
+        socket open. The watch tells the connection when the guest has exited;
+        from then on the stream ends as soon as its queued bytes are read (no
+        timer: see ``_stream.GuestConnection``).
         """
+        guest_conn = _stream.GuestConnection(conn)
         metrics: dict[str, Any] | None = None
         failure: Exception | None = None
         async with trio.open_nursery() as nursery:
 
             async def watch() -> None:
                 await job.proc.wait()
-                await trio.sleep(GUEST_EXIT_TO_EOF_S)  # let its last frames arrive
-                nursery.cancel_scope.cancel(reason="guest exited; its socket stayed open")
+                guest_conn.guest_exited()
 
             nursery.start_soon(watch, name="bridge.watch_guest_exit")
             try:
-                metrics = await _stream.stream(conn, job.sinks, self.max_frame_bytes)
+                metrics = await _stream.stream(guest_conn, job.sinks, self.max_frame_bytes)
             except Exception as exc:  # re-raised outside the nursery, bare, for run() to map
                 failure = exc
             nursery.cancel_scope.cancel(reason="stream ended")
         if failure is not None:
             raise failure
-        if metrics is None:
-            raise _stream.StreamClosed(
-                "guest exited while a process it started kept the socket open"
-            )
+        assert metrics is not None
         return metrics
 
     async def _accept(self, job: _Job) -> trio.socket.SocketType:
@@ -312,14 +316,14 @@ class BridgeExecutor:
                 nursery.cancel_scope.cancel(reason="guest exited before connecting")
 
             nursery.start_soon(watch, name="bridge.watch_guest")
-            with trio.move_on_after(self.connect_timeout):
+            with trio.move_on_after(_or_inf(self.connect_timeout)):
                 conn, _ = await guest.listener.accept()
             nursery.cancel_scope.cancel(reason="accepted")
         _close_listener(guest)  # nobody else may connect
         if conn is not None:
             return conn
         if proc.returncode is None:
-            raise BridgeError(f"guest did not connect within {self.connect_timeout:g} s")
+            raise BridgeError(f"guest did not connect within {self.connect_timeout} s")
         await self._settle(job)
         raise BridgeError(
             f"guest {_failures.status_text(proc.returncode)} before connecting to the bridge socket"
@@ -330,8 +334,7 @@ class BridgeExecutor:
         with trio.move_on_after(self.kill_grace):
             await job.proc.wait()
         if job.proc.returncode is not None:
-            with trio.move_on_after(OUTPUT_DRAIN_S):
-                await job.output.done.wait()
+            await _drain_output(job)
 
     # --- warm guests -------------------------------------------------------------
 
@@ -381,6 +384,17 @@ class BridgeExecutor:
         )
         metrics = {"rows": 0, "bytes": 0, "duration_s": round(time.monotonic() - started, 3)}
         return Conclude(status="FAILED", metrics=metrics, error_message=message)
+
+
+async def _drain_output(job: _Job) -> None:
+    """Let the output pump reach EOF (bounded), then take what is buffered without waiting."""
+    with trio.move_on_after(OUTPUT_DRAIN_S):
+        await job.output.done.wait()
+    job.output.drain_nowait()
+
+
+def _or_inf(seconds: float | None) -> float:
+    return math.inf if seconds is None else seconds
 
 
 def sweep_dead_guest_dirs(root: Path) -> int:
@@ -501,16 +515,21 @@ async def _shielded(fn: Callable[[_Job], None], job: _Job) -> None:
 
 def _check_sinks(sinks: dict[str, Sink]) -> None:
     for sink in sinks.values():
-        sink.check()
+        with sink_errors(sink, "checking"):
+            sink.check()
 
 
 def _commit_sinks(sinks: dict[str, Sink]) -> list[Artifact]:
     # Every sink's conflict check first, so a refusal (mode 'error') cannot come
     # after another topic's output has already been promoted.
+    _check_sinks(sinks)
+    artifacts: list[Artifact] = []
     for sink in sinks.values():
-        sink.check()
-    artifacts = [sink.commit() for sink in sinks.values()]
-    return [a for a in artifacts if a is not None]
+        with sink_errors(sink, "promoting"):
+            artifact = sink.commit()
+        if artifact is not None:
+            artifacts.append(artifact)
+    return artifacts
 
 
 def _abort_sinks(job: _Job) -> None:

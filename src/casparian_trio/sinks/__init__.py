@@ -13,13 +13,14 @@ everything staged and never raises.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import contextlib
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Protocol
 
 import pyarrow as pa
 
-from casparian_trio.errors import SinkError
+from casparian_trio.errors import CasparianError, SinkError, one_line
 from casparian_trio.protocol.messages import Artifact, SinkConfig
 from casparian_trio.sinks._schema import LINEAGE, Conformer, parse_schema_def
 from casparian_trio.sinks._uri import SinkTarget, parse_sink_uri
@@ -44,6 +45,10 @@ class Sink(Protocol):
     rows: int
     bytes_written: int
 
+    @property
+    def location(self) -> str:
+        """Where the output goes (a directory, a table in a file), for error messages."""
+
     def check(self) -> None:
         """Raise SinkError if the sink's mode forbids this job writing (before it runs)."""
 
@@ -55,6 +60,27 @@ class Sink(Protocol):
 
     def abort(self) -> None:
         """Delete whatever was staged. Idempotent; never raises."""
+
+
+@contextlib.contextmanager
+def sink_errors(sink: Sink, action: str) -> Iterator[None]:
+    """Make whatever a sink call raises a ``SinkError`` naming the topic and its location.
+
+    Sinks map the errors they expect; this catches the rest (an ``sqlite3``
+    error while creating a staging table, a full disk, a bad cast), so a
+    receipt always says which topic, which table or directory, and why.
+
+    Raises:
+        SinkError: in place of any other ``Exception`` raised inside.
+    """
+    try:
+        yield
+    except CasparianError:
+        raise
+    except Exception as exc:
+        raise SinkError(
+            f"topic {sink.topic!r} ({sink.location}): {action} failed: {one_line(exc)}"
+        ) from exc
 
 
 def open_sinks(

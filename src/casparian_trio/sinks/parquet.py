@@ -83,6 +83,11 @@ class ParquetSink:
     _buffer_bytes: int = 0
 
     @property
+    def location(self) -> str:
+        """Where this topic's output goes, for error messages."""
+        return str(self.directory)
+
+    @property
     def final_path(self) -> Path:
         return self.directory / f"{safe_name(self.topic)}.job-{self.job_id}.parquet"
 

@@ -52,6 +52,11 @@ class SqliteSink:
     _stage: str | None = None
     _columns: list[str] = attrs.field(factory=list)
 
+    @property
+    def location(self) -> str:
+        """Where this topic's output goes, for error messages."""
+        return f"table {self.table!r} in {self.db_path}"
+
     def check(self) -> None:
         if self.mode != "error":
             return

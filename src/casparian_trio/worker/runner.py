@@ -17,6 +17,7 @@ from typing import Protocol
 import attrs
 import trio
 
+from casparian_trio.errors import one_line
 from casparian_trio.protocol import Conclude, Dispatch
 
 logger = logging.getLogger(__name__)
@@ -82,9 +83,7 @@ class JobRun:
             return await executor.run(self.job_id, self.dispatch)
         except Exception as exc:  # an executor bug must fail the job, not kill the worker
             logger.exception("job %d: executor error", self.job_id)
-            return Conclude(
-                status="FAILED", error_message=f"worker error: {type(exc).__name__}: {exc}"
-            )
+            return Conclude(status="FAILED", error_message=f"worker error: {one_line(exc)}")
 
 
 def _finish(receipt: Conclude, attempt: int | None, elapsed: float) -> Conclude:

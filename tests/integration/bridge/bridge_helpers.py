@@ -19,6 +19,9 @@ from casparian_trio.envs import SYSTEM_ENV
 from casparian_trio.protocol.messages import Dispatch, SinkConfig
 
 PLUGINS = Path(__file__).parents[2] / "fixtures" / "plugins"
+# Every deadline in these tests only stops a hung test (the host may be loaded
+# many times over); none measures speed.
+HANG_GUARD_S = 180.0
 
 
 def plugin_source(name: str) -> str:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from bridge_helpers import JobEnv, make_dispatch
+from bridge_helpers import HANG_GUARD_S, JobEnv, make_dispatch
 
 from casparian_trio.envs import READY_MARKER
 from casparian_trio.protocol.messages import SinkConfig
@@ -28,7 +28,7 @@ def bridge_socket():
 
 
 async def run_failing(env: JobEnv, source: str, **kw: object) -> str:
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await env.executor.run(11, make_dispatch(textwrap.dedent(source), **kw))
     assert receipt.status == "FAILED", receipt
     assert receipt.error_message
@@ -212,7 +212,7 @@ async def test_unknown_topic(job_env: JobEnv) -> None:
     "uri", ["parquet://../escape", "parquet:///etc/x", "ftp://x", "sqlite://db/bad-name"]
 )
 async def test_bad_sink_uri(job_env: JobEnv, uri: str) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(
             5, make_dispatch("class Handler: pass", sinks=(SinkConfig("output", uri),))
         )
@@ -224,7 +224,7 @@ async def test_bad_sink_uri(job_env: JobEnv, uri: str) -> None:
 
 
 async def test_env_not_provisioned(job_env: JobEnv) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(
             5, make_dispatch("class Handler: pass", env_hash="ab" * 32)
         )
@@ -270,7 +270,7 @@ async def wait_for_staging(output: Path) -> None:
 
 
 async def test_timeout_kills_guest(job_env: JobEnv) -> None:
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         with trio.move_on_after(3) as timeout:
             await job_env.executor.run(12, make_dispatch(HANG))
         assert timeout.cancelled_caught
@@ -285,7 +285,7 @@ async def test_abort_mid_stream(job_env: JobEnv) -> None:
         await job_env.executor.run(13, make_dispatch(HANG))
         ran_to_end = True
 
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         async with trio.open_nursery() as nursery:
             nursery.start_soon(job)
             await wait_for_staging(job_env.output)  # data is half-written
@@ -296,7 +296,7 @@ async def test_abort_mid_stream(job_env: JobEnv) -> None:
 
 async def test_cancel_reraises_bare_cancelled(job_env: JobEnv) -> None:
     caught: list[BaseException] = []
-    with trio.fail_after(30), trio.move_on_after(2):
+    with trio.fail_after(HANG_GUARD_S), trio.move_on_after(2):
         try:
             await job_env.executor.run(14, make_dispatch(HANG))
         except BaseException as exc:
@@ -314,19 +314,18 @@ async def test_guest_dying_while_its_child_holds_the_socket_fails_promptly(job_e
     class Handler:
         def execute(self, file_path):
             if os.fork() == 0:
-                time.sleep(60)
+                time.sleep(600)
                 os._exit(0)
             os._exit(4)
     """
-    started = trio.current_time()
-    with trio.fail_after(30):
+    # The guard is far below the child's sleep: ending only when the child did fails.
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(11, make_dispatch(textwrap.dedent(source)))
-    assert trio.current_time() - started < 15
     assert receipt.status == "FAILED"
     assert (receipt.error_message or "").startswith("guest exited with status 4")
     # the child was killed with the group; it may linger as a zombie until init reaps it
     [pgid] = job_env.pids
-    with trio.fail_after(10):
+    with trio.fail_after(HANG_GUARD_S):
         while _live_members(pgid):
             await trio.sleep(0.05)
     assert list(job_env.work.iterdir()) == []

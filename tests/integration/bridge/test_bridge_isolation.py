@@ -14,7 +14,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import trio
-from bridge_helpers import JobEnv, make_dispatch
+from bridge_helpers import HANG_GUARD_S, JobEnv, make_dispatch
 
 pytestmark = pytest.mark.slow  # real guest processes
 
@@ -42,7 +42,7 @@ async def test_clean_environment_and_private_dir(
 ) -> None:
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "hunter2-very-secret")
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(3, make_dispatch(textwrap.dedent(PROBE)))
     assert receipt.status == "SUCCESS", receipt.error_message
     info = json.loads(pq.read_table(receipt.artifacts[0].uri).column("info")[0].as_py())
@@ -69,7 +69,7 @@ async def test_guest_output_is_logged(job_env: JobEnv, caplog: pytest.LogCapture
             print("and from stderr", file=sys.stderr)
             return None
     """
-    with caplog.at_level("INFO", logger="casparian_trio.bridge"), trio.fail_after(30):
+    with caplog.at_level("INFO", logger="casparian_trio.bridge"), trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(3, make_dispatch(textwrap.dedent(source)))
     assert receipt.status == "SUCCESS"
     assert receipt.artifacts == ()  # the topic got no rows: no file
@@ -115,7 +115,7 @@ def test_guest_dies_with_sigkilled_worker(tmp_path: Path) -> None:
     pid_file = tmp_path / "guest.pid"
     guest = 0
     try:
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + HANG_GUARD_S
         while not (pid_file.exists() and pid_file.read_text()):
             assert time.monotonic() < deadline, "guest never started"
             assert host.poll() is None, "host died"
@@ -123,8 +123,8 @@ def test_guest_dies_with_sigkilled_worker(tmp_path: Path) -> None:
         guest = int(pid_file.read_text())
         assert alive(guest)
         host.send_signal(signal.SIGKILL)
-        host.wait(10)
-        deadline = time.monotonic() + 10
+        host.wait(HANG_GUARD_S)
+        deadline = time.monotonic() + HANG_GUARD_S
         while alive(guest):
             assert time.monotonic() < deadline, "guest outlived its worker"
             time.sleep(0.05)

@@ -13,7 +13,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pytest
 import trio
-from bridge_helpers import JobEnv, make_dispatch, plugin_source
+from bridge_helpers import HANG_GUARD_S, JobEnv, make_dispatch, plugin_source
 
 from casparian_trio.bridge import BridgeExecutor
 from casparian_trio.envs import EnvManager
@@ -44,7 +44,7 @@ def write_csv(path: Path, rows: int) -> Path:
 
 async def test_seed_plugin_and_uri(job_env: JobEnv) -> None:
     sink = SinkConfig("output", "parquet://test_output.parquet", "append")
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(
             1, make_dispatch(plugin_source("seed_plugin.py"), sinks=(sink,))
         )
@@ -70,7 +70,7 @@ async def test_rerun_replaces_and_lineage_is_host_owned(job_env: JobEnv) -> None
             yield pa.table({"a": [1, 2], "_cf_job_id": [666, 666]})  # forged lineage
     """
     dispatch = make_dispatch(textwrap.dedent(source))
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         for _ in range(2):
             receipt = await job_env.executor.run(4, dispatch)
             assert receipt.status == "SUCCESS", receipt.error_message
@@ -83,7 +83,7 @@ async def test_rerun_replaces_and_lineage_is_host_owned(job_env: JobEnv) -> None
 async def test_modes_append_replace_error(job_env: JobEnv) -> None:
     source = textwrap.dedent(plugin_source("seed_plugin.py"))
     ex, out = job_env.executor, job_env.output / "out"
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         for job_id in (1, 2):
             assert (await ex.run(job_id, make_dispatch(source))).status == "SUCCESS"
         assert len(list(out.glob("*.parquet"))) == 2
@@ -113,7 +113,7 @@ async def test_configure_consume_multi_topic_and_sqlite(job_env: JobEnv, tmp_pat
     dispatch = make_dispatch(
         plugin_source("multi_topic.py"), csv, sinks=sinks, config={"threshold": 3000}
     )
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(9, dispatch)
     assert receipt.status == "SUCCESS", receipt.error_message
     rows = {a.topic: a.rows for a in receipt.artifacts}
@@ -143,7 +143,7 @@ async def test_long_work_root_moves_socket(tmp_path: Path) -> None:
     deep = tmp_path.joinpath(*["a-rather-long-directory-name"] * 4)
     ex = BridgeExecutor(output_root=tmp_path / "o", envs=EnvManager(tmp_path / "e"), work_root=deep)
     before = socket_dirs()
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await ex.run(1, make_dispatch(plugin_source("seed_plugin.py")))
     assert receipt.status == "SUCCESS", receipt.error_message
     assert socket_dirs() == before
@@ -158,7 +158,7 @@ async def test_pandas_dataframe(job_env: JobEnv) -> None:
         def execute(self, file_path):
             yield pd.DataFrame({"a": [1, 2, 3]})
     """
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(2, make_dispatch(textwrap.dedent(source)))
     assert receipt.status == "SUCCESS", receipt.error_message
     assert receipt.artifacts[0].rows == 3
@@ -166,7 +166,7 @@ async def test_pandas_dataframe(job_env: JobEnv) -> None:
 
 async def test_two_million_row_csv(job_env: JobEnv, tmp_path: Path) -> None:
     csv = write_csv(tmp_path / "big.csv", 2_000_000)
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(21, make_dispatch(plugin_source("csv_stream.py"), csv))
     assert receipt.status == "SUCCESS", receipt.error_message
     (artifact,) = receipt.artifacts

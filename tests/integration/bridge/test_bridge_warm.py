@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 import trio
-from bridge_helpers import JobEnv, group_alive, make_dispatch, plugin_source
+from bridge_helpers import HANG_GUARD_S, JobEnv, group_alive, make_dispatch, plugin_source
 
 pytestmark = pytest.mark.slow  # real guest processes
 
@@ -27,7 +27,7 @@ def warm_pids(env: JobEnv) -> list[int]:
 
 async def test_jobs_take_warm_guests_and_close_kills_them(job_env: JobEnv) -> None:
     ex = job_env.executor
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with ex:
             ex.prewarm("system")
             (first_warm,) = warm_pids(job_env)
@@ -50,7 +50,7 @@ async def test_jobs_take_warm_guests_and_close_kills_them(job_env: JobEnv) -> No
 
 async def test_dead_warm_guest_is_replaced(job_env: JobEnv) -> None:
     ex = job_env.executor
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with ex:
             ex.prewarm("system")
             (dead,) = warm_pids(job_env)
@@ -71,7 +71,7 @@ async def test_failed_job_in_warm_guest_leaves_nothing(job_env: JobEnv) -> None:
             raise ValueError("bad row 7")
     """
     ex = job_env.executor
-    with trio.fail_after(60):
+    with trio.fail_after(HANG_GUARD_S):
         async with ex:
             ex.prewarm("system")
             receipt = await ex.run(1, make_dispatch(textwrap.dedent(source)))
@@ -96,7 +96,7 @@ async def test_guest_outlives_idle_trio_threads(
             time.sleep(2)
             yield pa.table({"n": [1]})
     """
-    with trio.fail_after(30):
+    with trio.fail_after(HANG_GUARD_S):
         receipt = await job_env.executor.run(1, make_dispatch(textwrap.dedent(source)))
     assert receipt.status == "SUCCESS", receipt.error_message
     job_env.assert_nothing_left(failed=False)
