@@ -231,7 +231,13 @@ class BridgeExecutor:
                 if job.guest is None:
                     job.guest = _start_guest(env_hash, python, self.work_root)
                 await self._session(job)
-            return await trio.to_thread.run_sync(_commit_sinks, job.sinks)
+            # The END frame is in: the job has succeeded, and a deadline that
+            # passes during the promote must not turn promoted output into a
+            # failed or aborted receipt. A promote is a rename or one SQLite
+            # transaction; the thread is never abandoned, so this shield adds no
+            # wait a cancellation would not already have.
+            with trio.CancelScope(shield=True):
+                return await trio.to_thread.run_sync(_commit_sinks, job.sinks)
         except BaseException:
             await _shielded(_abort_sinks, job)
             raise

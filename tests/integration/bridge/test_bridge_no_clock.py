@@ -42,10 +42,12 @@ STREAM_FOREVER = """
 import os, time
 import pyarrow as pa
 class Handler:
-    def execute(self, file_path):
+    def configure(self, ctx, config):
+        self.ctx = ctx
+    def consume(self, event):
         batch = pa.record_batch({"n": pa.array(range(1000), pa.int64())})
         for i in range(1_000_000):
-            yield batch
+            self.ctx.publish("output", batch)
             if i == 3:
                 open(os.path.join(os.environ["HOME"], "streaming"), "w").close()
             time.sleep(0.001)
