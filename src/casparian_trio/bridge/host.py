@@ -62,7 +62,7 @@ import trio
 from casparian_trio.bridge import _failures, _guestproc, _stream
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.envs import EnvManager
-from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed, one_line
+from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed, first_cause, one_line
 from casparian_trio.protocol.messages import Artifact, Conclude, Dispatch
 from casparian_trio.sinks import Sink, open_sinks, sink_errors
 
@@ -196,7 +196,7 @@ class BridgeExecutor:
             if isinstance(exc, trio.Cancelled) and exc is not raised:
                 raise exc from None  # a bare trio.Cancelled rather than a group of them
             if isinstance(raised, Exception):  # a bug of ours: still one named receipt
-                logger.error("job %d: bridge error", job_id, exc_info=raised)
+                logger.error("job %d: bridge error", job_id, exc_info=first_cause(raised)[0])
                 return self._failed(job, BridgeError(f"worker error: {one_line(raised)}"), started)
             raise
         finally:
@@ -237,7 +237,8 @@ class BridgeExecutor:
             # transaction; the thread is never abandoned, so this shield adds no
             # wait a cancellation would not already have.
             with trio.CancelScope(shield=True):
-                return await trio.to_thread.run_sync(_commit_sinks, job.sinks)
+                artifacts = await trio.to_thread.run_sync(_commit_sinks, job.sinks)
+            return artifacts
         except BaseException:
             await _shielded(_abort_sinks, job)
             raise

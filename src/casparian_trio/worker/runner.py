@@ -17,7 +17,7 @@ from typing import Protocol
 import attrs
 import trio
 
-from casparian_trio.errors import one_line
+from casparian_trio.errors import first_cause, one_line
 from casparian_trio.protocol import Conclude, Dispatch
 
 logger = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class JobRun:
         try:
             return await executor.run(self.job_id, self.dispatch)
         except Exception as exc:  # an executor bug must fail the job, not kill the worker
-            logger.exception("job %d: executor error", self.job_id)
+            logger.error("job %d: executor error", self.job_id, exc_info=first_cause(exc)[0])
             return Conclude(status="FAILED", error_message=f"worker error: {one_line(exc)}")
 
 
