@@ -28,39 +28,36 @@ guest's dir and socket, each under a shielded ``move_on_after``. A job that
 fails is a FAILED Conclude; only the caller's cancellation (re-raised as
 ``trio.Cancelled``) and bugs leave ``run()`` as exceptions.
 
-Warm guests (``async with executor:`` only): once a job has handed its spec to
-its guest, the executor starts the next guest for the same env, so that a
-later job only pays for the hand-over, not for an interpreter start and the
-pyarrow import. A warm guest is step 2 done ahead of time: still one fresh
-process per job, same environment, process group and PDEATHSIG, and it holds
-its env against eviction while it waits. At most ``max_warm`` wait at a time
-(least recently used envs lose theirs); a dead one is discarded at take time;
-leaving the ``async with`` (or ``aclose()``) kills and reaps every one and
-removes its dir. Used without ``async with``, the executor keeps none.
+Warm guests (``async with executor:`` only) are step 2 done ahead of time:
+see ``_warm``. The guest's dir, socket and removal live in ``_guestdir``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import math
-import os
-import shutil
-import signal
-import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
 from casparian_trio.bridge import _failures, _guestproc, _stream
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
+from casparian_trio.bridge._guestdir import (
+    CLEANUP_GRACE_S,
+    Guest,
+    close_listener,
+    remove_guest_dirs,
+    start_guest,
+    sweep_dead_guest_dirs,
+)
+from casparian_trio.bridge._warm import MAX_WARM, WarmPool
 from casparian_trio.envs import EnvManager
 from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed, first_cause, one_line
 from casparian_trio.protocol.messages import Artifact, Conclude, Dispatch
@@ -68,35 +65,13 @@ from casparian_trio.sinks import Sink, open_sinks, sink_errors
 
 logger = logging.getLogger(__name__)
 
-# Warm guests kept at most (each is an idle interpreter with pyarrow, ~60 MB).
-MAX_WARM = 2
 # How long the output pump may take to reach EOF once the guest is dead; a child
 # it started may hold the pipe open forever. Whatever is still buffered after
 # this is read without waiting (``OutputTail.drain_nowait``), so only output a
 # surviving child writes later is missed, never the guest's own.
 OUTPUT_DRAIN_S = 1.0
-# Per-guest private dirs are named PREFIX<worker pid>-<random>: distinctive, so
-# the start-up sweep of dead workers' dirs never touches anyone else's.
-GUEST_DIR_PREFIX = "casparian-guest-"
-# Bound on cleanup that is not killing (abort staged files, remove the job dir).
-CLEANUP_GRACE_S = 10.0
-# sun_path is 108 bytes including the NUL; keep a margin.
-SOCKET_PATH_MAX = 100
 
-
-@attrs.define(eq=False)
-class _Guest:
-    """A started guest process and its private dir, with or without a job yet."""
-
-    env_hash: str
-    python: Path
-    dir: Path
-    socket_path: Path
-    socket_dir: Path | None
-    listener: trio.socket.SocketType | None = None
-    proc: _guestproc.GuestProcess | None = None
-    # Holds the env against eviction while the guest waits warm.
-    env_hold: contextlib.ExitStack = attrs.field(factory=contextlib.ExitStack)
+T = TypeVar("T")
 
 
 @attrs.define(eq=False)
@@ -106,7 +81,7 @@ class _Job:
     job_id: int
     dispatch: Dispatch
     sinks: dict[str, Sink] = attrs.field(factory=dict)
-    guest: _Guest | None = None
+    guest: Guest | None = None
     output: _guestproc.OutputTail = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -145,11 +120,13 @@ class BridgeExecutor:
     max_frame_bytes: int = MAX_FRAME_BYTES
     spawn_hook: Callable[[int], None] | None = None
     max_warm: int = MAX_WARM
-    _warm: dict[str, _Guest] = attrs.field(factory=dict, init=False)
-    _open: bool = attrs.field(default=False, init=False)
+    _warm: WarmPool = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._warm = WarmPool(self.envs, self.work_root, self.max_warm)
 
     async def __aenter__(self) -> BridgeExecutor:
-        self._open = True
+        self._warm.open()
         root = self.work_root or Path(tempfile.gettempdir())
         await trio.to_thread.run_sync(sweep_dead_guest_dirs, root)
         return self
@@ -164,10 +141,7 @@ class BridgeExecutor:
 
     async def aclose(self) -> None:
         """Kill, reap and remove every warm guest; keep none from now on. Idempotent."""
-        self._open = False
-        while self._warm:
-            _, guest = self._warm.popitem()
-            await _discard(guest)
+        await self._warm.aclose()
 
     def prewarm(self, env_hash: str) -> None:
         """Start a warm guest for ``env_hash`` now (no-op outside ``async with``).
@@ -175,8 +149,7 @@ class BridgeExecutor:
         Raises:
             EnvError: the env is not available here.
         """
-        if self._open and self.max_warm > 0 and env_hash not in self._warm:
-            self._start_warm(env_hash)
+        self._warm.prewarm(env_hash)
 
     async def run(self, job_id: int, dispatch: Dispatch) -> Conclude:
         """Run ``dispatch`` as job ``job_id``; return its receipt (no ``attempt``).
@@ -201,7 +174,7 @@ class BridgeExecutor:
             raise
         finally:
             if job.guest is not None:
-                _close_listener(job.guest)  # on the Trio thread (trio sockets)
+                close_listener(job.guest)  # on the Trio thread (trio sockets)
             await _shielded(_remove_dirs, job)
         rows = sum(s.rows for s in job.sinks.values())
         size = sum(s.bytes_written for s in job.sinks.values())
@@ -227,9 +200,9 @@ class BridgeExecutor:
             await trio.to_thread.run_sync(_check_sinks, job.sinks)
             env_hash = job.dispatch.env_hash
             with self.envs.using(env_hash) as python:
-                job.guest = self._take_warm(env_hash, python)
+                job.guest = self._warm.take(env_hash, python)
                 if job.guest is None:
-                    job.guest = _start_guest(env_hash, python, self.work_root)
+                    job.guest = start_guest(env_hash, python, self.work_root)
                 await self._session(job)
             # The END frame is in: the job has succeeded, and a deadline that
             # passes during the promote must not turn promoted output into a
@@ -271,7 +244,7 @@ class BridgeExecutor:
         with conn:
             try:
                 await _send_all(conn, _job_spec(job))
-                self._replace_warm(job)
+                self._warm.replace(job.dispatch.env_hash)
                 guest_metrics = await self._stream_while_alive(job, conn)
             except _stream.StreamClosed as exc:
                 await self._settle(job)
@@ -292,41 +265,32 @@ class BridgeExecutor:
         timer: see ``_stream.GuestConnection``).
         """
         guest_conn = _stream.GuestConnection(conn)
-        metrics: dict[str, Any] | None = None
-        failure: Exception | None = None
-        async with trio.open_nursery() as nursery:
-
-            async def watch() -> None:
-                await job.proc.wait()
-                guest_conn.guest_exited()
-
-            nursery.start_soon(watch, name="bridge.watch_guest_exit")
-            try:
-                metrics = await _stream.stream(guest_conn, job.sinks, self.max_frame_bytes)
-            except Exception as exc:  # re-raised outside the nursery, bare, for run() to map
-                failure = exc
-            nursery.cancel_scope.cancel(reason="stream ended")
-        if failure is not None:
-            raise failure
-        assert metrics is not None
+        metrics = await _while_guest_runs(
+            job.proc,
+            lambda: _stream.stream(guest_conn, job.sinks, self.max_frame_bytes),
+            on_exit=lambda _scope: guest_conn.guest_exited(),
+        )
+        assert metrics is not None  # on_exit does not cancel: the stream ends by itself
         return metrics
 
     async def _accept(self, job: _Job) -> trio.socket.SocketType:
         guest, proc = job.guest, job.proc
         assert guest is not None
-        assert guest.listener is not None
-        conn: trio.socket.SocketType | None = None
-        async with trio.open_nursery() as nursery:
+        listener = guest.listener
+        assert listener is not None
 
-            async def watch() -> None:
-                await proc.wait()
-                nursery.cancel_scope.cancel(reason="guest exited before connecting")
-
-            nursery.start_soon(watch, name="bridge.watch_guest")
+        async def accept() -> trio.socket.SocketType | None:
             with trio.move_on_after(_or_inf(self.connect_timeout)):
-                conn, _ = await guest.listener.accept()
-            nursery.cancel_scope.cancel(reason="accepted")
-        _close_listener(guest)  # nobody else may connect
+                conn, _ = await listener.accept()
+                return conn
+            return None
+
+        conn = await _while_guest_runs(
+            proc,
+            accept,
+            on_exit=lambda scope: scope.cancel(reason="guest exited before connecting"),
+        )
+        close_listener(guest)  # nobody else may connect
         if conn is not None:
             return conn
         if proc.returncode is None:
@@ -342,39 +306,6 @@ class BridgeExecutor:
             await job.proc.wait()
         if job.proc.returncode is not None:
             await _drain_output(job)
-
-    # --- warm guests -------------------------------------------------------------
-
-    def _take_warm(self, env_hash: str, python: Path) -> _Guest | None:
-        guest = self._warm.pop(env_hash, None)
-        if guest is None:
-            return None
-        assert guest.proc is not None
-        if guest.python != python or guest.proc.returncode is not None:
-            _discard_now(guest)  # died while waiting: start a fresh one
-            return None
-        guest.env_hold.close()  # the job's own ``envs.using`` holds the env now
-        return guest
-
-    def _replace_warm(self, job: _Job) -> None:
-        """After a hand-over: start the next guest for this env (best effort)."""
-        env_hash = job.dispatch.env_hash
-        if not self._open or self.max_warm <= 0 or env_hash in self._warm:
-            return
-        try:
-            self._start_warm(env_hash)
-        except Exception:
-            logger.warning("could not start a warm guest for %s", env_hash, exc_info=True)
-
-    def _start_warm(self, env_hash: str) -> None:
-        hold = contextlib.ExitStack()
-        with hold:
-            python = hold.enter_context(self.envs.using(env_hash))
-            guest = _start_guest(env_hash, python, self.work_root)
-            guest.env_hold = hold.pop_all()
-        self._warm[env_hash] = guest
-        while len(self._warm) > self.max_warm:
-            _discard_now(self._warm.pop(next(iter(self._warm))))
 
     def _failed(self, job: _Job, exc: CasparianError, started: float) -> Conclude:
         message = _failures.describe(
@@ -393,6 +324,36 @@ class BridgeExecutor:
         return Conclude(status="FAILED", metrics=metrics, error_message=message)
 
 
+async def _while_guest_runs(
+    proc: _guestproc.GuestProcess,
+    body: Callable[[], Awaitable[T]],
+    *,
+    on_exit: Callable[[trio.CancelScope], None],
+) -> T | None:
+    """Run ``body`` while a watch calls ``on_exit(body's scope)`` once the guest has exited.
+
+    Returns ``body``'s result, or None when ``on_exit`` cancelled it. An
+    exception from ``body`` is re-raised bare (not in a nursery's group).
+    """
+    result: T | None = None
+    failure: Exception | None = None
+    async with trio.open_nursery() as nursery:
+
+        async def watch() -> None:
+            await proc.wait()
+            on_exit(nursery.cancel_scope)
+
+        nursery.start_soon(watch, name="bridge.watch_guest_exit")
+        try:
+            result = await body()
+        except Exception as exc:
+            failure = exc
+        nursery.cancel_scope.cancel(reason="done while the guest ran")
+    if failure is not None:
+        raise failure
+    return result
+
+
 async def _drain_output(job: _Job) -> None:
     """Let the output pump reach EOF (bounded), then take what is buffered without waiting."""
     with trio.move_on_after(OUTPUT_DRAIN_S):
@@ -402,54 +363,6 @@ async def _drain_output(job: _Job) -> None:
 
 def _or_inf(seconds: float | None) -> float:
     return math.inf if seconds is None else seconds
-
-
-def sweep_dead_guest_dirs(root: Path) -> int:
-    """Remove guest dirs left by workers that were killed (SIGKILL skips all cleanup)."""
-    removed = 0
-    for path in root.glob(f"{GUEST_DIR_PREFIX}*-*"):
-        pid = path.name.removeprefix(GUEST_DIR_PREFIX).split("-")[0]
-        if not pid.isdigit() or _alive(int(pid)):
-            continue
-        shutil.rmtree(path, ignore_errors=True)
-        removed += 1
-    if removed:
-        logger.info("removed %d guest dir(s) left by stopped workers in %s", removed, root)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # someone else's process
-    return True
-
-
-def _start_guest(env_hash: str, python: Path, work_root: Path | None) -> _Guest:
-    """Make a guest's private dir and listening socket and spawn it (no await)."""
-    root = work_root or Path(tempfile.gettempdir())
-    root.mkdir(parents=True, exist_ok=True)
-    # the worker's pid in the name lets a later worker sweep what a killed one left
-    guest_dir = Path(tempfile.mkdtemp(prefix=f"{GUEST_DIR_PREFIX}{os.getpid()}-", dir=root))  # 0700
-    socket_path, socket_dir = guest_dir / "s", None
-    if len(os.fsencode(socket_path)) > SOCKET_PATH_MAX:
-        socket_dir = Path(tempfile.mkdtemp(prefix="cf-"))
-        socket_path = socket_dir / "s"
-    guest = _Guest(env_hash, python, guest_dir, socket_path, socket_dir)
-    try:
-        (guest_dir / "tmp").mkdir(mode=0o700)
-        raw = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        guest.listener = trio.socket.from_stdlib_socket(raw)
-        raw.bind(str(socket_path))
-        raw.listen(1)
-        guest.proc = _guestproc.spawn(python, [str(socket_path), str(os.getpid())], guest_dir)
-    except BaseException:
-        _discard_now(guest)
-        raise
-    return guest
 
 
 def _job_spec(job: _Job) -> bytes:
@@ -477,38 +390,6 @@ async def _send_all(conn: trio.socket.SocketType, data: bytes) -> None:
         raise _stream.StreamClosed(
             f"guest closed the stream before its job was sent ({exc})"
         ) from exc
-
-
-def _close_listener(guest: _Guest) -> None:
-    if guest.listener is not None:
-        guest.listener.close()
-        guest.listener = None
-    guest.socket_path.unlink(missing_ok=True)
-
-
-def _discard_now(guest: _Guest) -> None:
-    """SIGKILL a guest that has no job (it runs only our code) and remove its files.
-
-    Reaps it if it is already gone; otherwise ``_discard`` waits for it, or,
-    when nobody does, ``subprocess`` reaps the dropped Popen at a later spawn.
-    """
-    _close_listener(guest)
-    if guest.proc is not None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(guest.proc.pid, signal.SIGKILL)
-        guest.proc.stdout.close()
-        guest.proc.returncode  # noqa: B018  (reaps it if it is gone already)
-        guest.proc.close_pidfd()
-    guest.env_hold.close()
-    _remove_guest_dirs(guest)
-
-
-async def _discard(guest: _Guest) -> None:
-    _discard_now(guest)
-    if guest.proc is not None:
-        with trio.move_on_after(CLEANUP_GRACE_S) as scope:
-            scope.shield = True
-            await guest.proc.wait()
 
 
 async def _shielded(fn: Callable[[_Job], None], job: _Job) -> None:
@@ -546,10 +427,4 @@ def _abort_sinks(job: _Job) -> None:
 
 def _remove_dirs(job: _Job) -> None:
     if job.guest is not None:
-        _remove_guest_dirs(job.guest)
-
-
-def _remove_guest_dirs(guest: _Guest) -> None:
-    shutil.rmtree(guest.dir, ignore_errors=True)
-    if guest.socket_dir is not None:
-        shutil.rmtree(guest.socket_dir, ignore_errors=True)
+        remove_guest_dirs(job.guest)

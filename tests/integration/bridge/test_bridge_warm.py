@@ -22,7 +22,7 @@ class Handler:
 
 
 def warm_pids(env: JobEnv) -> list[int]:
-    return [g.proc.pid for g in env.executor._warm.values() if g.proc is not None]
+    return [g.proc.pid for g in env.executor._warm.waiting().values() if g.proc is not None]
 
 
 async def test_jobs_take_warm_guests_and_close_kills_them(job_env: JobEnv) -> None:
@@ -55,7 +55,7 @@ async def test_dead_warm_guest_is_replaced(job_env: JobEnv) -> None:
             ex.prewarm("system")
             (dead,) = warm_pids(job_env)
             os.killpg(dead, signal.SIGKILL)
-            proc = ex._warm["system"].proc
+            proc = ex._warm.waiting()["system"].proc
             assert proc is not None
             await proc.wait()
             receipt = await ex.run(1, make_dispatch(PID))
