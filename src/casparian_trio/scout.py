@@ -10,11 +10,23 @@ Invariants:
 - Only regular files are candidates; symlinks are not followed (a link to a
   directory could loop or leave the root).
 - A file whose (mtime, size) equal the recorded ones is never read.
+
+Pattern rules (both ignore files and routing patterns) are git's, as
+implemented by pathspec's ``GitIgnoreSpec`` (https://git-scm.com/docs/gitignore):
+``*`` matches within one path segment, ``**`` any number of segments including
+none (``sales/**/*.csv`` matches ``sales/a.csv`` and ``sales/q1/b.csv``), a
+pattern without a ``/`` matches a name at any depth (``*.csv``), a pattern
+with one is anchored at the root, a trailing ``/`` matches directories only,
+and in ``.casparianignore`` a later ``!pattern`` re-includes what an earlier
+one excluded. One difference from git: an excluded directory is still searched
+when a ``!`` rule names a path inside it (``raw/**`` then ``!raw/keep.csv``
+keeps ``raw/keep.csv``, and so does ``logs/`` then ``!logs/keep.csv``, which
+git would not re-include); other excluded directories are never entered.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import functools
 import hashlib
 import logging
 import os
@@ -22,6 +34,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 import attrs
+from pathspec import GitIgnoreSpec
 
 logger = logging.getLogger(__name__)
 
@@ -45,16 +58,24 @@ class Candidate:
 
 @attrs.frozen
 class IgnoreRules:
-    """Glob patterns matched against a relative path and against its base name.
+    """gitignore rules (see the module docstring) matched against root-relative paths.
 
-    A pattern ending in '/' applies to directories only.
+    Dotfiles and dot-dirs are ignored by name before the rules apply.
     """
 
     patterns: tuple[str, ...] = DEFAULT_IGNORES
+    _spec: GitIgnoreSpec = attrs.field(init=False, eq=False, repr=False)
+    # Anchors of the '!' rules: a directory holding one is searched even if excluded.
+    _reincluded: tuple[str, ...] = attrs.field(init=False, eq=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "_spec", GitIgnoreSpec.from_lines(self.patterns))
+        negations = [p[1:].lstrip("/") for p in self.patterns if p.startswith("!")]
+        object.__setattr__(self, "_reincluded", tuple(negations))
 
     @classmethod
     def for_root(cls, root: Path) -> IgnoreRules:
-        """The defaults plus the globs of ``root/.casparianignore`` (if present)."""
+        """The defaults plus the rules of ``root/.casparianignore`` (if present)."""
         try:
             text = (root / IGNORE_FILE).read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -65,24 +86,27 @@ class IgnoreRules:
         name = rel_path.rsplit("/", 1)[-1]
         if name.startswith("."):
             return True
-        for pattern in self.patterns:
-            if pattern.endswith("/"):
-                if not is_dir:
-                    continue
-                pattern = pattern.rstrip("/")
-            if fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(rel_path, pattern):
-                return True
-        return False
+        if not is_dir:
+            return self._spec.match_file(rel_path)
+        if any(_may_hold(rel_path, negation) for negation in self._reincluded):
+            return False
+        return self._spec.match_file(f"{rel_path}/")
+
+
+def _may_hold(directory: str, negation: str) -> bool:
+    """Whether the '!' rule ``negation`` could name something inside ``directory``."""
+    if "/" not in negation.rstrip("/"):
+        return True  # matches a name at any depth
+    head = negation.split("/", 1)[0]
+    first = directory.split("/", 1)[0]
+    return any(ch in head for ch in "*?[") or head == first
 
 
 def parse_ignore_file(text: str) -> list[str]:
-    """Glob lines of a .casparianignore: blank lines and '#' comments skipped."""
-    patterns = []
-    for line in text.splitlines():
-        line = line.strip()
-        if line and not line.startswith("#"):
-            patterns.append(line.lstrip("/"))
-    return patterns
+    """The rule lines of a .casparianignore: blank lines and ``#`` comments dropped."""
+    return [
+        line.rstrip() for line in text.splitlines() if line.strip() and not line.startswith("#")
+    ]
 
 
 def walk(root: Path, ignore: IgnoreRules | None = None) -> Iterator[Candidate]:
@@ -145,16 +169,25 @@ class Rule:
         ]
 
 
+@functools.lru_cache(maxsize=1024)
+def _pattern(pattern: str) -> GitIgnoreSpec:
+    return GitIgnoreSpec.from_lines([pattern])
+
+
+def pattern_matches(pattern: str, rel_path: str) -> bool:
+    """Whether a routing ``pattern`` (git's rules, see the module docstring) matches ``rel_path``."""
+    return _pattern(pattern).match_file(rel_path)
+
+
 def matches(rules: Iterable[Rule], rel_path: str) -> list[Rule]:
-    """The rules whose glob matches the relative path or its base name, one per plugin.
+    """The rules whose pattern matches the relative path, one per plugin.
 
     When several rules name the same plugin, the highest priority wins; the result
     is ordered by priority (highest first), then plugin name.
     """
-    name = rel_path.rsplit("/", 1)[-1]
     best: dict[str, Rule] = {}
     for rule in rules:
-        if fnmatch.fnmatchcase(rel_path, rule.pattern) or fnmatch.fnmatchcase(name, rule.pattern):
+        if pattern_matches(rule.pattern, rel_path):
             current = best.get(rule.plugin_name)
             if current is None or rule.priority > current.priority:
                 best[rule.plugin_name] = rule
