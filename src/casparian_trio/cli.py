@@ -3,6 +3,12 @@
 The only module that configures logging and calls ``trio.run``. Every error a
 user can trigger ends as one line on stderr naming the thing and the fix, and a
 non-zero exit; ``--verbose`` adds the traceback.
+
+SIGINT and SIGTERM end the long-running commands (``sentinel``, ``worker``,
+``demo``) with exit 0 at any moment of start-up: ``_signals`` records them until
+the command's Trio signal receiver takes over, and that receiver is read
+concurrently with the service's start-up. Other commands get Python's default
+behaviour back, so Ctrl-C interrupts them as usual.
 """
 
 from __future__ import annotations
@@ -12,13 +18,14 @@ import inspect
 import logging
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
-from casparian_trio import __version__
+from casparian_trio import __version__, _signals
 from casparian_trio.config import (
     DEFAULT_ADDRESS,
     DEFAULT_DB,
@@ -26,7 +33,10 @@ from casparian_trio.config import (
     SentinelConfig,
     WorkerConfig,
 )
-from casparian_trio.errors import CasparianError, ConfigError
+from casparian_trio.errors import CasparianError, ConfigError, first_cause, leaves, one_line
+
+if TYPE_CHECKING:
+    from casparian_trio.worker import Worker
 
 logger = logging.getLogger("casparian_trio")
 
@@ -34,6 +44,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], Any]  # returns an exit code, or a coroutine of one
+OnSignal = Callable[[signal.Signals], None]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--abort-grace", type=float, default=None, help="seconds after ABORT (default 10)"
     )
-    p.set_defaults(handler=cmd_sentinel)
+    p.set_defaults(handler=cmd_sentinel, long_running=True)
 
     p = sub.add_parser("worker", help="run a worker (executes plugins, writes Parquet)")
     p.add_argument("--connect", default=None, help=f"Sentinel address (default {DEFAULT_ADDRESS})")
@@ -90,14 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="run plugins whose env is unknown in this interpreter",
     )
-    p.set_defaults(handler=cmd_worker)
+    p.set_defaults(handler=cmd_worker, long_running=True)
 
     p = sub.add_parser("demo", help="run the whole flow on generated sample files, in seconds")
     p.add_argument(
         "--dir", default="./casparian-demo", help="working folder (default ./casparian-demo)"
     )
     p.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
-    p.set_defaults(handler=cmd_demo)
+    p.set_defaults(handler=cmd_demo, long_running=True)
 
     try:
         from casparian_trio import ops
@@ -126,9 +137,21 @@ def setup_logging(verbose: bool) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Again (idempotent): the `casparian-trio` console script enters here, not via __main__.
+    _signals.install_early()
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "long_running", False) and _signals.restore_default() is not None:
+        return EXIT_OK  # stopped before it started, like a Ctrl-C would have
     setup_logging(args.verbose)
+    try:
+        return _run(args)
+    finally:
+        if getattr(args, "long_running", False):
+            _signals.ignore_from_now()  # it is stopping already; a late signal changes nothing
+
+
+def _run(args: argparse.Namespace) -> int:
     handler: Handler = args.handler
     try:
         if inspect.iscoroutinefunction(handler):
@@ -137,20 +160,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_OK
     except (CasparianError, BaseExceptionGroup) as exc:
-        error = _user_error(exc)
-        if error is None:
+        found = leaves(exc)
+        if any(isinstance(e, KeyboardInterrupt) for e in found):
+            return EXIT_OK
+        cause, others = first_cause(exc)
+        if not isinstance(cause, CasparianError):
             raise
-        if args.verbose:
-            logger.error("failed", exc_info=exc)
-        print(f"error: {error}", file=sys.stderr)
+        if args.verbose:  # each cause's own traceback: a user never sees an ExceptionGroup
+            for leaf in [cause, *(e for e in found if e is not cause)]:
+                logger.error("failed", exc_info=leaf)
+        print(f"error: {one_line(exc) if others else cause}", file=sys.stderr)
         return EXIT_ERROR
 
 
-def _user_error(exc: BaseException) -> CasparianError | None:
-    """The one user-facing error inside (nested single-member) nursery exception groups."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc if isinstance(exc, CasparianError) else None
+async def _signal_task(
+    signals: AsyncIterator[int],
+    on_signal: OnSignal,
+    *,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Pass ``on_signal`` every stop signal: first one recorded early, then each as it comes.
+
+    Start it (``nursery.start``) right after ``trio.open_signal_receiver``: from
+    then on the receiver queues what the early handlers would have recorded, so
+    none is lost; a signal recorded early has been passed on when ``start`` returns.
+    """
+    early = _signals.stop_requested()
+    if early is not None:
+        on_signal(early)
+    task_status.started()
+    async for signum in signals:
+        on_signal(signal.Signals(signum))
 
 
 # --- commands ----------------------------------------------------------------
@@ -175,7 +215,20 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger("casparian_trio").setLevel(logging.WARNING)
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    return await run_demo(Path(args.dir), workers=args.workers)
+    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+
+            def stop(signum: signal.Signals) -> None:
+                logger.info("%s: stopping the demo", signum.name)
+                nursery.cancel_scope.cancel(reason="signal")
+
+            await nursery.start(_signal_task, signals, stop, name="demo.signals")
+            if nursery.cancel_scope.cancel_called:
+                return EXIT_OK  # stopped before it started
+            code = await run_demo(Path(args.dir), workers=args.workers)
+            nursery.cancel_scope.cancel(reason="demo finished")
+            return code
+    return EXIT_OK  # stopped by a signal
 
 
 def cmd_sentinel(args: argparse.Namespace) -> int:
@@ -214,29 +267,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
 async def _sentinel_main(config: SentinelConfig) -> None:
     from casparian_trio.runtime import serve_sentinel
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
         async with trio.open_nursery() as nursery:
-            await nursery.start(serve_sentinel, config)
-            async for signum in signals:
-                logger.info("%s: stopping the sentinel", signal.Signals(signum).name)
+
+            def stop(signum: signal.Signals) -> None:
+                logger.info("%s: stopping the sentinel", signum.name)
                 nursery.cancel_scope.cancel(reason="signal")
-                break
+
+            # Signals are read from now on, also during start-up (migrations).
+            await nursery.start(_signal_task, signals, stop, name="sentinel.signals")
+            if not nursery.cancel_scope.cancel_called:  # else stopped before it started
+                nursery.start_soon(serve_sentinel, config, name="sentinel")
     logger.info("sentinel stopped")
+
+
+@attrs.define(eq=False)
+class _Drain:
+    """Stop signals to ``Worker.request_shutdown()``, held until the worker exists."""
+
+    worker: Worker | None = None
+    requested: bool = False
+
+    def on_signal(self, signum: signal.Signals) -> None:
+        logger.info("%s: draining the worker", signum.name)
+        if self.worker is None:
+            self.requested = True  # nothing runs yet; it drains as soon as it exists
+        else:
+            self.worker.request_shutdown()
+
+    def attach(self, worker: Worker) -> None:
+        self.worker = worker
+        if self.requested:
+            worker.request_shutdown()
 
 
 async def _worker_main(config: WorkerConfig) -> None:
     from casparian_trio.runtime import open_worker
 
-    with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with open_worker(config) as worker, trio.open_nursery() as nursery:
-
-            async def watch_signals() -> None:
-                async for signum in signals:
-                    logger.info("%s: draining the worker", signal.Signals(signum).name)
-                    worker.request_shutdown()
-
-            nursery.start_soon(watch_signals, name="worker.signals")
-            await worker.run()
+    drain = _Drain()
+    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_signal_task, signals, drain.on_signal, name="worker.signals")
+            if not drain.requested:  # else stopped before it started: nothing to drain
+                async with open_worker(config) as worker:
+                    drain.attach(worker)
+                    await worker.run()
             nursery.cancel_scope.cancel(reason="worker stopped")
 
 
