@@ -18,6 +18,7 @@ import inspect
 import logging
 import signal
 import sys
+import traceback
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -165,12 +166,24 @@ def _run(args: argparse.Namespace) -> int:
             return EXIT_OK
         cause, others = first_cause(exc)
         if not isinstance(cause, CasparianError):
-            raise
+            return _report_bug(exc, cause)
         if args.verbose:  # each cause's own traceback: a user never sees an ExceptionGroup
             for leaf in [cause, *(e for e in found if e is not cause)]:
                 logger.error("failed", exc_info=leaf)
         print(f"error: {one_line(exc) if others else cause}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _report_bug(exc: BaseException, cause: BaseException) -> int:
+    """A bug of ours inside nursery groups: the first cause's own traceback, then one line."""
+    if not isinstance(exc, BaseExceptionGroup):
+        raise exc
+    traceback.print_exception(cause, file=sys.stderr)
+    print(
+        f"error: unexpected {one_line(exc)} (a bug; please report it with the traceback above)",
+        file=sys.stderr,
+    )
+    return EXIT_ERROR
 
 
 async def _signal_task(
