@@ -27,6 +27,7 @@ import attrs
 import trio
 
 from casparian_trio import __version__, _signals
+from casparian_trio._logging import LOG_FORMATS, setup_logging
 from casparian_trio.config import (
     DEFAULT_ADDRESS,
     DEFAULT_DB,
@@ -55,6 +56,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"casparian-trio {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logs and tracebacks")
+    parser.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="text",
+        help="text (default) or json: one JSON object a line, with the event fields",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("init-db", help="create or upgrade a database")
@@ -125,16 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
             default=argparse.SUPPRESS,
             help="debug logs and tracebacks",
         )
+        command.add_argument(
+            "--log-format",
+            choices=LOG_FORMATS,
+            default=argparse.SUPPRESS,
+            help="text (default) or json: one JSON object a line, with the event fields",
+        )
     return parser
-
-
-def setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not getattr(args, "long_running", False) and _signals.restore_default() is not None:
         return EXIT_OK  # stopped before it started, like a Ctrl-C would have
-    setup_logging(args.verbose)
+    setup_logging(verbose=args.verbose, log_format=args.log_format)
     try:
         return _run(args)
     finally:
