@@ -146,6 +146,32 @@ UPDATE cf_worker
 -- name: list_workers
 SELECT * FROM cf_worker ORDER BY worker_id;
 
+-- ============================ sentinel =======================================
+
+-- name: sentinel_start
+INSERT INTO cf_sentinel
+    (id, pid, host, bind, started_at, last_seen_at, stopped_at, heartbeat_interval_s, liveness_s)
+VALUES (1, :pid, :host, :bind, :started_at, :started_at, NULL, :heartbeat_interval_s, :liveness_s)
+ON CONFLICT (id) DO UPDATE SET
+    pid = excluded.pid, host = excluded.host, bind = excluded.bind,
+    started_at = excluded.started_at, last_seen_at = excluded.last_seen_at, stopped_at = NULL,
+    heartbeat_interval_s = excluded.heartbeat_interval_s, liveness_s = excluded.liveness_s;
+
+-- Only while the row is still ours: another Sentinel may have started on this
+-- database since (it would be refused the port, not the file).
+-- name: sentinel_beat
+UPDATE cf_sentinel SET last_seen_at = :now
+ WHERE id = 1 AND pid = :pid AND host IS :host AND started_at = :started_at
+   AND stopped_at IS NULL;
+
+-- name: sentinel_stop
+UPDATE cf_sentinel SET last_seen_at = :now, stopped_at = :now
+ WHERE id = 1 AND pid = :pid AND host IS :host AND started_at = :started_at
+   AND stopped_at IS NULL;
+
+-- name: sentinel_row
+SELECT * FROM cf_sentinel WHERE id = 1;
+
 -- ============================ catalog ========================================
 
 -- name: file_of_version

@@ -1,4 +1,6 @@
-"""``jobs``, ``job``, ``cancel``, ``retry``, ``workers`` and ``status``: look at and steer the queue.
+"""``jobs``, ``job``, ``cancel`` and ``retry``: look at and steer the queue.
+
+``workers`` and ``status`` live in ``_ops_workers``.
 
 Reads run as read transactions; ``cancel`` and ``retry`` are one write
 transaction each through the store's queue core. The Sentinel notices their
@@ -11,25 +13,12 @@ import argparse
 import sqlite3
 import time
 from functools import partial
-from typing import Any
 
 from casparian_trio import _render
-from casparian_trio._ops_db import (
-    active_manifest,
-    job_view,
-    list_job_views,
-    oldest_queued,
-    session,
-    throughput,
-)
+from casparian_trio._ops_db import active_manifest, job_view, list_job_views, session
 from casparian_trio._ops_detail import describe_job, status_text
 from casparian_trio.errors import ConfigError
-from casparian_trio.store import JobStatus, queue, workers
-
-# Worker statuses the Sentinel writes when a worker is no longer connected.
-GONE_STATUSES = frozenset({"GONE", "LOST"})
-# "Throughput" is what finished in this many seconds before now.
-THROUGHPUT_WINDOW = 60.0
+from casparian_trio.store import JobStatus, queue
 
 _JOB_COLUMNS = [
     _render.Column("id", align_right=True, min_width=2),
@@ -127,84 +116,3 @@ def cmd_retry(args: argparse.Namespace) -> int:
         print(f"job {args.id} is already {before}: nothing to do")
         return 0
     raise ConfigError(f"job {args.id} is {before}; only FAILED or CANCELLED jobs can be retried")
-
-
-# --- workers / status -------------------------------------------------------------------
-
-
-def cmd_workers(args: argparse.Namespace) -> int:
-    with session(args) as db:
-        rows = db.run_sync(workers.list_workers, readonly=True)
-    if args.json:
-        print(_render.dumps(rows))
-        return 0
-    if not rows:
-        print("no workers have connected to a sentinel using this database")
-        return 0
-    now = time.time()
-    columns = [
-        _render.Column("worker", shrink="end", min_width=10),
-        _render.Column("status"),
-        _render.Column("slots", align_right=True, min_width=5),
-        _render.Column("host/pid", shrink="middle"),
-        _render.Column("plugins", shrink="end"),
-        _render.Column("last seen"),
-    ]
-    table_rows = [
-        [
-            w["worker_id"],
-            w["status"],
-            str(w["slots"]),
-            f"{w['host'] or '?'}/{w['pid'] or '?'}",
-            ",".join(w["capabilities"]) or "-",
-            _render.ago(w["last_seen"], now),
-        ]
-        for w in rows
-    ]
-    print(_render.table(columns, table_rows))
-    return 0
-
-
-def collect_status(conn: sqlite3.Connection, *, now: float) -> dict[str, Any]:
-    """The numbers ``status`` shows (also its --json document)."""
-    since = now - THROUGHPUT_WINDOW
-    done, rows = throughput(conn, status=JobStatus.COMPLETED, since=since)
-    failed, _ = throughput(conn, status=JobStatus.FAILED, since=since)
-    known = workers.list_workers(conn)
-    alive = [w for w in known if w["status"] not in GONE_STATUSES]
-    oldest = oldest_queued(conn)
-    return {
-        "jobs": queue.stats(conn),
-        "last_minute": {"completed": done, "rows": rows, "failed": failed},
-        "workers": {
-            "alive": len(alive),
-            "slots": sum(w["slots"] for w in alive),
-            "gone": len(known) - len(alive),
-        },
-        "oldest_queued_age_s": None if oldest is None else round(now - oldest, 3),
-    }
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    now = time.time()
-    with session(args) as db:
-        doc = db.run_sync(partial(collect_status, now=now), readonly=True)
-    if args.json:
-        print(_render.dumps(doc))
-        return 0
-    jobs = " · ".join(f"{count} {name.lower()}" for name, count in doc["jobs"].items())
-    minute = doc["last_minute"]
-    team = doc["workers"]
-    print(f"jobs       {jobs}")
-    print(
-        f"last 60 s  {minute['completed']} completed ({minute['rows']:,} rows) · "
-        f"{minute['failed']} failed"
-    )
-    print(
-        f"workers    {team['alive']} alive ({team['slots']} slots)"
-        + (f" · {team['gone']} gone or lost" if team["gone"] else "")
-    )
-    if doc["oldest_queued_age_s"] is not None:
-        age = _render.short_duration(doc["oldest_queued_age_s"])
-        print(f"queue      oldest queued job waiting {age}")
-    return 0

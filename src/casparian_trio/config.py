@@ -112,6 +112,11 @@ class WorkerConfig:
             raise ConfigError("--worker-id must be 1 to 200 bytes")
 
     @property
+    def liveness(self) -> float:
+        """Silence of the Sentinel after which the worker warns (it answers every heartbeat)."""
+        return LIVENESS_MULTIPLIER * self.heartbeat_interval
+
+    @property
     def identity(self) -> bytes:
         """The ZeroMQ routing id: stable per worker id, so a reconnect keeps it."""
         return self.worker_id.encode()

@@ -10,9 +10,10 @@ The commands are synchronous: they use the store's sync cores through
 ``Database.run_sync`` (``publish`` alone drives the async ``record_deploy``),
 and commit each step as its own short transaction, so a running Sentinel is
 never blocked for long and notices the change within its poll interval.
-Implementations live in ``_ops_publish``, ``_ops_scan`` and ``_ops_jobs`` (with
-``_ops_detail`` for ``job ID`` and ``_ops_db`` for opening the database and the
-joined reads); walking and routing are ``scout``'s, formatting is ``_render``'s.
+Implementations live in ``_ops_publish``, ``_ops_scan``, ``_ops_jobs`` and
+``_ops_workers`` (with ``_ops_detail`` for ``job ID`` and ``_ops_db`` for
+opening the database and the joined reads); walking and routing are
+``scout``'s, formatting is ``_render``'s.
 """
 
 from __future__ import annotations
@@ -25,16 +26,10 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from casparian_trio._ops_jobs import (
-    cmd_cancel,
-    cmd_job,
-    cmd_jobs,
-    cmd_retry,
-    cmd_status,
-    cmd_workers,
-)
+from casparian_trio._ops_jobs import cmd_cancel, cmd_job, cmd_jobs, cmd_retry
 from casparian_trio._ops_publish import cmd_publish, deploy_via_sentinel, request_deploy
 from casparian_trio._ops_scan import cmd_scan, cmd_source_add, cmd_source_list, cmd_submit
+from casparian_trio._ops_workers import cmd_status, cmd_workers
 from casparian_trio.store import JobStatus
 
 __all__ = ["add_commands", "deploy_via_sentinel", "request_deploy"]

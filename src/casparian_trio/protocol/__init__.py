@@ -7,7 +7,9 @@ from __future__ import annotations
 
 from casparian_trio.protocol._header import HEADER_SIZE, VERSION, OpCode, pack_header, unpack_header
 from casparian_trio.protocol.codec import Message, decode, encode
+from casparian_trio.protocol.liveness import AnswerWatch, PeerEvent, PeerEventKind
 from casparian_trio.protocol.messages import (
+    ANSWER_STATUS,
     ERR_DEPLOY,
     ERR_ENV_BUILD,
     ERR_UNKNOWN_WORKER,
@@ -29,6 +31,7 @@ from casparian_trio.protocol.messages import (
 )
 
 __all__ = [
+    "ANSWER_STATUS",
     "ERR_DEPLOY",
     "ERR_ENV_BUILD",
     "ERR_UNKNOWN_WORKER",
@@ -36,6 +39,7 @@ __all__ = [
     "SINK_MODES",
     "VERSION",
     "Abort",
+    "AnswerWatch",
     "Artifact",
     "Conclude",
     "Deploy",
@@ -48,6 +52,8 @@ __all__ = [
     "Message",
     "OpCode",
     "Payload",
+    "PeerEvent",
+    "PeerEventKind",
     "PrepareEnv",
     "Reload",
     "SinkConfig",

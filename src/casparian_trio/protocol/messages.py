@@ -14,16 +14,33 @@ from typing import Any, ClassVar
 
 import attrs
 
+from casparian_trio.errors import LocalProtocolError
 from casparian_trio.protocol import _fields as f
 from casparian_trio.protocol._header import OpCode
 
 WORKER_STATUSES = ("IDLE", "BUSY", "DRAINING")
+# The status of a Sentinel's HEARTBEAT (S→W): v4 validators require one of
+# WORKER_STATUSES, and the field carries no meaning in that direction.
+ANSWER_STATUS = "IDLE"
 RECEIPT_STATUSES = ("SUCCESS", "FAILED", "ABORTED")
 SINK_MODES = ("append", "replace", "error")
 
 
 def _drop_none(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if v is not None}
+
+
+def _only_if_true(flag: bool) -> bool | None:
+    # A boolean extension goes on the wire only when set: an old peer's message
+    # and ours stay byte-identical while it is off.
+    return True if flag else None
+
+
+def _worker_status(_instance: object, _attribute: object, value: str) -> None:
+    if value not in WORKER_STATUSES:
+        raise LocalProtocolError(
+            f"HEARTBEAT status must be one of {', '.join(WORKER_STATUSES)}, got {value!r}"
+        )
 
 
 @attrs.frozen
@@ -104,6 +121,9 @@ class Identify:
     envs: tuple[str, ...] = ()  # extension: env hashes already built on this worker
     host: str | None = None
     pid: int | None = None
+    # extension: "answer my heartbeats" (an S→W HEARTBEAT, see Heartbeat). Only a
+    # worker that asks gets them, so an old one never sees a message it would refuse.
+    answer_heartbeats: bool = False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Identify:
@@ -115,6 +135,7 @@ class Identify:
             envs=f.list_of(obj, "envs", f.str_item),
             host=f.opt_str(obj, "host"),
             pid=f.opt_int(obj, "pid"),
+            answer_heartbeats=f.opt_bool(obj, "answer_heartbeats", False),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -127,6 +148,7 @@ class Identify:
                 "envs": list(self.envs),
                 "host": self.host,
                 "pid": self.pid,
+                "answer_heartbeats": _only_if_true(self.answer_heartbeats),
             }
         )
 
@@ -217,10 +239,30 @@ class Reload:
 
 @attrs.frozen(kw_only=True)
 class Heartbeat:
-    """W→S every interval: liveness, state, and the jobs it holds (dispatch credit)."""
+    """HEARTBEAT, both ways (v4 defines only W→S).
+
+    W→S every interval: liveness, state, and the jobs it holds (dispatch credit).
+    A worker that stops on purpose sends one more, with ``stopping`` set, after
+    its last receipts and before its socket closes: the Sentinel then forgets it
+    at once (STOPPED) instead of declaring it lost a liveness period later. Its
+    status stays a v4 one (DRAINING), so an old Sentinel takes it as a heartbeat.
+
+    S→W (extension): the Sentinel answers a worker's IDENTIFY and each of its
+    HEARTBEATs with one of its own (``Heartbeat.answer``), so the worker can tell
+    a Sentinel that is down from one with nothing to say; with ``stopping`` set it
+    acknowledges a goodbye, and the worker may close its socket. ``status`` is
+    ANSWER_STATUS, ``worker_id`` names the worker answered. Only a worker whose
+    IDENTIFY set ``answer_heartbeats`` gets answers.
+
+    Why a HEARTBEAT back rather than something new: an opcode past 10 fails every
+    v4 peer's header check (a protocol error, logged per message); ERR or RELOAD
+    already mean something else to an old worker; HEARTBEAT is decoded by both
+    sides already, and heartbeats both ways are how the ZeroMQ guide's Paranoid
+    Pirate and Majordomo (RFC 7) patterns detect a dead broker.
+    """
 
     OPCODE: ClassVar[OpCode] = OpCode.HEARTBEAT
-    status: str
+    status: str = attrs.field(validator=_worker_status)
     current_job_id: int | None = None
     worker_id: str | None = None  # extension
     free_slots: int | None = None  # extension: None means 1 if IDLE else 0
@@ -228,6 +270,12 @@ class Heartbeat:
     # extension: env hashes built on the worker now (None: not reported); keeps the
     # Sentinel's view right when an env is evicted, so it sends PREPARE_ENV again
     envs: tuple[str, ...] | None = None
+    stopping: bool = False  # extension: W→S the last one before a clean stop; S→W its ack
+
+    @classmethod
+    def answer(cls, worker_id: str, *, stopping: bool = False) -> Heartbeat:
+        """The Sentinel's answer to ``worker_id`` (``stopping``: to its goodbye)."""
+        return cls(status=ANSWER_STATUS, worker_id=worker_id, stopping=stopping)
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> Heartbeat:
@@ -238,6 +286,7 @@ class Heartbeat:
             free_slots=f.opt_int(obj, "free_slots"),
             jobs=f.list_of(obj, "jobs", JobRef.from_json),
             envs=f.list_of(obj, "envs", f.str_item) if obj.get("envs") is not None else None,
+            stopping=f.opt_bool(obj, "stopping", False),
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -249,6 +298,7 @@ class Heartbeat:
                 "free_slots": self.free_slots,
                 "jobs": [j.to_json() for j in self.jobs],
                 "envs": None if self.envs is None else list(self.envs),
+                "stopping": _only_if_true(self.stopping),
             }
         )
 

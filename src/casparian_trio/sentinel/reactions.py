@@ -3,6 +3,10 @@
 Every method keeps the registry consistent with the queue: a job leaves a
 worker's slots exactly when its row leaves RUNNING for that attempt. Nothing
 here sends on the socket directly; messages go through the Outbox.
+
+A worker that asked for them (``Identify.answer_heartbeats``) gets a HEARTBEAT
+back for its IDENTIFY and for each of its HEARTBEATs: that is how it knows the
+Sentinel is there (protocol/messages.py, ``Heartbeat``, says why this message).
 """
 
 from __future__ import annotations
@@ -92,6 +96,7 @@ class Reactions:
         now = trio.current_time()
         worker, lost = self.registry.register(identity, msg, now)
         self.recovery.forget(identity)
+        self._answer(worker)  # first, so it goes out ahead of any DISPATCH
         logger.info(
             "worker %s joined (%d slot(s), capabilities %s)",
             msg.worker_id,
@@ -126,11 +131,15 @@ class Reactions:
 
     async def heartbeat(self, identity: bytes, msg: Heartbeat) -> None:
         worker = self.registry.get(identity)
+        if msg.stopping:
+            await self.recovery.worker_stopped(identity, worker)
+            return
         if worker is None:
             self.recovery.ask_to_identify(identity)
             return
         was_free = worker.free_slots
         self.registry.beat(worker, msg, trio.current_time())
+        self._answer(worker)
         named = msg.held_jobs()
         if worker.given_up and not worker.given_up & {ref.job_id for ref in named}:
             worker.given_up.clear()
@@ -140,6 +149,10 @@ class Reactions:
         if worker.free_slots > was_free:
             self.wake()
         await self._record_beat(worker)
+
+    def _answer(self, worker: WorkerState) -> None:
+        if worker.answers:
+            self.outbox.put(Outgoing(worker.identity, Heartbeat.answer(worker.worker_id)))
 
     async def _record_beat(self, worker: WorkerState) -> None:
         """Keep cf_worker's status and last_seen fresh for `workers`, without a write per beat."""

@@ -1,7 +1,8 @@
 """Recovery: what the Sentinel does when workers vanish, stall, restart or run stale work.
 
 Covers the paths where a job leaves a worker without a receipt: a send the
-ROUTER cannot route, a worker silent past the liveness timeout, a job the
+ROUTER cannot route, a worker that says goodbye (a stopping HEARTBEAT: no
+warning, nothing counted), a worker silent past the liveness timeout, a job the
 watchdog gives up on, an env that cannot be built, jobs left RUNNING by a
 previous Sentinel (adopted when their worker names them, else requeued), and
 work a worker still runs that is no longer its own. Counted or not follows one
@@ -17,7 +18,7 @@ import attrs
 import trio
 
 from casparian_trio.config import SentinelConfig
-from casparian_trio.protocol import ERR_UNKNOWN_WORKER, Abort, Conclude, Err, JobRef
+from casparian_trio.protocol import ERR_UNKNOWN_WORKER, Abort, Conclude, Err, Heartbeat, JobRef
 from casparian_trio.sentinel._outbox import Outbox, Outgoing
 from casparian_trio.sentinel._waker import Waker
 from casparian_trio.sentinel.registry import HeldJob, Registry, WorkerState
@@ -57,11 +58,16 @@ class Recovery:
     async def unroutable(self, item: Outgoing) -> None:
         """ROUTER_MANDATORY refused a send: the worker is gone, its jobs go back to the queue."""
         worker = self.registry.drop(item.identity)
+        if worker is None:  # already gone (e.g. it said goodbye): nothing to recover
+            logger.debug(
+                "cannot reach %r for %s; it is not registered",
+                item.identity,
+                type(item.payload).__name__,
+            )
+            return
         logger.warning(
             "cannot reach %r for %s; dropping it", item.identity, type(item.payload).__name__
         )
-        if worker is None:
-            return
         for held in list(worker.jobs.values()):
             if held.dispatched_at is None or held.job_id == item.job_id:  # never reached it
                 await self.requeue(
@@ -80,6 +86,35 @@ class Recovery:
                     outcome="WORKER_LOST",
                 )
         await self.store.set_worker_status(worker.worker_id, "GONE", now=self.wall())
+        self.waker.wake()
+
+    async def worker_stopped(self, identity: bytes, worker: WorkerState | None) -> None:
+        """Its goodbye: forget it now, record it STOPPED; what it still holds goes back uncounted.
+
+        It sent its receipts before saying goodbye, so normally it holds nothing;
+        a DISPATCH that crossed its goodbye was never run, so it is not counted.
+        """
+        worker_id = orphan_worker_id(identity) if worker is None else worker.worker_id
+        self.forget(identity)
+        if worker is not None and self.registry.get(identity) is worker:
+            self.registry.drop(identity)
+        # Acknowledge first: the worker keeps its socket open only until this arrives.
+        self.outbox.put(Outgoing(identity, Heartbeat.answer(worker_id, stopping=True)))
+        logger.info(
+            "worker %s stopped (it said goodbye)",
+            worker_id,
+            extra={"event": "worker.stopped", "worker_id": worker_id},
+        )
+        if worker is not None:
+            for held in list(worker.jobs.values()):
+                await self.requeue(
+                    held,
+                    worker,
+                    f"worker {worker_id} stopped without returning it",
+                    counted=False,
+                    outcome="HANDED_BACK",
+                )
+        await self.store.touch_worker(worker_id, "STOPPED", now=self.wall())
         self.waker.wake()
 
     async def worker_lost(self, worker: WorkerState, why: str) -> None:

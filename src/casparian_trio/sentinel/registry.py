@@ -8,6 +8,9 @@ slots: its dispatch credit. A slot is taken by a HeldJob from the moment the
 dispatcher claims a job for that worker until its receipt arrives, the worker
 is dropped, or the watchdog gives up on it. So the Sentinel never prefetches:
 ``free_slots`` is ``slots - len(jobs)``, zero while DRAINING or unhealthy.
+A worker leaves the registry when it says goodbye (a HEARTBEAT with
+``stopping``), when it falls silent past the liveness timeout, or when the
+ROUTER can no longer reach it.
 
 Every held job records the attempt it was dispatched as. A receipt or
 heartbeat naming another attempt is stale (the job was requeued and handed to
@@ -60,6 +63,7 @@ class WorkerState:
     pid: int | None = None
     status: str = "IDLE"
     healthy: bool = True
+    answers: bool = False  # it asked for answers to its heartbeats (Identify.answer_heartbeats)
     jobs: dict[int, HeldJob] = attrs.field(factory=dict)
     envs_ready: set[str] = attrs.field(factory=set)
     envs_preparing: dict[str, float] = attrs.field(factory=dict)  # env_hash -> sent at
@@ -109,6 +113,7 @@ class Registry:
             host=msg.host,
             pid=msg.pid,
             envs_ready=set(msg.envs),
+            answers=msg.answer_heartbeats,
         )
         lost: list[HeldJob] = []
         if old is not None:

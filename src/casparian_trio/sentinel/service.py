@@ -2,7 +2,8 @@
 
 Theory of operation
 -------------------
-``run()`` starts six tasks and returns only when cancelled:
+``run()`` records the Sentinel in the database (``presence.py``), starts
+seven tasks and returns only when cancelled:
 
 - ``sentinel.pump`` is the only task that receives from the socket. It decodes
   each message (a bad one is logged with the peer identity and dropped) and
@@ -23,6 +24,11 @@ Theory of operation
   up on them (failure, worker marked unhealthy) one more grace later.
 - ``sentinel.db_watch`` notices commits by other processes (``PRAGMA
   data_version``) and operator cancel requests, twice a second.
+- ``sentinel.presence`` refreshes the Sentinel's own row every heartbeat
+  interval, so ``status`` in another process can tell it is running.
+
+On the way out (cancelled), shielded and bounded: jobs claimed but never sent
+go back to the queue, then the row is marked stopped.
 
 Every queue transition is one store call, i.e. one SQLite transaction that a
 cancellation cannot tear. Times for decisions come from ``trio.current_time()``;
@@ -47,6 +53,7 @@ from casparian_trio.protocol import Abort, decode
 from casparian_trio.sentinel._outbox import Outbox, Outgoing
 from casparian_trio.sentinel._waker import Waker
 from casparian_trio.sentinel.dispatch import Dispatcher
+from casparian_trio.sentinel.presence import Presence
 from casparian_trio.sentinel.reactions import Reactions
 from casparian_trio.sentinel.recovery import Recovery
 from casparian_trio.sentinel.registry import AbortReason, Registry, WorkerState
@@ -74,6 +81,7 @@ class Sentinel:
     dispatcher: Dispatcher = attrs.field(init=False)
     recovery: Recovery = attrs.field(init=False)
     reactions: Reactions = attrs.field(init=False)
+    presence: Presence = attrs.field(init=False)
     _data_version: int | None = None
 
     def __attrs_post_init__(self) -> None:
@@ -105,12 +113,19 @@ class Sentinel:
             recovery=self.recovery,
             waker=self.waker,
         )
+        # ZmqChannel and MemoryChannel know their endpoint (e.g. the port a
+        # "tcp://127.0.0.1:*" bind got); the Channel protocol does not promise one.
+        endpoint = getattr(self.channel, "endpoint", None)
+        self.presence = Presence(
+            config=config, store=store, wall=wall, endpoint=str(endpoint or config.bind)
+        )
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
-        await self.recovery.adopt_previous_running()
+        await self.presence.announce()
         try:
+            await self.recovery.adopt_previous_running()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._sender_task, name="sentinel.sender")
                 nursery.start_soon(self._pump_task, name="sentinel.pump")
@@ -118,6 +133,7 @@ class Sentinel:
                 nursery.start_soon(self._liveness_task, name="sentinel.liveness")
                 nursery.start_soon(self._watchdog_task, name="sentinel.watchdog")
                 nursery.start_soon(self._db_watch_task, name="sentinel.db_watch")
+                nursery.start_soon(self.presence.serve, name="sentinel.presence")
                 logger.info("sentinel serving", extra={"event": "sentinel.started"})
                 task_status.started()
                 await trio.sleep_forever()
@@ -126,6 +142,8 @@ class Sentinel:
             # otherwise the next Sentinel would count them as lost attempts.
             with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
                 await self.recovery.hand_back_unsent()
+            with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
+                await self.presence.withdraw()
         raise AssertionError("unreachable")
 
     # --- socket owner tasks ----------------------------------------------------

@@ -1,8 +1,8 @@
 """SQLite store: connection driven from Trio, migrations, job queue, catalog.
 
 The only package that imports sqlite3. ``Store`` is the async facade; the sync
-cores (``queue``, ``catalog``, ``workers``) take a connection and run inside one
-``Database.run`` transaction each.
+cores (``queue``, ``catalog``, ``workers``, ``sentinels``) take a connection and
+run inside one ``Database.run`` transaction each.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from casparian_trio.store.rows import (
     JobRow,
     JobStatus,
     Outcome,
+    SentinelRecord,
     backoff_delay,
 )
 from casparian_trio.store.service import Store
@@ -26,6 +27,7 @@ __all__ = [
     "JobRow",
     "JobStatus",
     "Outcome",
+    "SentinelRecord",
     "Store",
     "backoff_delay",
     "migrate",

@@ -167,3 +167,32 @@ class DispatchPlan:
     job: JobRow
     dispatch: Dispatch
     env: EnvSpec | None
+
+
+@attrs.frozen(kw_only=True)
+class SentinelRecord:
+    """The row of cf_sentinel: the Sentinel that last started on this database.
+
+    Attributes:
+        pid, host, bind: which process, where, on which address.
+        started_at, last_seen_at, stopped_at: unix times; stopped_at is set on a clean exit.
+        heartbeat_interval_s: how often it refreshes last_seen_at.
+        liveness_s: silence after which it counts as down (its own liveness timeout).
+    """
+
+    pid: int
+    host: str | None
+    bind: str
+    started_at: float
+    last_seen_at: float
+    stopped_at: float | None = None
+    heartbeat_interval_s: float
+    liveness_s: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> SentinelRecord:
+        return cls(**{field.name: row[field.name] for field in attrs.fields(cls)})
+
+    def is_running(self, now: float) -> bool:
+        """Not stopped, and seen within its liveness timeout (a killed one stops being seen)."""
+        return self.stopped_at is None and now - self.last_seen_at <= self.liveness_s

@@ -1,8 +1,9 @@
 """``Store``: the async facade the Sentinel and CLI use.
 
 Every method is exactly one ``Database.run`` of one sync function from
-``queue``, ``catalog`` or ``workers`` — one transaction, all-or-nothing, never
-torn by cancellation (see ``_db``). Reads use ``BEGIN DEFERRED``.
+``queue``, ``catalog``, ``workers`` or ``sentinels`` — one transaction,
+all-or-nothing, never torn by cancellation (see ``_db``). Reads use ``BEGIN
+DEFERRED``.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from casparian_trio.store import catalog, queue, workers
+from casparian_trio.store import catalog, queue, sentinels, workers
 from casparian_trio.store._db import Database
-from casparian_trio.store.rows import DispatchPlan, EnvSpec, JobRow
+from casparian_trio.store.rows import DispatchPlan, EnvSpec, JobRow, SentinelRecord
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +217,21 @@ class Store:
 
     async def list_workers(self) -> list[dict[str, Any]]:
         return await self._read(workers.list_workers)
+
+    # --- the Sentinel's own row ---------------------------------------------------------
+
+    async def record_sentinel_start(self, record: SentinelRecord) -> None:
+        await self._write(sentinels.record_start, record)
+
+    async def record_sentinel_beat(self, record: SentinelRecord, *, now: float) -> bool:
+        """False when another Sentinel has taken the row over since."""
+        return await self._write(sentinels.record_beat, record, now=now)
+
+    async def record_sentinel_stop(self, record: SentinelRecord, *, now: float) -> bool:
+        return await self._write(sentinels.record_stop, record, now=now)
+
+    async def sentinel(self) -> SentinelRecord | None:
+        return await self._read(sentinels.current)
 
     # --- catalog -------------------------------------------------------------------
 

@@ -17,7 +17,17 @@ Shutdown follows hypercorn's shape: the first ``request_shutdown()`` stops
 intake (status DRAINING, new dispatches are handed straight back) and sets a
 deadline of now + grace on every job scope; the jobs nursery then unwinds as
 jobs finish. A second request cancels the remaining jobs at once. Receipts go
-out through the outbox, which is flushed (bounded) before the socket closes.
+out through the outbox, then one last HEARTBEAT with ``stopping`` set (the
+Sentinel records the worker STOPPED instead of waiting to declare it lost); the
+outbox is flushed (bounded) and the Sentinel's acknowledgement awaited (bounded)
+before the socket closes, since a socket closed with LINGER 0 drops what it has
+not sent yet.
+
+Is the Sentinel there? ``worker.watch`` asks an ``AnswerWatch`` (pure state,
+``protocol/liveness.py``) a few times per liveness period; the pump feeds it
+every message the Sentinel sends, its answers to our heartbeats included. So the
+worker logs "connected" on the first answer, not when zmq merely queued our
+IDENTIFY, and warns while the Sentinel is silent.
 """
 
 from __future__ import annotations
@@ -36,6 +46,7 @@ from casparian_trio.protocol import (
     ERR_ENV_BUILD,
     ERR_UNKNOWN_WORKER,
     Abort,
+    AnswerWatch,
     Conclude,
     Dispatch,
     EnvReady,
@@ -44,6 +55,8 @@ from casparian_trio.protocol import (
     Identify,
     JobRef,
     Payload,
+    PeerEvent,
+    PeerEventKind,
     PrepareEnv,
     Reload,
     decode,
@@ -61,6 +74,39 @@ OUTBOX_CAPACITY = 1_000
 FLUSH_TIMEOUT = 5.0
 # Far above a loopback or LAN round trip, short enough not to delay a stop.
 HANDBACK_LINGER = 0.2
+# How long a stopping worker waits for the Sentinel to acknowledge its goodbye:
+# several round trips and a busy Sentinel's SQLite write; a gone Sentinel costs this.
+GOODBYE_TIMEOUT = 1.0
+# The watch looks at the Sentinel's silence this often (at most; a third of the
+# liveness period when that is shorter): warnings come within half a second.
+WATCH_TICK = 0.5
+
+
+# What the worker logs on each PeerEvent. "worker ID connected to ADDR" is the
+# line scripts (and the end-to-end tests) wait for.
+_SENTINEL_NEWS = {
+    PeerEventKind.CONNECTED: (
+        logging.INFO,
+        "worker %(worker)s connected to %(address)s: the sentinel answered",
+    ),
+    PeerEventKind.WAITING: (
+        logging.WARNING,
+        "waiting for the sentinel at %(address)s: no answer for %(quiet)s s",
+    ),
+    PeerEventKind.SILENT: (
+        logging.WARNING,
+        "no answer from the sentinel at %(address)s for %(quiet)s s",
+    ),
+    PeerEventKind.RESUMED: (
+        logging.INFO,
+        "the sentinel at %(address)s answers again after %(quiet)s s of silence",
+    ),
+    PeerEventKind.NO_ANSWERS: (
+        logging.INFO,
+        "the sentinel at %(address)s does not answer heartbeats (an older version?); "
+        "its silence will not be reported",
+    ),
+}
 
 
 class EnvProvider(Protocol):
@@ -80,6 +126,9 @@ class Worker:
     _stop: trio.Event = attrs.field(factory=trio.Event)
     _jobs_nursery: trio.Nursery | None = None
     _service_nursery: trio.Nursery | None = None
+    _watch: AnswerWatch | None = None
+    _said_goodbye: bool = False  # the stopping heartbeat is queued: nothing more goes out
+    _goodbye_acked: trio.Event = attrs.field(factory=trio.Event)
     _out_send: trio.MemorySendChannel[list[bytes]] = attrs.field(init=False)
     _out_recv: trio.MemoryReceiveChannel[list[bytes]] = attrs.field(init=False)
 
@@ -91,13 +140,15 @@ class Worker:
         sender_done = trio.Event()
         async with trio.open_nursery() as service:
             self._service_nursery = service
+            self._watch = AnswerWatch(liveness=self.config.liveness, started_at=trio.current_time())
             service.start_soon(self._sender_task, sender_done, name="worker.sender")
             self.send(self._identify())
             self.send(self._heartbeat())  # our state at once: IDENTIFY carries no status
             service.start_soon(self._pump_task, name="worker.pump")
             service.start_soon(self._heartbeat_task, name="worker.heartbeat")
+            service.start_soon(self._watch_task, name="worker.watch")
             logger.info(
-                "worker %s connected to %s with %d slot(s)",
+                "worker %s connecting to %s with %d slot(s)",
                 self.config.worker_id,
                 self.config.connect,
                 self.config.concurrency,
@@ -111,9 +162,12 @@ class Worker:
             # Dispatches the Sentinel sent before it saw our DRAINING heartbeat
             # may still be in flight: stay one round trip longer to hand them back.
             await trio.sleep(HANDBACK_LINGER)
+            self.send(self._heartbeat(stopping=True))  # after every receipt: FIFO outbox
+            self._said_goodbye = True
             self._out_send.close()
             with trio.move_on_after(FLUSH_TIMEOUT):
                 await sender_done.wait()
+            await self._await_goodbye_ack(flushed=sender_done.is_set())
             service.cancel_scope.cancel(reason="worker stopped")
         logger.info("worker %s stopped", self.config.worker_id, extra={"event": "worker.stopped"})
 
@@ -125,6 +179,18 @@ class Worker:
         logger.warning("second shutdown request: aborting %d job(s) now", len(self.jobs))
         for run in self.jobs.values():
             run.stop(StopReason.SHUTDOWN)
+
+    async def _await_goodbye_ack(self, *, flushed: bool) -> None:
+        """Keep the socket open until the Sentinel has our goodbye (bounded)."""
+        watch = self._watch
+        if not flushed or watch is None or not (watch.connected and watch.answers_heartbeats):
+            return  # it is gone, silent, or never acknowledges (an older Sentinel)
+        with trio.move_on_after(GOODBYE_TIMEOUT) as waited:
+            await self._goodbye_acked.wait()
+        if waited.cancelled_caught:
+            logger.debug(
+                "the sentinel did not acknowledge our goodbye within %g s", GOODBYE_TIMEOUT
+            )
 
     def _begin_drain(self) -> None:
         self.draining = True
@@ -167,12 +233,14 @@ class Worker:
             try:
                 message = decode(frames)
             except RemoteProtocolError as exc:
+                self._heard(heartbeat=False)  # garbled, but the Sentinel is there
                 logger.warning(
                     "dropping bad message from the Sentinel: %s",
                     exc,
                     extra={"event": "protocol.error"},
                 )
                 continue
+            self._heard(heartbeat=isinstance(message.payload, Heartbeat))
             self._react(message.job_id, message.payload)
 
     async def _heartbeat_task(self) -> None:
@@ -181,8 +249,31 @@ class Worker:
             # A heartbeat is only our latest state: while the Sentinel is
             # unreachable and the outbox backs up, skip it rather than queue
             # stale ones ahead of (and eventually instead of) receipts.
-            if self._out_send.statistics().current_buffer_used == 0:
+            if self._out_send.statistics().current_buffer_used == 0 and not self._said_goodbye:
                 self.send(self._heartbeat())
+
+    async def _watch_task(self) -> None:
+        assert self._watch is not None
+        tick = min(WATCH_TICK, self.config.liveness / 3)
+        while True:
+            await trio.sleep(tick)
+            self._tell(self._watch.check(trio.current_time()))
+
+    def _heard(self, *, heartbeat: bool) -> None:
+        if self._watch is not None:
+            self._tell(self._watch.heard(trio.current_time(), heartbeat=heartbeat))
+
+    def _tell(self, event: PeerEvent | None) -> None:
+        """Log what the watch found out about the Sentinel (see protocol/liveness.py)."""
+        if event is None:
+            return
+        level, text = _SENTINEL_NEWS[event.kind]
+        facts = {
+            "worker": self.config.worker_id,
+            "address": self.config.connect,
+            "quiet": f"{event.quiet_s:.0f}",
+        }
+        logger.log(level, text, facts, extra={"event": f"sentinel.{event.kind.value}"})
 
     # --- reactions ---------------------------------------------------------------
 
@@ -214,6 +305,9 @@ class Worker:
             logger.info("the Sentinel does not know us (it restarted?); identifying again")
             self.send(self._identify())
             self.send(self._heartbeat())
+        elif isinstance(payload, Heartbeat):
+            if payload.stopping:  # our goodbye is recorded: the socket may close
+                self._goodbye_acked.set()
         elif isinstance(payload, Reload):
             logger.info("RELOAD: plugins changed; the next jobs use the new versions")
         elif isinstance(payload, Err):
@@ -222,6 +316,9 @@ class Worker:
             logger.warning("dropping %s: not a message a worker accepts", type(payload).__name__)
 
     def _accept(self, job_id: int, dispatch: Dispatch) -> None:
+        if self._said_goodbye:  # it crossed our goodbye; the Sentinel requeues it uncounted
+            logger.info("job %d not taken: this worker has said goodbye", job_id)
+            return
         running = self.jobs.get(job_id)
         if running is not None and running.dispatch.attempt == dispatch.attempt:
             logger.warning("duplicate DISPATCH of job %d ignored", job_id)
@@ -286,9 +383,10 @@ class Worker:
             envs=tuple(self.envs.ready_envs()),
             host=socket.gethostname(),
             pid=os.getpid(),
+            answer_heartbeats=True,
         )
 
-    def _heartbeat(self) -> Heartbeat:
+    def _heartbeat(self, *, stopping: bool = False) -> Heartbeat:
         held = self._held()
         free = 0 if self.draining else max(0, self.config.concurrency - len(held))
         status = "DRAINING" if self.draining else ("BUSY" if free == 0 else "IDLE")
@@ -299,4 +397,5 @@ class Worker:
             free_slots=free,
             jobs=held,
             envs=tuple(self.envs.ready_envs()),
+            stopping=stopping,
         )

@@ -1,4 +1,7 @@
-"""``jobs``, ``job``, ``cancel``, ``retry``, ``workers``, ``status``: output, --json, errors."""
+"""``jobs``, ``job``, ``cancel``, ``retry``, ``workers``, ``status``: output, --json, errors.
+
+``workers`` and ``status`` while the Sentinel is down: test_ops_workers.py.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from ops_harness import Cli
+from ops_harness import Cli, put_sentinel, sentinel_record
 
 from casparian_trio.store import Database, JobRow, queue, workers
 
@@ -269,33 +272,45 @@ def add_worker(db: Database, worker_id: str, status: str, *, slots: int = 2) -> 
 
 def test_workers(cli: Cli, ops_db: Database) -> None:
     assert "no workers" in cli("workers").out
+    put_sentinel(ops_db, sentinel_record())
     add_worker(ops_db, "w-alive", "IDLE")
     add_worker(ops_db, "w-lost", "LOST")
+    add_worker(ops_db, "w-stopped", "STOPPED")
     lines = cli("workers").out.splitlines()
     assert lines[0].split() == ["worker", "status", "slots", "host/pid", "plugins", "last", "seen"]
     assert lines[1].split() == ["w-alive", "IDLE", "2", "host1/4242", "sales", "5s", "ago"]
     assert lines[2].split()[:2] == ["w-lost", "LOST"]
-    doc = cli("workers", "--json").json()
-    assert [(w["worker_id"], w["capabilities"]) for w in doc] == [
-        ("w-alive", ["sales"]),
-        ("w-lost", ["sales"]),
+    assert lines[3].split()[:2] == ["w-stopped", "STOPPED"]
+    result = cli("workers", "--json")
+    assert result.err == ""
+    doc = result.json()
+    assert [(w["worker_id"], w["capabilities"], w["status"], w["alive"]) for w in doc] == [
+        ("w-alive", ["sales"], "IDLE", True),
+        ("w-lost", ["sales"], "LOST", False),
+        ("w-stopped", ["sales"], "STOPPED", False),
     ]
 
 
 def test_status(cli: Cli, two_jobs: None, ops_db: Database) -> None:
     complete(ops_db)
+    put_sentinel(ops_db, sentinel_record(started_ago=300))
     add_worker(ops_db, "w1", "BUSY", slots=3)
     add_worker(ops_db, "w2", "GONE")
+    add_worker(ops_db, "w3", "STOPPED")
     out = cli("status").out.splitlines()
-    assert out[0] == "jobs       1 queued · 0 running · 1 completed · 0 failed · 0 cancelled"
-    assert out[1] == "last 60 s  1 completed (120 rows) · 0 failed"
-    assert out[2] == "workers    1 alive (3 slots) · 1 gone or lost"
-    assert out[3].startswith("queue      oldest queued job waiting ")
+    assert out[0] == "sentinel   running on tcp://127.0.0.1:5555 (pid 4711 on ctl-host, up 5m)"
+    assert out[1] == "jobs       1 queued · 0 running · 1 completed · 0 failed · 0 cancelled"
+    assert out[2] == "last 60 s  1 completed (120 rows) · 0 failed"
+    assert out[3] == "workers    1 alive (3 slots) · 1 stopped · 1 gone or lost"
+    assert out[4].startswith("queue      oldest queued job waiting ")
     doc = cli("status", "--json").json()
     assert doc["jobs"]["COMPLETED"] == 1
     assert doc["last_minute"] == {"completed": 1, "rows": 120, "failed": 0}
-    assert doc["workers"] == {"alive": 1, "slots": 3, "gone": 1}
+    assert doc["workers"] == {"alive": 1, "slots": 3, "unknown": 0, "stopped": 1, "gone": 1}
     assert doc["oldest_queued_age_s"] >= 0
+    assert doc["sentinel"]["running"] is True
+    assert doc["sentinel"]["pid"] == 4711
+    assert doc["sentinel"]["uptime_s"] == pytest.approx(300, abs=5)
 
 
 def test_status_throughput_ignores_old_and_legacy_rows(

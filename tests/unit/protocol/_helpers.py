@@ -97,6 +97,7 @@ FULL: dict[str, Any] = {
         envs=("e1", "e2"),
         host="node-a",
         pid=4242,
+        answer_heartbeats=True,
     ),
     "Dispatch": Dispatch(
         plugin_name="csv_to_rows",
@@ -123,6 +124,7 @@ FULL: dict[str, Any] = {
         worker_id="w-1",
         free_slots=0,
         jobs=(JobRef(7, attempt=1), JobRef(8)),
+        stopping=True,
     ),
     "Conclude": Conclude(
         status="FAILED",
@@ -236,6 +238,7 @@ heartbeats = st.builds(
     worker_id=opt_text,
     free_slots=st.none() | st.integers(0, 2**31),
     jobs=st.lists(job_refs, max_size=4).map(tuple),
+    stopping=st.booleans(),
 )
 concludes = st.builds(
     Conclude,
@@ -255,6 +258,7 @@ identifies = st.builds(
     envs=st.lists(st.text(max_size=10), max_size=4).map(tuple),
     host=opt_text,
     pid=st.none() | st.integers(0, 2**31),
+    answer_heartbeats=st.booleans(),
 )
 errs = st.builds(Err, message=st.text(), traceback=opt_text, env_hash=opt_text, code=opt_text)
 prepare_envs = st.builds(

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from casparian_trio.errors import RemoteProtocolError
+from casparian_trio.errors import LocalProtocolError, RemoteProtocolError
 from casparian_trio.protocol import (
     Artifact,
     Conclude,
@@ -181,6 +181,39 @@ def test_new_heartbeat_jobs_win_over_current_job_id() -> None:
     assert hb.held_jobs() == (JobRef(2, 3), JobRef(4))
 
 
+def test_stopping_and_answers_are_off_unless_sent() -> None:
+    assert decode_json("Heartbeat", {"status": "DRAINING"}).stopping is False
+    assert decode_json("Identify", {"worker_id": "w"}).answer_heartbeats is False
+    # off, they stay off the wire: an old peer sees exactly the v4 payload
+    assert "stopping" not in Heartbeat(status="DRAINING").to_json()
+    assert "answer_heartbeats" not in Identify(worker_id="w").to_json()
+
+
+def test_a_goodbye_is_a_v4_heartbeat_with_one_more_field() -> None:
+    goodbye = Heartbeat(status="DRAINING", worker_id="w", stopping=True)
+    assert goodbye.to_json() == {
+        "status": "DRAINING",
+        "worker_id": "w",
+        "jobs": [],
+        "stopping": True,
+    }
+    assert decode_json("Heartbeat", goodbye.to_json()) == goodbye
+
+
+def test_the_sentinels_answer_is_a_valid_v4_heartbeat() -> None:
+    answer = Heartbeat.answer("w-1")
+    assert answer.to_json() == {"status": "IDLE", "worker_id": "w-1", "jobs": []}
+    ack = Heartbeat.answer("w-1", stopping=True)
+    assert (ack.status, ack.worker_id, ack.stopping) == ("IDLE", "w-1", True)
+    assert decode(encode(ack)).payload == ack
+
+
+@pytest.mark.parametrize("status", ["idle", "", "STOPPED", "LOST"])
+def test_a_heartbeat_with_a_status_v4_does_not_know_cannot_be_built(status: str) -> None:
+    with pytest.raises(LocalProtocolError, match="HEARTBEAT status"):
+        Heartbeat(status=status)
+
+
 def test_old_identify_defaults() -> None:
     ident = decode_json("Identify", {"worker_id": "w"})
     assert ident == Identify(worker_id="w")
@@ -297,6 +330,8 @@ MISTYPED = [
     ("Identify", {"envs": ["e", None]}, "envs[1]"),
     ("Identify", {"host": 1}, "host"),
     ("Identify", {"pid": True}, "pid"),
+    ("Identify", {"answer_heartbeats": "yes"}, "answer_heartbeats"),
+    ("Identify", {"answer_heartbeats": 1}, "answer_heartbeats"),
     ("Heartbeat", {"status": 5}, "status"),
     ("Heartbeat", {"status": True}, "status"),
     ("Heartbeat", {"status": "idle"}, "status"),
@@ -308,6 +343,8 @@ MISTYPED = [
     ("Heartbeat", {"worker_id": ["w"]}, "worker_id"),
     ("Heartbeat", {"jobs": "7"}, "jobs"),
     ("Heartbeat", {"jobs": [None]}, "jobs[0]"),
+    ("Heartbeat", {"stopping": 1}, "stopping"),
+    ("Heartbeat", {"stopping": "true"}, "stopping"),
     ("Conclude", {"status": "WHATEVER"}, "status"),
     ("Conclude", {"status": "success"}, "status"),
     ("Conclude", {"status": 0}, "status"),

@@ -23,7 +23,13 @@ SEED_TABLES = {
     "cf_processing_queue",
     "cf_topic_config",
 }
-NEW_TABLES = {"cf_job_attempt", "cf_plugin_environment", "cf_routing_rule", "cf_worker"}
+NEW_TABLES = {
+    "cf_job_attempt",
+    "cf_plugin_environment",
+    "cf_routing_rule",
+    "cf_worker",
+    "cf_sentinel",
+}
 
 
 def schema_snapshot(conn: sqlite3.Connection) -> dict[str, object]:

@@ -1,0 +1,206 @@
+"""Who is alive, told truthfully: goodbyes, the Sentinel's answers and its own heartbeat.
+
+MockClock over the memory transport: each test simulates up to a minute in
+milliseconds. Raw DEALERs stand in for workers where a test needs to say
+exactly what a worker sends (an old one, one whose goodbye crosses a DISPATCH).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import re
+
+import pytest
+import trio
+from services_harness import ADDRESS, Cluster, wall
+from trio.testing import MockClock
+
+from casparian_trio.protocol import Dispatch, Heartbeat, Identify, Payload, decode, encode
+from casparian_trio.sentinel import Sentinel
+from casparian_trio.transport import MemoryChannel
+
+
+def messages(caplog: pytest.LogCaptureFixture, *, level: int = logging.INFO) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= level]
+
+
+def warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return messages(caplog, level=logging.WARNING)
+
+
+async def send(channel: MemoryChannel, payload: Payload, job_id: int = 0) -> None:
+    await channel.send(encode(payload, job_id))
+
+
+async def receive(channel: MemoryChannel, within: float = 10.0) -> tuple[int, Payload]:
+    with trio.fail_after(within):
+        message = decode(await channel.receive())
+    return message.job_id, message.payload
+
+
+async def worker_rows(cluster: Cluster) -> dict[str, str]:
+    return {w["worker_id"]: w["status"] for w in await cluster.store.list_workers()}
+
+
+@pytest.fixture(autouse=True)
+def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="casparian_trio")
+
+
+# --- goodbyes -----------------------------------------------------------------------------------
+
+
+async def test_a_worker_that_stops_on_purpose_is_stopped_not_lost(
+    cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.start_sentinel(heartbeat_interval=2.0)
+    w1 = await cluster.start_worker("w1", heartbeat_interval=2.0)
+    [job_id] = await cluster.add_jobs("sleep-3.csv")
+    await cluster.wait_status(job_id, "COMPLETED")
+    asked = trio.current_time()
+    w1.service.request_shutdown()  # type: ignore[union-attr]
+    await w1.stopped.wait()
+    # one hand-back linger, then the goodbye is acknowledged at once
+    assert trio.current_time() - asked == pytest.approx(0.2, abs=0.01)
+    sentinel = cluster.sentinel
+    assert isinstance(sentinel, Sentinel)
+    assert sentinel.registry.workers == {}
+    assert (await worker_rows(cluster))["w1"] == "STOPPED"
+    await cluster.quiet(30)  # long past the liveness timeout: still STOPPED, never LOST
+    assert (await worker_rows(cluster))["w1"] == "STOPPED"
+    assert warnings(caplog) == []
+    assert "worker w1 stopped (it said goodbye)" in messages(caplog)
+    assert not any("did not acknowledge" in m for m in messages(caplog, level=logging.DEBUG))
+
+
+async def test_a_job_handed_back_at_stop_is_requeued_uncounted_and_the_worker_stopped(
+    cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.start_sentinel()
+    w1 = await cluster.start_worker("w1", grace=1.0)
+    [job_id] = await cluster.add_jobs("sleep-100.csv")
+    await cluster.wait_held(w1, 1)
+    w1.service.request_shutdown()  # type: ignore[union-attr]
+    await w1.stopped.wait()
+    row = await cluster.wait_status(job_id, "QUEUED")
+    assert row.retry_count == 0
+    assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == ["HANDED_BACK"]
+    assert (await worker_rows(cluster))["w1"] == "STOPPED"
+    await trio.sleep(30)
+    assert not any("lost" in m for m in warnings(caplog))
+
+
+async def test_a_dispatch_that_crosses_the_goodbye_goes_back_uncounted(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    await cluster.start_sentinel()
+    raw = cluster.network.connect_dealer(ADDRESS, identity=b"raw")
+    await send(raw, Identify(worker_id="raw", answer_heartbeats=True))
+    assert await receive(raw) == (0, Heartbeat.answer("raw"))
+    [job_id] = await cluster.add_jobs("ok.csv")
+    got, dispatch = await receive(raw)
+    assert (got, type(dispatch)) == (job_id, Dispatch)
+    # It says goodbye without running the job (the DISPATCH arrived after it stopped).
+    await send(raw, Heartbeat(status="DRAINING", worker_id="raw", stopping=True))
+    assert await receive(raw) == (0, Heartbeat.answer("raw", stopping=True))
+    row = await cluster.wait_status(job_id, "QUEUED")
+    assert row.retry_count == 0
+    assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == ["HANDED_BACK"]
+    assert (await worker_rows(cluster))["raw"] == "STOPPED"
+
+
+# --- the Sentinel answers ------------------------------------------------------------------------
+
+
+async def test_the_sentinel_answers_only_workers_that_ask(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    await cluster.start_sentinel()
+    new = cluster.network.connect_dealer(ADDRESS, identity=b"new")
+    old = cluster.network.connect_dealer(ADDRESS, identity=b"old")
+    await send(new, Identify(worker_id="new", answer_heartbeats=True))
+    await send(old, Identify(worker_id="old"))
+    for _ in range(3):
+        await trio.sleep(2)
+        await send(new, Heartbeat(status="IDLE", worker_id="new"))
+        await send(old, Heartbeat(status="IDLE"))
+    for _ in range(4):  # the IDENTIFY's answer and one per HEARTBEAT
+        assert await receive(new) == (0, Heartbeat.answer("new"))
+    with trio.move_on_after(30) as waited:
+        await old.receive()  # an old worker is never sent a message it would refuse
+    assert waited.cancelled_caught
+
+
+# --- the worker listens ----------------------------------------------------------------------------
+
+
+async def test_a_worker_without_a_sentinel_says_it_is_waiting_every_liveness_period(
+    cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    await cluster.start_worker("w1", heartbeat_interval=2.0)  # nothing listens at ADDRESS
+    await trio.sleep(19)
+    assert f"worker w1 connecting to {ADDRESS} with 1 slot(s)" in messages(caplog)
+    assert warnings(caplog) == [
+        f"waiting for the sentinel at {ADDRESS}: no answer for {n} s" for n in (6, 12, 18)
+    ]
+    assert not any("connected to" in m for m in messages(caplog))
+    caplog.clear()
+    await cluster.start_sentinel()
+    await trio.sleep(1)
+    assert f"worker w1 connected to {ADDRESS}: the sentinel answered" in messages(caplog)
+    await trio.sleep(30)
+    assert warnings(caplog) == []
+
+
+async def test_a_worker_warns_while_the_sentinel_is_silent_and_says_when_it_is_back(
+    cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    sentinel = await cluster.start_sentinel(heartbeat_interval=2.0)
+    await cluster.start_worker("w1", heartbeat_interval=2.0)
+    await trio.sleep(10)
+    assert warnings(caplog) == []
+    sentinel.kill()
+    await trio.sleep(20)
+    silences = [
+        re.fullmatch(rf"no answer from the sentinel at {ADDRESS} for (\d+) s", m)
+        for m in warnings(caplog)
+    ]
+    assert len(silences) == 3, warnings(caplog)
+    seconds = [int(m.group(1)) for m in silences if m]
+    assert len(seconds) == 3, warnings(caplog)
+    assert [b - a for a, b in itertools.pairwise(seconds)] == [6, 6]
+    assert 6 <= seconds[0] <= 7
+    caplog.clear()
+    await cluster.start_sentinel(heartbeat_interval=2.0)
+    await trio.sleep(3)
+    back = [m for m in messages(caplog) if "answers again" in m]
+    assert len(back) == 1
+    assert back[0].startswith(f"the sentinel at {ADDRESS} answers again after")
+    await trio.sleep(30)
+    assert warnings(caplog) == []
+
+
+# --- the Sentinel's own heartbeat -------------------------------------------------------------------
+
+
+async def test_the_sentinel_records_its_heartbeat_and_its_clean_stop(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    sentinel = await cluster.start_sentinel(heartbeat_interval=2.0)
+    record = await cluster.store.sentinel()
+    assert record is not None
+    assert (record.bind, record.liveness_s, record.stopped_at) == (ADDRESS, 6.0, None)
+    assert record.started_at == pytest.approx(wall())
+    assert record.is_running(wall())
+    await trio.sleep(11)
+    record = await cluster.store.sentinel()
+    assert record is not None
+    assert wall() - record.last_seen_at <= 2.0  # refreshed every interval
+    assert record.is_running(wall())
+    sentinel.kill()  # cancelled: its shielded cleanup still runs
+    await sentinel.stopped.wait()
+    record = await cluster.store.sentinel()
+    assert record is not None
+    assert record.stopped_at == pytest.approx(wall())
+    assert not record.is_running(wall())
