@@ -37,18 +37,23 @@ T = TypeVar("T")
 # on a loaded CI machine.
 HEARTBEAT = 0.5
 LIVENESS = 1.5
-# How long a process gets to start (import pyarrow, zmq, trio) and log its start line.
-START_TIMEOUT = 15.0
-# How long a process gets to exit after a signal.
-EXIT_TIMEOUT = 10.0
+# How long any one wait (a process starting and logging its start line, a job
+# reaching a status, a process exiting after a signal) may take before the test
+# is declared hung. A hang guard, never a speed limit: on an idle machine each
+# of them takes a few seconds at most; tools/under_load.sh makes them slower.
+HANG_S = 60.0
+START_TIMEOUT = HANG_S
+EXIT_TIMEOUT = HANG_S
 LOG_TAIL = 6000
 
 # A plugin whose behaviour is driven by its input file (one ``key=value`` per
 # line), so one published plugin serves every test:
-#   sleep=S   seconds to sleep before yielding (the "mid-job" window)
+#   hold=1    wait until ``<input>.release`` exists (``Cluster.release``): the
+#             job stays mid-job until the test has done what it must meanwhile
+#   sleep=S   seconds to sleep before yielding (a job that must last S s)
 #   rows=N    how many rows to yield (id 0..N-1, value id * 1.5)
-# Before sleeping it writes ``<input>.started.<pid>`` with its own pid, so a
-# test knows the job is running and which process is the guest.
+# Before holding or sleeping it writes ``<input>.started.<pid>`` with its own
+# pid, so a test knows the job is running and which process is the guest.
 SLOW_PLUGIN = """
 from __future__ import annotations
 
@@ -73,6 +78,9 @@ class Handler:
         settings = _settings(file_path)
         with open(f"{file_path}.started.{os.getpid()}", "w") as f:
             f.write(str(os.getpid()))
+        if settings.get("hold"):
+            while not os.path.exists(f"{file_path}.release"):
+                time.sleep(0.05)
         time.sleep(float(settings.get("sleep", "0")))
         n = int(settings.get("rows", "3"))
         yield pa.table({"id": list(range(n)), "value": [i * 1.5 for i in range(n)]})
@@ -87,9 +95,12 @@ def free_port() -> int:
 
 
 def wait_until(
-    what: str, probe: Callable[[], T | None], timeout: float, interval: float = 0.05
+    what: str, probe: Callable[[], T | None], timeout: float = HANG_S, interval: float = 0.05
 ) -> T:
-    """Poll ``probe`` until it returns something truthy; AssertionError after ``timeout``."""
+    """Poll ``probe`` until it returns something truthy; AssertionError after ``timeout``.
+
+    ``timeout`` only stops a hung test: wait for the condition, never for a time.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = probe()
@@ -377,7 +388,7 @@ class Cluster:
     def attempts(self, job_id: int) -> list[dict[str, Any]]:
         return self.db.run_sync(lambda conn: queue.attempts(conn, job_id), readonly=True)
 
-    def wait_for_status(self, job_id: int, *statuses: str, timeout: float) -> JobRow:
+    def wait_for_status(self, job_id: int, *statuses: str, timeout: float = HANG_S) -> JobRow:
         def probe() -> JobRow | None:
             row = self.job(job_id)
             return row if row.status in statuses else None
@@ -386,6 +397,10 @@ class Cluster:
             return wait_until(f"job {job_id} to be {'/'.join(statuses)}", probe, timeout)
         except AssertionError as exc:
             raise AssertionError(f"{exc}; job is {self.job(job_id)}") from None
+
+    def release(self, input_name: str) -> None:
+        """Let SLOW_PLUGIN jobs on ``input_name`` with ``hold=1`` go on (now and later)."""
+        (self.inputs / f"{input_name}.release").write_text("")
 
     def started_markers(self, input_name: str) -> list[int]:
         """Pids of the guests that started on ``input_name`` (written by SLOW_PLUGIN)."""

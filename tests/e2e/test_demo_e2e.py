@@ -9,13 +9,16 @@ from pathlib import Path
 import pyarrow.dataset as ds
 import pytest
 
+# A hang guard per demo run, not a speed limit (a run takes about 5 s on an idle machine).
+DEMO_TIMEOUT = 120
+
 
 def demo(folder: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "casparian_trio", "demo", "--dir", str(folder)],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=DEMO_TIMEOUT,
     )
 
 

@@ -13,6 +13,11 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
+# Hang guards, not speed limits: one CLI command, one process's exit after SIGINT,
+# and all jobs of the uv flow (a cold uv cache downloads pyarrow first).
+COMMAND_TIMEOUT = 120
+EXIT_TIMEOUT = 60
+JOBS_TIMEOUT = 240
 ENV_PROJECT = ROOT / "tests" / "fixtures" / "plugins" / "env_pyarrow"
 
 PLUGIN = """\
@@ -32,7 +37,10 @@ class Handler:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "casparian_trio", *args], capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "casparian_trio", *args],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
     )
 
 
@@ -53,7 +61,7 @@ def test_phase4_flow_of_the_seed() -> None:
         [sys.executable, str(ROOT / "tools" / "e2e.py")],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=COMMAND_TIMEOUT,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[e2e] job 1 COMPLETED (attempt 1)" in result.stdout
@@ -106,7 +114,7 @@ def test_publish_scan_and_process_in_a_real_uv_env(tmp_path: Path) -> None:
     finally:
         for proc in reversed(procs):
             proc.send_signal(signal.SIGINT)
-        codes = [proc.wait(timeout=30) for proc in procs]
+        codes = [_wait_or_kill(proc) for proc in procs]
     assert codes == [0, 0, 0], logs(tmp_path)
 
     import duckdb
@@ -124,6 +132,16 @@ def test_publish_scan_and_process_in_a_real_uv_env(tmp_path: Path) -> None:
     assert rows == [(100, 4)]
 
 
+def _wait_or_kill(proc: subprocess.Popen[bytes]) -> int | None:
+    """The exit code, or None (and SIGKILL) if the process hangs instead of exiting."""
+    try:
+        return proc.wait(timeout=EXIT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None
+
+
 def _free_port() -> int:
     import socket
 
@@ -135,7 +153,7 @@ def _free_port() -> int:
 def _wait_terminal(
     db: Path, *, expected: int, procs: list[subprocess.Popen[bytes]]
 ) -> dict[str, int]:
-    deadline = time.monotonic() + 240  # a cold uv cache downloads pyarrow first
+    deadline = time.monotonic() + JOBS_TIMEOUT
     while time.monotonic() < deadline:
         assert all(p.poll() is None for p in procs), "a process exited early"
         with sqlite3.connect(db) as conn:

@@ -4,13 +4,16 @@ Each test runs ``sentinel`` and ``worker`` as separate processes over tcp on
 127.0.0.1 with a SQLite file in ``tmp_path``, heartbeats every 0.5 s and a
 1.5 s liveness timeout, and checks what an operator would: the job row, its
 attempt history, the Parquet read back, exit codes and leftover processes.
+
+A job that must still be running while the test acts holds (``hold=1``) until
+the test releases it, rather than sleeping for a time the test hopes is long
+enough. Every wait is bounded by ``e2e_procs.HANG_S``, a hang guard only.
 """
 
 from __future__ import annotations
 
 import signal
 import sys
-import time
 
 import pytest
 from e2e_procs import SLOW_PLUGIN, Cluster, Proc, alive, descendants, wait_until
@@ -26,18 +29,18 @@ INPUT = "in.txt"
 
 def wait_mid_job(cluster: Cluster, worker: Proc, job_id: int, worker_id: str) -> int:
     """Wait until ``job_id`` runs on ``worker`` and its guest is in the plugin; return the guest pid."""
-    row = cluster.wait_for_status(job_id, "RUNNING", timeout=15)
+    row = cluster.wait_for_status(job_id, "RUNNING")
     assert row.worker_id == worker_id, row
     worker.wait_for_log(rf"job {job_id} \({PLUGIN}\) started")
     (guest_pid,) = wait_until(
-        "the guest to start the plugin", lambda: cluster.started_markers(INPUT), 15
+        "the guest to start the plugin", lambda: cluster.started_markers(INPUT)
     )
     assert guest_pid in {p.pid for p in descendants(worker.pid)}
     return guest_pid
 
 
-def wait_gone(pid: int, what: str, timeout: float = 3.0) -> None:
-    wait_until(f"{what} (pid {pid}) to exit", lambda: not alive(pid), timeout)
+def wait_gone(pid: int, what: str) -> None:
+    wait_until(f"{what} (pid {pid}) to exit", lambda: not alive(pid))
 
 
 def outcomes(cluster: Cluster, job_id: int) -> list[tuple[int, str | None, str | None]]:
@@ -68,7 +71,7 @@ def stop_cleanly(*procs: Proc) -> None:
 
 
 def test_worker_sigkilled_mid_job_job_completes_on_a_second_worker(cluster: Cluster) -> None:
-    (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "sleep=3\nrows=5\n"})
+    (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "hold=1\nrows=5\n"})
     sentinel = cluster.start_sentinel()
     worker_a = cluster.start_worker("w-a")
     guest_a = wait_mid_job(cluster, worker_a, job_id, "w-a")
@@ -78,11 +81,12 @@ def test_worker_sigkilled_mid_job_job_completes_on_a_second_worker(cluster: Clus
     # PR_SET_PDEATHSIG: the guest dies with its worker.
     wait_gone(guest_a, "the killed worker's guest")
     # its warm (prespawned) guests die with it too
-    wait_until("no guest of the killed worker", lambda: cluster.guests() == [], 5)
+    wait_until("no guest of the killed worker", lambda: cluster.guests() == [])
 
+    cluster.release(INPUT)  # the second attempt runs straight through
     worker_b = cluster.start_worker("w-b")
     sentinel.wait_for_log(r"worker w-a lost")
-    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", timeout=20)
+    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED")
     assert done.status == "COMPLETED", done
     assert done.attempt == 2
     assert done.retry_count == 1  # a lost worker is a counted failure
@@ -96,7 +100,7 @@ def test_worker_sigkilled_mid_job_job_completes_on_a_second_worker(cluster: Clus
 
 
 def test_sentinel_sigkilled_and_restarted_job_is_readopted_not_rerun(cluster: Cluster) -> None:
-    (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "sleep=4\nrows=4\n"})
+    (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "hold=1\nrows=4\n"})
     sentinel_1 = cluster.start_sentinel()
     worker = cluster.start_worker("w-a")
     guest = wait_mid_job(cluster, worker, job_id, "w-a")
@@ -105,10 +109,11 @@ def test_sentinel_sigkilled_and_restarted_job_is_readopted_not_rerun(cluster: Cl
     assert sentinel_1.wait() == -signal.SIGKILL
     sentinel_2 = cluster.start_sentinel()  # same database, same port
     sentinel_2.wait_for_log(r"1 job\(s\) left RUNNING by a previous Sentinel await re-adoption")
-    sentinel_2.wait_for_log(rf"job {job_id} re-adopted from w-a", timeout=10)
+    sentinel_2.wait_for_log(rf"job {job_id} re-adopted from w-a")
     assert alive(guest), "the guest must keep running across a Sentinel restart"
 
-    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", "QUEUED", timeout=20)
+    cluster.release(INPUT)
+    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", "QUEUED")
     assert done.status == "COMPLETED", done
     assert done.attempt == 1
     assert done.retry_count == 0
@@ -124,15 +129,14 @@ def test_sentinel_sigkilled_and_restarted_job_is_readopted_not_rerun(cluster: Cl
 
 
 def test_worker_sigterm_with_grace_hands_the_job_back_uncounted(cluster: Cluster) -> None:
-    (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "sleep=3\nrows=2\n"})
+    (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "hold=1\nrows=2\n"})
     sentinel = cluster.start_sentinel()
     worker_a = cluster.start_worker("w-a", "--grace", "1")
     guest_a = wait_mid_job(cluster, worker_a, job_id, "w-a")
 
-    sent = time.monotonic()
+    # The job holds until released, so only the 1 s grace can end it (ABORTED below).
     worker_a.send(signal.SIGTERM)
-    assert worker_a.wait(timeout=8) == 0
-    assert time.monotonic() - sent < 5
+    assert worker_a.wait() == 0
     assert not alive(guest_a)
     log = worker_a.log()
     assert "SIGTERM: draining the worker" in log
@@ -140,14 +144,15 @@ def test_worker_sigterm_with_grace_hands_the_job_back_uncounted(cluster: Cluster
     assert f"job {job_id} ABORTED" in log
     assert descendants(worker_a.pid) == []
 
-    queued = cluster.wait_for_status(job_id, "QUEUED", "FAILED", "COMPLETED", timeout=5)
+    queued = cluster.wait_for_status(job_id, "QUEUED", "FAILED", "COMPLETED")
     assert queued.status == "QUEUED", queued
     assert queued.retry_count == 0  # handed back: not counted against max_attempts
     assert outcomes(cluster, job_id) == [(1, "w-a", "HANDED_BACK")]
     assert cluster.parquet_files(PLUGIN) == []  # staged output of the stopped job was dropped
 
+    cluster.release(INPUT)
     worker_b = cluster.start_worker("w-b")
-    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", timeout=20)
+    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED")
     assert done.status == "COMPLETED", done
     assert done.attempt == 2
     assert done.retry_count == 0
@@ -168,7 +173,7 @@ def test_plugin_that_exits_the_guest_fails_the_job_and_the_worker_survives(
     sentinel = cluster.start_sentinel()
     worker = cluster.start_worker("w-a")
 
-    failed = cluster.wait_for_status(crash_id, "FAILED", "COMPLETED", timeout=20)
+    failed = cluster.wait_for_status(crash_id, "FAILED", "COMPLETED")
     assert failed.status == "FAILED", failed
     assert "3" in (failed.error_message or ""), failed.error_message
     assert outcomes(cluster, crash_id) == [(1, "w-a", "FAILED")]
@@ -176,7 +181,7 @@ def test_plugin_that_exits_the_guest_fails_the_job_and_the_worker_survives(
 
     # The same worker process goes on to run the next job.
     (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "sleep=0\nrows=3\n"})
-    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", timeout=20)
+    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED")
     assert done.status == "COMPLETED", done
     assert done.worker_id == "w-a"
     assert_output_once(cluster, job_id, rows=3)
@@ -187,12 +192,13 @@ def test_plugin_that_exits_the_guest_fails_the_job_and_the_worker_survives(
 
 def test_a_job_longer_than_the_thread_cache_idle_timeout_completes(cluster: Cluster) -> None:
     # trio's to_thread threads exit after 10 s idle; the guest must not die with one.
+    # (The job must last at least 12 s: a lower bound, which load only lengthens.)
     (job_id,) = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, {INPUT: "sleep=12\nrows=2\n"})
     sentinel = cluster.start_sentinel()
     worker = cluster.start_worker("w-a")
     wait_mid_job(cluster, worker, job_id, "w-a")
 
-    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", "QUEUED", timeout=25)
+    done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED", "QUEUED")
     assert done.status == "COMPLETED", (done, done.error_message)
     assert done.attempt == 1
     assert_output_once(cluster, job_id, rows=2)

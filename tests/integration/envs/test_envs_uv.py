@@ -15,6 +15,9 @@ from casparian_trio.envs import EnvManager, compute_env_hash
 from casparian_trio.errors import EnvError
 from casparian_trio.protocol.messages import Dispatch, PrepareEnv, SinkConfig
 
+# A hang guard, not a speed limit: a cold uv cache downloads pyarrow first.
+TIMEOUT = 240
+
 FIXTURE = Path(__file__).parents[2] / "fixtures" / "plugins" / "env_pyarrow"
 
 WHERE_AM_I = """
@@ -41,7 +44,7 @@ async def test_build_run_reuse(tmp_path: Path) -> None:
     # Two managers on one root behave like two worker processes (separate flock fds).
     first, second = EnvManager(tmp_path / "envs"), EnvManager(tmp_path / "envs")
     readies = []
-    with trio.fail_after(120):
+    with trio.fail_after(TIMEOUT):
         async with trio.open_nursery() as nursery:
             for manager in (first, first, second):
                 nursery.start_soon(lambda m=manager: _prepare(m, spec, readies))
@@ -62,7 +65,7 @@ async def test_build_run_reuse(tmp_path: Path) -> None:
         source_code=textwrap.dedent(WHERE_AM_I),
         artifact_hash="x",
     )
-    with trio.fail_after(30):
+    with trio.fail_after(TIMEOUT):
         receipt = await executor.run(1, dispatch)
         again = await first.prepare(spec)
     assert receipt.status == "SUCCESS", receipt.error_message
@@ -87,7 +90,7 @@ async def test_build_failure_reports_uv_error(tmp_path: Path) -> None:
         env_hash=compute_env_hash(lock, pyproject, None), lockfile=lock, pyproject=pyproject
     )
     manager = EnvManager(tmp_path / "envs")
-    with trio.fail_after(60), pytest.raises(EnvError) as info:
+    with trio.fail_after(TIMEOUT), pytest.raises(EnvError) as info:
         await manager.prepare(spec)
     assert info.value.env_hash == spec.env_hash
     assert "failed at `uv sync`" in str(info.value)
@@ -105,5 +108,5 @@ async def test_unknown_python_version(tmp_path: Path) -> None:
         pyproject=pyproject,
         python_version="3.4",
     )
-    with trio.fail_after(60), pytest.raises(EnvError, match="failed at `uv venv`"):
+    with trio.fail_after(TIMEOUT), pytest.raises(EnvError, match="failed at `uv venv`"):
         await EnvManager(tmp_path / "envs").prepare(spec)

@@ -18,6 +18,9 @@ class Handler:
 """
 
 
+TIMEOUT = 120  # a hang guard per command, not a speed limit
+
+
 def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CASPARIAN_DB": str(cwd / "ops.db")}
     return subprocess.run(
@@ -26,7 +29,7 @@ def run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
         env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=TIMEOUT,
         check=False,
     )
 

@@ -15,6 +15,8 @@ from casparian_trio.protocol import Deploy
 from casparian_trio.publish import inspect_plugin
 from casparian_trio.runtime import serve_sentinel
 
+TIMEOUT = 120  # a hang guard, not a speed limit
+
 SOURCE = 'MANIFEST = {"version": "1.0.0", "pattern": "*.csv"}\n\nclass Handler:\n    pass\n'
 
 
@@ -34,13 +36,14 @@ def deploy_of(source: str, name: str = "sales") -> Deploy:
 async def sentinel_address(tmp_path: Path) -> AsyncIterator[str]:
     config = SentinelConfig(bind="tcp://127.0.0.1:*", db=tmp_path / "sentinel.db")
     async with trio.open_nursery() as nursery:
-        sentinel = await nursery.start(serve_sentinel, config)
+        with trio.fail_after(TIMEOUT):
+            sentinel = await nursery.start(serve_sentinel, config)
         yield sentinel.channel.endpoint
         nursery.cancel_scope.cancel()
 
 
 async def test_deploy_to_a_running_sentinel(sentinel_address: str) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         first = await request_deploy(sentinel_address, deploy_of(SOURCE))
         again = await request_deploy(sentinel_address, deploy_of(SOURCE))
     assert first["created"] is True
@@ -51,5 +54,8 @@ async def test_deploy_to_a_running_sentinel(sentinel_address: str) -> None:
 
 async def test_a_refused_deploy_is_a_plugin_error(sentinel_address: str) -> None:
     bad = Deploy(plugin_name="sales", version="1", source_code="def f(): pass\n")
-    with trio.fail_after(10), pytest.raises(PluginError, match=r"refused sales: .*class Handler"):
+    with (
+        trio.fail_after(TIMEOUT),
+        pytest.raises(PluginError, match=r"refused sales: .*class Handler"),
+    ):
         await request_deploy(sentinel_address, bad)

@@ -4,28 +4,54 @@ A TEMP trigger calling a sleeping SQL function makes a real claim or complete
 slow in its middle (after the queue UPDATE, before the attempt row is written);
 the caller is cancelled meanwhile. The row must then be fully changed or fully
 unchanged, no transaction may be left open, and the Database must keep working.
+
+"Meanwhile" is an observed moment, not a guessed delay: the SQL function runs
+a test's hook on the Trio thread while its transaction is open (``Midway``),
+so a slow machine cannot move the cancel to before or after the transaction.
+``fail_after(TIMEOUT)`` only stops a hung test.
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
 import trio
+import trio.testing
 
 from casparian_trio.store import Database, Store, open_database
 
 NOW = 1_700_000_000.0
 SLOW_S = 0.1  # how long each slowed UPDATE takes
+TIMEOUT = 120  # a hang guard, not a speed limit
 
 
-def slow_down(db: Database) -> None:
-    """Make every UPDATE of the queue sleep SLOW_S inside its transaction."""
+class Midway:
+    """The slowed UPDATE's SQL function: sleeps ``seconds`` in the middle of a transaction.
+
+    Before that, a ``hook`` set by the test runs once, on the Trio thread (in the
+    task waiting for this transaction), while the transaction is open and holds
+    the connection; the transaction goes on when the hook returns.
+    """
+
+    def __init__(self) -> None:
+        self.hook: Callable[[], Awaitable[object]] | None = None
+
+    def __call__(self, seconds: float) -> None:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            trio.from_thread.run(hook)
+        time.sleep(seconds)
+
+
+def slow_down(db: Database, midway: Midway) -> None:
+    """Make every UPDATE of the queue call ``midway(SLOW_S)`` inside its transaction."""
 
     def install(conn: sqlite3.Connection) -> None:
-        conn.create_function("sleep_s", 1, time.sleep)
+        conn.create_function("sleep_s", 1, midway)
         conn.execute(
             "CREATE TEMP TRIGGER slow_queue AFTER UPDATE ON main.cf_processing_queue"
             f" BEGIN SELECT sleep_s({SLOW_S}); END"
@@ -73,62 +99,92 @@ def assert_consistent_and_unlocked(path: Path) -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
+def midway() -> Midway:
+    return Midway()
+
+
+@pytest.fixture
+async def store(tmp_path: Path, midway: Midway) -> Store:
     db = open_database(tmp_path / "q.db")
     seed_jobs(db, 3)
-    slow_down(db)
+    slow_down(db, midway)
     return Store(db)
 
 
-async def test_cancelled_claim_completes_whole(store: Store, tmp_path: Path) -> None:
-    with trio.fail_after(10):
-        started = trio.current_time()
-        with trio.move_on_after(0.03) as scope:
+def cancel_midway(midway: Midway, scope: trio.CancelScope) -> None:
+    """Cancel ``scope`` while the next slowed transaction is in its middle."""
+
+    async def cancel() -> None:
+        scope.cancel()
+
+    midway.hook = cancel
+
+
+async def test_cancelled_claim_completes_whole(
+    store: Store, midway: Midway, tmp_path: Path
+) -> None:
+    with trio.fail_after(TIMEOUT):
+        job = None
+        with trio.CancelScope() as scope:
+            cancel_midway(midway, scope)
             job = await store.claim(capabilities=["*"], worker_id="w", now=NOW)
             await trio.lowlevel.checkpoint()  # where the cancel lands: after COMMIT
         assert scope.cancelled_caught
-        assert trio.current_time() - started >= SLOW_S  # the thread was not abandoned
-        assert job is not None
+        assert job is not None  # the thread was not abandoned: the claim returned its job
         assert (job.status, job.attempt) == ("RUNNING", 1)
         assert_consistent_and_unlocked(tmp_path / "q.db")
         assert (await store.get_job(job.id)).status == "RUNNING"  # type: ignore[union-attr]
         assert await store.complete(job.id, 1, result_summary={}, now=NOW)  # still usable
 
 
-async def test_cancelled_complete_completes_whole(store: Store, tmp_path: Path) -> None:
-    with trio.fail_after(10):
+async def test_cancelled_complete_completes_whole(
+    store: Store, midway: Midway, tmp_path: Path
+) -> None:
+    with trio.fail_after(TIMEOUT):
         job = await store.claim(capabilities=["*"], worker_id="w", now=NOW)
         assert job is not None
-        with trio.move_on_after(0.03) as scope:
-            await store.complete(job.id, job.attempt, result_summary={"rows": 1}, now=NOW)
+        completed = None
+        with trio.CancelScope() as scope:
+            cancel_midway(midway, scope)
+            completed = await store.complete(
+                job.id, job.attempt, result_summary={"rows": 1}, now=NOW
+            )
             await trio.lowlevel.checkpoint()
         assert scope.cancelled_caught
+        assert completed
         assert_consistent_and_unlocked(tmp_path / "q.db")
         assert (await store.get_job(job.id)).status == "COMPLETED"  # type: ignore[union-attr]
 
 
-async def complete_slowly(store: Store, job_id: int) -> None:
-    await store.complete(job_id, 1, result_summary={}, now=NOW)
-
-
 async def test_cancel_while_waiting_for_the_connection_changes_nothing(
-    store: Store, tmp_path: Path
+    store: Store, midway: Midway, tmp_path: Path
 ) -> None:
-    with trio.fail_after(10):
+    with trio.fail_after(TIMEOUT):
         first = await store.claim(capabilities=["*"], worker_id="w", now=NOW)
         assert first is not None
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(complete_slowly, store, first.id)  # holds the connection
-            await trio.sleep(0.03)
-            with trio.move_on_after(0.03) as scope:
+        second = trio.CancelScope()
+
+        async def claim_second() -> None:
+            with second:
                 await store.claim(capabilities=["*"], worker_id="w2", now=NOW)
-            assert scope.cancelled_caught
+
+        async with trio.open_nursery() as nursery:
+
+            async def while_the_complete_holds_the_connection() -> None:
+                nursery.start_soon(claim_second)
+                await trio.testing.wait_all_tasks_blocked()  # it waits for the connection
+                second.cancel()
+
+            midway.hook = while_the_complete_holds_the_connection
+            await store.complete(first.id, 1, result_summary={}, now=NOW)
+        assert second.cancelled_caught
         assert (await store.stats())["RUNNING"] == 0  # the second claim never ran
         assert_consistent_and_unlocked(tmp_path / "q.db")
 
 
 async def test_cancel_at_many_points_never_tears(store: Store, tmp_path: Path) -> None:
-    with trio.fail_after(30):
+    # Cancels at assorted moments, wherever they land: every outcome must be consistent.
+    with trio.fail_after(TIMEOUT):
         for delay in (0.0, 0.02, 0.12, 0.15, 0.25):
             with trio.move_on_after(delay):
                 job = await store.claim(capabilities=["*"], worker_id="w", now=NOW)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import sqlite3
 import subprocess
 import sys
@@ -11,6 +12,7 @@ from pathlib import Path
 from casparian_trio.store import open_database, queue
 
 JOBS = 2000
+TIMEOUT = 120  # a hang guard for each wait on the children, not a speed limit
 
 CLAIMER = textwrap.dedent(
     """
@@ -74,12 +76,13 @@ def test_two_processes_claim_each_job_exactly_once(tmp_path: Path) -> None:
     try:
         for p in procs:  # a child that dies prints nothing: readline() gives '' and this fails
             assert p.stdout is not None
+            assert select.select([p.stdout], [], [], TIMEOUT)[0], "a claimer never started"
             assert p.stdout.readline().strip() == "ready"
         for p in procs:
             assert p.stdin is not None
             p.stdin.write("go\n")
             p.stdin.flush()
-        outputs = [p.communicate(timeout=50)[0] for p in procs]
+        outputs = [p.communicate(timeout=TIMEOUT)[0] for p in procs]
     finally:
         for p in procs:
             if p.poll() is None:

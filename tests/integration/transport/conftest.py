@@ -9,12 +9,13 @@ channel a factory makes is closed at teardown, so no socket outlives its test.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 
 import attrs
 import pytest
 import trio
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from casparian_trio.transport import (
     Channel,
@@ -57,9 +58,12 @@ class MemoryNet:
         assert await handshake(router, dealer) == identity
         return dealer
 
-    async def settle(self) -> None:
-        """Let in-flight messages and disconnects land."""
-        await trio.testing.wait_all_tasks_blocked()
+    def watch_disconnect(self, dealer: Channel) -> Callable[[], Awaitable[None]]:
+        """Call before closing the router; await the result: ``dealer`` has seen it go.
+
+        In memory a close takes effect at once, so there is nothing to wait for.
+        """
+        return trio.lowlevel.checkpoint
 
     def close_all(self) -> None:
         for chan in self.channels:
@@ -94,9 +98,32 @@ class ZmqNet:
         assert await handshake(router, dealer) == identity
         return dealer
 
-    async def settle(self) -> None:
-        """Let in-flight messages and disconnects land (zmq does them in its I/O thread)."""
-        await trio.sleep(0.05)
+    def watch_disconnect(self, dealer: Channel) -> Callable[[], Awaitable[None]]:
+        """Call before closing the router; await the result: ``dealer`` has seen it go.
+
+        zmq notices a closed peer in its I/O thread; until it has, a send may
+        still go down the dead connection and be lost. A socket monitor reports
+        the moment (ZMQ_EVENT_DISCONNECTED), however slow the machine.
+        """
+        assert isinstance(dealer, ZmqChannel)
+        sock = dealer._sock
+        monitor = sock.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+
+        async def disconnected() -> None:
+            try:
+                while True:
+                    try:
+                        recv_monitor_message(monitor, zmq.NOBLOCK)
+                        return  # the mask lets through only EVENT_DISCONNECTED
+                    except zmq.Again:
+                        # The monitor is an inproc:// PAIR, whose FD does not fire
+                        # (libzmq#1434): poll it; the test's fail_after bounds this.
+                        await trio.sleep(0.01)
+            finally:
+                sock.disable_monitor()
+                monitor.close(linger=0)
+
+        return disconnected
 
     def close_all(self) -> None:
         for chan in self.channels:

@@ -1,7 +1,8 @@
 """The Channel contract, run against BOTH the in-memory and the ZeroMQ transport.
 
-Every test is wrapped in ``trio.fail_after`` so a broken shim fails instead of
-hanging. The zmq side uses tcp://127.0.0.1 ephemeral ports (never inproc://,
+Every test is wrapped in ``trio.fail_after(TIMEOUT)`` so a broken shim fails
+instead of hanging; that deadline is a hang guard, never a speed limit, and no
+test waits a fixed time for something to happen. The zmq side uses tcp://127.0.0.1 ephemeral ports (never inproc://,
 whose FD does not fire: libzmq#1434).
 """
 
@@ -17,8 +18,9 @@ import trio.testing
 from casparian_trio.errors import PeerUnreachable, TransportClosed
 from casparian_trio.transport import Channel
 
-# Generous for a loaded CI box; a healthy run finishes each test in well under a second.
-TIMEOUT = 10
+# A hang guard, not a speed limit: an idle machine runs each test in under 2 s,
+# a loaded one (tools/under_load.sh) several times slower.
+TIMEOUT = 120
 
 
 async def test_round_trip(net) -> None:
@@ -223,11 +225,12 @@ async def test_close_wakes_a_waiting_receiver(net) -> None:
             for chan in (router, router, dealer, dealer):  # FD waiter and parked waiter
                 nursery.start_soon(wait_forever, chan)
             await trio.testing.wait_all_tasks_blocked()
-            closed_at = trio.current_time()
             router.close()
             dealer.close()
-        assert len(outcomes) == 4
-        assert trio.current_time() - closed_at < 0.5
+            # close() itself wakes them: they are done before anything else blocks
+            # (a waiter left to notice on a timer or poll would still be waiting).
+            await trio.testing.wait_all_tasks_blocked()
+            assert len(outcomes) == 4
 
 
 async def test_closed_channel_refuses_and_close_is_idempotent(net) -> None:
@@ -262,7 +265,7 @@ async def test_send_waits_when_the_peer_is_full_and_drops_nothing(small_net) -> 
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
-            await trio.sleep(0.3)
+            await trio.testing.wait_all_tasks_blocked()  # the flood has stopped or waits
             assert sent < total, "the sender never felt back-pressure"
             for i in range(total):
                 (body,) = await dealer.receive()
@@ -285,8 +288,8 @@ async def test_dealer_send_waits_when_router_is_not_reading(small_net) -> None:
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(flood)
-            await trio.sleep(0.3)
-            assert sent < total
+            await trio.testing.wait_all_tasks_blocked()  # the flood has stopped or waits
+            assert sent < total, "the sender never felt back-pressure"
             for i in range(total):
                 identity, body = await router.receive()
                 assert (identity, body[:4]) == (b"eager", i.to_bytes(4, "big"))
@@ -298,8 +301,9 @@ async def test_router_restart_at_same_address(net) -> None:
         first = net.router()
         address = first.endpoint
         dealer = await net.connect(first, b"survivor")
+        disconnected = net.watch_disconnect(dealer)
         first.close()
-        await net.settle()
+        await disconnected()
         # Sent while no router is bound: queued by the dealer, delivered to the next one.
         for i in range(5):
             await dealer.send([b"%d" % i])
