@@ -291,3 +291,55 @@ UPDATE cf_file_location
 -- name: file_location_state
 SELECT rel_path, last_known_mtime, last_known_size FROM cf_file_location
  WHERE source_root_id = :source_root_id;
+
+-- Reads for people (store/reports.py): the command line's listings and status numbers.
+
+-- name: job_views
+-- Newest first; a NULL filter matches every job. Each job comes with its file.
+SELECT q.*, l.rel_path AS file_rel_path, r.path AS file_root_path,
+       v.content_hash AS file_content_hash, v.size_bytes AS file_size
+  FROM cf_processing_queue AS q
+  LEFT JOIN cf_file_version AS v ON v.id = q.file_version_id
+  LEFT JOIN cf_file_location AS l ON l.id = v.location_id
+  LEFT JOIN cf_source_root AS r ON r.id = l.source_root_id
+ WHERE (:status IS NULL OR q.status = :status)
+   AND (:plugin IS NULL OR q.plugin_name = :plugin)
+ ORDER BY q.id DESC LIMIT :limit;
+
+-- name: job_view
+SELECT q.*, l.rel_path AS file_rel_path, r.path AS file_root_path,
+       v.content_hash AS file_content_hash, v.size_bytes AS file_size
+  FROM cf_processing_queue AS q
+  LEFT JOIN cf_file_version AS v ON v.id = q.file_version_id
+  LEFT JOIN cf_file_location AS l ON l.id = v.location_id
+  LEFT JOIN cf_source_root AS r ON r.id = l.source_root_id
+ WHERE q.id = :id;
+
+-- name: job_ids_matching
+-- The ids a filtered cancel/retry acts on; a NULL filter matches every job.
+SELECT id FROM cf_processing_queue
+ WHERE (:status IS NULL OR status = :status)
+   AND (:plugin IS NULL OR plugin_name = :plugin)
+ ORDER BY id;
+
+-- name: manifest_summary
+SELECT id, version, artifact_hash, source_hash, env_hash, deployed_at
+  FROM cf_plugin_manifest WHERE plugin_name = :plugin_name AND status = 'ACTIVE'
+ ORDER BY id DESC LIMIT 1;
+
+-- name: throughput
+-- json_valid guards against the seed's legacy free-text result_summary values.
+SELECT count(*) AS jobs,
+       coalesce(sum(CASE WHEN json_valid(result_summary)
+                         THEN json_extract(result_summary, '$.rows') END), 0) AS rows
+  FROM cf_processing_queue
+ WHERE status = :status AND updated_at >= :since;
+
+-- name: oldest_queued
+SELECT min(created_at) FROM cf_processing_queue WHERE status = 'QUEUED';
+
+-- name: files_per_source
+SELECT source_root_id, count(*) FROM cf_file_location GROUP BY source_root_id;
+
+-- name: schema_version
+PRAGMA user_version;

@@ -178,7 +178,13 @@ class BridgeExecutor:
             await _shielded(_remove_dirs, job)
         rows = sum(s.rows for s in job.sinks.values())
         size = sum(s.bytes_written for s in job.sinks.values())
-        metrics = {"rows": rows, "bytes": size, "duration_s": round(time.monotonic() - started, 3)}
+        quarantined = sum(s.rows_quarantined for s in job.sinks.values())
+        metrics = {
+            "rows": rows,
+            "rows_quarantined": quarantined,
+            "bytes": size,
+            "duration_s": round(time.monotonic() - started, 3),
+        }
         logger.info(
             "job %d succeeded: %d rows",
             job_id,
@@ -415,8 +421,7 @@ def _commit_sinks(sinks: dict[str, Sink]) -> list[Artifact]:
     for sink in sinks.values():
         with sink_errors(sink, "promoting"):
             artifact = sink.commit()
-        if artifact is not None:
-            artifacts.append(artifact)
+        artifacts.extend(a for a in (artifact, sink.quarantine_artifact) if a is not None)
     return artifacts
 
 

@@ -43,7 +43,10 @@ class Sink(Protocol):
 
     topic: str
     rows: int
+    # Rows of this job that went to ``<topic>_quarantine``, and that topic's artifact.
+    rows_quarantined: int
     bytes_written: int
+    quarantine_artifact: Artifact | None
 
     @property
     def location(self) -> str:

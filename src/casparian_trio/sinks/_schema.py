@@ -1,31 +1,58 @@
-"""Conform guest batches to one schema per topic and add lineage columns.
+"""Conform guest batches to one schema per topic, split out invalid values, add lineage.
 
 Role: the single place where untrusted guest data is checked against what the
 topic promises. Runs in writer threads; pure functions of pyarrow objects.
 
-Rules (per topic, fixed by the first batch):
+Rules (per topic; the drift table is ``_drift``'s):
+- Column names are made unique first, as DuckDB's CSV reader does (an empty
+  name becomes ``column<i>`` by position, a repeated one ``a_1``, ``a_2``...);
+  ``Conformer.renamed`` records it. Columns are then looked up by position in
+  that unique list, never by a name that may repeat.
+- A name starting with ``_cf_`` is reserved for lineage and fails the job.
 - A ``schema_def`` (JSON ``{"col": "type", ...}`` or ``[{"name":..,"type":..}, ...]``,
   types as pyarrow aliases: int64, float64, string, bool, date32, timestamp[ms], ...)
-  lists required columns. They come first, in declared order, with the declared
-  types; castable columns are cast (safe casts only), otherwise the job fails
-  naming the column. Columns the schema_def does not name pass through.
-- Without a schema_def the first batch's schema is the topic's schema; later
-  batches must match it, or be safely castable to it.
-- ``_cf_job_id`` and ``_cf_file_version_id`` (int64) are always set by the host,
-  replacing any columns of that name the guest sent.
+  is the contract for the columns it names: they come first, in declared order,
+  with the declared types, whatever the job sends. A declared column missing
+  from a batch is nulls.
+- Every other column is the job's own: its type is the first batch's, widened
+  losslessly by later batches (null → string, int32 → int64); one appearing in
+  a later batch is added (earlier rows null). The sink rewrites what it staged
+  when that happens (``Conformed.retargeted``).
+- A value that cannot be converted (PARSE drift) does not fail the file: its
+  row goes to ``<topic>_quarantine`` (lineage, ``row``, ``column``,
+  ``raw_value``, ``reason``) and the row's other values are dropped with it;
+  ``on_invalid: fail`` fails the job instead, and more than
+  ``max_invalid_fraction`` of a job's rows invalid fails it at commit.
+- ``_cf_job_id`` and ``_cf_file_version_id`` (int64) are always set by the host.
 """
 
 from __future__ import annotations
 
 import array
 import json
+from collections.abc import Sequence
 
 import attrs
 import pyarrow as pa
 
 from casparian_trio.errors import SinkError
+from casparian_trio.sinks._conform import Invalid, conform_column
+from casparian_trio.sinks._drift import widens
 
 LINEAGE = ("_cf_job_id", "_cf_file_version_id")
+RESERVED_PREFIX = "_cf_"
+QUARANTINE_SUFFIX = "_quarantine"
+# The quarantine table's own columns (lineage columns follow them).
+QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("column", pa.string()),
+        ("raw_value", pa.string()),
+        ("reason", pa.string()),
+    ]
+)
+ON_INVALID = ("quarantine", "fail")
+DEFAULT_MAX_INVALID_FRACTION = 0.1
 
 
 def parse_schema_def(schema_def: str | None, topic: str) -> pa.Schema | None:
@@ -44,59 +71,164 @@ def parse_schema_def(schema_def: str | None, topic: str) -> pa.Schema | None:
         raise SinkError(f"topic {topic!r}: invalid schema_def {schema_def!r}: {exc}") from exc
 
 
+def unique_names(names: Sequence[str]) -> list[str]:
+    """Names made unique as DuckDB's CSV reader does: ``column<i>`` for empty, ``a_1`` for repeats."""
+    taken: set[str] = set()
+    out: list[str] = []
+    for i, name in enumerate(names):
+        base = name if name.strip() else f"column{i}"
+        candidate, n = base, 0
+        while candidate in taken:
+            n += 1
+            candidate = f"{base}_{n}"
+        taken.add(candidate)
+        out.append(candidate)
+    return out
+
+
+@attrs.frozen
+class Conformed:
+    """One batch after conformance: the rows for the topic, the quarantined ones."""
+
+    batch: pa.RecordBatch
+    quarantine: pa.RecordBatch | None
+    # The topic's schema changed with this batch: what was staged must be rewritten.
+    retargeted: bool
+
+
 @attrs.define(eq=False)
 class Conformer:
-    """Casts batches to the topic schema and appends lineage columns."""
+    """Conforms batches to the topic's schema and appends lineage columns (see module docstring)."""
 
     topic: str
     job_id: int
     file_version_id: int
     declared: pa.Schema | None = None
+    on_invalid: str = "quarantine"
+    max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION
     target: pa.Schema | None = None
+    rows_in: int = 0
+    rows_invalid: int = 0
+    renamed: dict[str, str] = attrs.field(factory=dict)
     _lineage: tuple[pa.Array, pa.Array] | None = None
 
-    def conform(self, batch: pa.RecordBatch) -> pa.RecordBatch:
-        batch = _drop(batch, LINEAGE)
-        if self.target is None:
-            self.target = self._target_for(batch.schema)
-        columns = [self._column(batch, field) for field in self.target]
-        extra = set(batch.schema.names) - set(self.target.names)
-        if extra:
+    def conform(self, batch: pa.RecordBatch) -> Conformed:
+        """Raises SinkError: reserved names, forbidden drift, a lossy CHECKED value, on_invalid=fail."""
+        batch = self._unique(batch)
+        retargeted = self._fit_target(batch.schema)
+        assert self.target is not None
+        columns: list[pa.Array] = []
+        invalid: list[Invalid] = []
+        first_row = self.rows_in + 1
+        for field in self.target:
+            idx = batch.schema.get_field_index(field.name)
+            if idx < 0:
+                columns.append(pa.nulls(batch.num_rows, field.type))
+                continue
+            done = conform_column(
+                batch.column(idx),
+                field.type,
+                topic=self.topic,
+                name=field.name,
+                first_row=first_row,
+            )
+            columns.append(done.array)
+            invalid.extend(done.invalid)
+        self.rows_in += batch.num_rows
+        if invalid and self.on_invalid == "fail":
+            bad = invalid[0]
             raise SinkError(
-                f"topic {self.topic!r}: column {sorted(extra)[0]!r} appeared mid-stream "
-                f"(schema: {', '.join(self.target.names)})"
+                f"topic {self.topic!r}: column {bad.column!r}: {bad.raw!r} at row "
+                f"{first_row + bad.index} is {bad.reason} (on_invalid: fail)"
             )
         job, fv = self._lineage_arrays(batch.num_rows)
-        return pa.RecordBatch.from_arrays([*columns, job, fv], schema=self.output_schema())
+        out = pa.RecordBatch.from_arrays([*columns, job, fv], schema=self.output_schema())
+        if not invalid:
+            return Conformed(out, None, retargeted)
+        return self._split(out, invalid, first_row, retargeted)
 
     def output_schema(self) -> pa.Schema:
         base = self.target if self.target is not None else (self.declared or pa.schema([]))
-        return base.append(pa.field(LINEAGE[0], pa.int64())).append(
-            pa.field(LINEAGE[1], pa.int64())
-        )
+        return _with_lineage(base)
 
-    def _target_for(self, first: pa.Schema) -> pa.Schema:
-        if self.declared is None:
-            return first
-        rest = [f for f in first if f.name not in self.declared.names]
-        return pa.schema([*self.declared, *rest])
+    def quarantine_schema(self) -> pa.Schema:
+        return _with_lineage(QUARANTINE_SCHEMA)
 
-    def _column(self, batch: pa.RecordBatch, field: pa.Field) -> pa.Array:
-        idx = batch.schema.get_field_index(field.name)
-        if idx < 0:
+    def check_invalid_fraction(self) -> None:
+        """Raises SinkError when more than ``max_invalid_fraction`` of the job's rows were invalid."""
+        if self.rows_in and self.rows_invalid / self.rows_in > self.max_invalid_fraction:
             raise SinkError(
-                f"topic {self.topic!r}: column {field.name!r} is missing from the plugin's output"
+                f"topic {self.topic!r}: {self.rows_invalid:,} of {self.rows_in:,} rows "
+                f"({self.rows_invalid / self.rows_in:.1%}) hold values that do not convert, "
+                f"above max_invalid_fraction {self.max_invalid_fraction:g} "
+                f"(see {self.topic}{QUARANTINE_SUFFIX})"
             )
-        col = batch.column(idx)
-        if col.type == field.type:
-            return col
-        try:
-            return col.cast(field.type, safe=True)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
-            raise SinkError(
-                f"topic {self.topic!r}: column {field.name!r} cannot be cast from "
-                f"{col.type} to {field.type}: {str(exc).splitlines()[0]}"
-            ) from exc
+
+    # --- steps ----------------------------------------------------------------------
+
+    def _unique(self, batch: pa.RecordBatch) -> pa.RecordBatch:
+        names = batch.schema.names
+        for name in names:
+            if name.startswith(RESERVED_PREFIX):
+                raise SinkError(
+                    f"topic {self.topic!r}: column {name!r} uses the reserved prefix "
+                    f"{RESERVED_PREFIX!r} (lineage columns are the host's); rename it in the plugin"
+                )
+        fixed = unique_names(names)
+        if fixed == names:
+            return batch
+        for old, new in zip(names, fixed, strict=True):
+            if old != new:
+                self.renamed[new] = old
+        return pa.RecordBatch.from_arrays(batch.columns, names=fixed)
+
+    def _fit_target(self, incoming: pa.Schema) -> bool:
+        """Grow the job's own columns to hold ``incoming``; True when the target changed."""
+        declared = self.declared or pa.schema([])
+        if self.target is None:
+            rest = [f for f in incoming if f.name not in declared.names]
+            self.target = pa.schema([*declared, *rest])
+            return False
+        fields = list(self.target)
+        changed = False
+        for i, field in enumerate(fields):
+            if field.name in declared.names:
+                continue
+            idx = incoming.get_field_index(field.name)
+            if idx >= 0 and widens(field.type, incoming.field(idx).type):
+                fields[i] = field.with_type(incoming.field(idx).type)
+                changed = True
+        for field in incoming:
+            if field.name not in self.target.names:
+                fields.append(field.with_nullable(True))
+                changed = True
+        if changed:
+            self.target = pa.schema(fields)
+        return changed
+
+    def _split(
+        self, out: pa.RecordBatch, invalid: list[Invalid], first_row: int, retargeted: bool
+    ) -> Conformed:
+        bad_rows = sorted({v.index for v in invalid})
+        self.rows_invalid += len(bad_rows)
+        keep = [True] * out.num_rows
+        for i in bad_rows:
+            keep[i] = False
+        good = out.filter(pa.array(keep, pa.bool_()))
+        n = len(invalid)
+        job, fv = self._lineage_arrays(n)
+        quarantine = pa.RecordBatch.from_arrays(
+            [
+                pa.array([first_row + v.index for v in invalid], pa.int64()),
+                pa.array([v.column for v in invalid], pa.string()),
+                pa.array([v.raw for v in invalid], pa.string()),
+                pa.array([v.reason for v in invalid], pa.string()),
+                job,
+                fv,
+            ],
+            schema=self.quarantine_schema(),
+        )
+        return Conformed(good, quarantine, retargeted)
 
     def _lineage_arrays(self, n: int) -> tuple[pa.Array, pa.Array]:
         # One constant array per job, sliced (zero-copy) for every batch.
@@ -109,12 +241,8 @@ class Conformer:
         return self._lineage[0].slice(0, n), self._lineage[1].slice(0, n)
 
 
-def _drop(batch: pa.RecordBatch, names: tuple[str, ...]) -> pa.RecordBatch:
-    present = [n for n in names if n in batch.schema.names]
-    if not present:
-        return batch
-    keep = [i for i, n in enumerate(batch.schema.names) if n not in names]
-    return batch.select(keep)
+def _with_lineage(base: pa.Schema) -> pa.Schema:
+    return base.append(pa.field(LINEAGE[0], pa.int64())).append(pa.field(LINEAGE[1], pa.int64()))
 
 
 def _constant_int64(value: int, n: int) -> pa.Array:

@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from casparian_trio.errors import SinkError
 from casparian_trio.protocol.messages import Artifact
-from casparian_trio.sinks._schema import Conformer
+from casparian_trio.sinks._schema import QUARANTINE_SUFFIX, Conformer
 from casparian_trio.sinks._uri import safe_name
 
 logger = logging.getLogger(__name__)
@@ -73,14 +73,18 @@ class ParquetSink:
     directory: Path
     job_id: int
     mode: str
-    conformer: Conformer
+    # None: batches are written as they come (the quarantine sink's are ready-made).
+    conformer: Conformer | None
     rows: int = 0
+    rows_quarantined: int = 0
     bytes_written: int = 0
+    quarantine_artifact: Artifact | None = None
     _writer: pq.ParquetWriter | None = None
     _staging: Path | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
     _buffer_rows: int = 0
     _buffer_bytes: int = 0
+    _quarantine: ParquetSink | None = None
 
     @property
     def location(self) -> str:
@@ -102,7 +106,14 @@ class ParquetSink:
                 )
 
     def write(self, batch: pa.RecordBatch) -> None:
-        batch = self.conformer.conform(batch)
+        if self.conformer is not None:
+            conformed = self.conformer.conform(batch)
+            if conformed.retargeted:
+                self._retarget(self.conformer.output_schema())
+            if conformed.quarantine is not None:
+                self._quarantine_sink().write(conformed.quarantine)
+                self.rows_quarantined += conformed.quarantine.num_rows
+            batch = conformed.batch
         self._buffer.append(batch)
         self._buffer_rows += batch.num_rows
         self._buffer_bytes += batch.nbytes
@@ -112,8 +123,16 @@ class ParquetSink:
 
     def commit(self) -> Artifact | None:
         """Finish the file and rename it into place; None if the topic got no data."""
+        if self.conformer is not None:
+            self.conformer.check_invalid_fraction()
+        if self._quarantine is not None:
+            self.quarantine_artifact = self._quarantine.commit()
         self._flush()
-        if self._writer is None and self.conformer.declared is not None:
+        if (
+            self._writer is None
+            and self.conformer is not None
+            and self.conformer.target is not None
+        ):
             self._open(self.conformer.output_schema())  # an empty file still has the schema
         if self._writer is not None:
             self._writer.close()
@@ -135,6 +154,8 @@ class ParquetSink:
 
     def abort(self) -> None:
         """Drop the staged file (idempotent, never raises)."""
+        if self._quarantine is not None:
+            self._quarantine.abort()
         self._buffer.clear()
         try:
             if self._writer is not None:
@@ -145,6 +166,30 @@ class ParquetSink:
         if self._staging is not None:
             self._staging.unlink(missing_ok=True)
             self._staging = None
+
+    def _quarantine_sink(self) -> ParquetSink:
+        if self._quarantine is None:
+            name = f"{self.topic}{QUARANTINE_SUFFIX}"
+            directory = self.directory.with_name(f"{self.directory.name}{QUARANTINE_SUFFIX}")
+            self._quarantine = ParquetSink(name, directory, self.job_id, "append", None)
+        return self._quarantine
+
+    def _retarget(self, schema: pa.Schema) -> None:
+        """The job's schema grew (lossless): recast what is buffered and what is staged."""
+        self._buffer = [_cast_batch(b, schema) for b in self._buffer]
+        if self._writer is None:
+            return
+        self._writer.close()
+        self._writer = None
+        assert self._staging is not None
+        old = self._staging
+        staged = pq.ParquetFile(old)
+        self._open(schema)
+        assert self._writer is not None
+        for group in range(staged.num_row_groups):
+            self._writer.write_table(_cast_table(staged.read_row_group(group), schema))
+        staged.close()
+        old.unlink(missing_ok=True)
 
     def _flush(self) -> None:
         if not self._buffer:
@@ -175,6 +220,21 @@ class ParquetSink:
             return
         for path in self._other_files():
             path.unlink(missing_ok=True)
+
+
+def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:
+    """``batch`` under a grown schema: widened columns cast, new ones null."""
+    columns = [
+        batch.column(batch.schema.get_field_index(f.name)).cast(f.type)
+        if f.name in batch.schema.names
+        else pa.nulls(batch.num_rows, f.type)
+        for f in schema
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema)
+
+
+def _cast_table(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_batches([_cast_batch(b, schema) for b in table.to_batches()], schema)
 
 
 def dictionary_columns(table: pa.Table) -> bool | list[str]:

@@ -28,7 +28,7 @@ import pyarrow.types as pat
 
 from casparian_trio.errors import SinkError
 from casparian_trio.protocol.messages import Artifact
-from casparian_trio.sinks._schema import Conformer
+from casparian_trio.sinks._schema import QUARANTINE_SUFFIX, Conformer
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +45,16 @@ class SqliteSink:
     table: str
     job_id: int
     mode: str
-    conformer: Conformer
+    # None: batches are written as they come (the quarantine sink's are ready-made).
+    conformer: Conformer | None
     rows: int = 0
+    rows_quarantined: int = 0
     bytes_written: int = 0
+    quarantine_artifact: Artifact | None = None
     _conn: sqlite3.Connection | None = None
     _stage: str | None = None
     _columns: list[str] = attrs.field(factory=list)
+    _quarantine: SqliteSink | None = None
 
     @property
     def location(self) -> str:
@@ -68,49 +72,59 @@ class SqliteSink:
             )
 
     def write(self, batch: pa.RecordBatch) -> None:
-        batch = self.conformer.conform(batch)
+        if self.conformer is not None:
+            conformed = self.conformer.conform(batch)
+            if conformed.quarantine is not None:
+                self._quarantine_sink().write(conformed.quarantine)
+                self.rows_quarantined += conformed.quarantine.num_rows
+            batch = conformed.batch
         conn = self._connect()
         if self._stage is None:
             self._create_stage(conn, batch.schema)
+        else:
+            self._add_columns(conn, batch.schema)
+        names = ", ".join(quote(n) for n in batch.schema.names)
         columns = [_pylist(col) for col in batch.columns]
         marks = ", ".join("?" * len(columns))
         try:
             conn.execute("BEGIN")
             conn.executemany(
-                f'INSERT INTO "{self._stage}" VALUES ({marks})', zip(*columns, strict=True)
+                f"INSERT INTO {quote(self._stage_name())} ({names}) VALUES ({marks})",
+                zip(*columns, strict=True),
             )
             conn.execute("COMMIT")
         except (sqlite3.Error, OverflowError) as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
             raise SinkError(
-                f"topic {self.topic!r}: writing to {self.db_path} failed: {exc}"
+                f"topic {self.topic!r}: writing to {self.location} failed: {exc}"
             ) from exc
         self.rows += batch.num_rows
 
     def commit(self) -> Artifact | None:
+        if self.conformer is not None:
+            self.conformer.check_invalid_fraction()
+        if self._quarantine is not None:
+            self.quarantine_artifact = self._quarantine.commit()
         conn = self._connect()
         if self._stage is None:
+            if self.conformer is None or self.conformer.target is None:
+                self._close()
+                return None  # nothing arrived and no schema is known
             self._create_stage(conn, self.conformer.output_schema())
-        cols = ", ".join(f'"{c}"' for c in self._columns)
+        cols = ", ".join(quote(c) for c in self._columns)
+        table, stage = quote(self.table), quote(self._stage_name())
         conn.execute("BEGIN IMMEDIATE")  # the mode check and the promote: one step
         try:
             self.check()
-            if self.rows == 0 and self.conformer.declared is None and not _exists(conn, self.table):
-                # no rows and no declared schema: creating the table now would fix
-                # its columns to the lineage pair and break every later job
-                conn.execute(f'DROP TABLE "{self._stage}"')
-                conn.execute("COMMIT")
-                return None
-            conn.execute(
-                f'CREATE TABLE IF NOT EXISTS "{self.table}" AS SELECT * FROM "{self._stage}" WHERE 0'
-            )
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM {stage} WHERE 0")
+            self._add_missing_to_table(conn)
             if self.mode == "replace":
-                conn.execute(f'DELETE FROM "{self.table}"')
+                conn.execute(f"DELETE FROM {table}")
             else:
-                conn.execute(f'DELETE FROM "{self.table}" WHERE "_cf_job_id" = ?', (self.job_id,))
-            conn.execute(f'INSERT INTO "{self.table}" ({cols}) SELECT {cols} FROM "{self._stage}"')
-            conn.execute(f'DROP TABLE "{self._stage}"')
+                conn.execute(f'DELETE FROM {table} WHERE "_cf_job_id" = ?', (self.job_id,))
+            conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}")
+            conn.execute(f"DROP TABLE {stage}")
             conn.execute("COMMIT")
         except (sqlite3.Error, SinkError) as exc:
             with contextlib.suppress(sqlite3.Error):  # never mask the real error
@@ -118,7 +132,7 @@ class SqliteSink:
             if isinstance(exc, SinkError):
                 raise
             raise SinkError(
-                f"topic {self.topic!r}: promoting into {self.table!r} failed: {exc}"
+                f"topic {self.topic!r}: promoting into {self.location} failed: {exc}"
             ) from exc
         self._stage = None
         self._close()
@@ -127,15 +141,33 @@ class SqliteSink:
         )
 
     def abort(self) -> None:
+        if self._quarantine is not None:
+            self._quarantine.abort()
         try:
             if self._conn is not None and self._stage is not None:
                 if self._conn.in_transaction:
                     self._conn.execute("ROLLBACK")
-                self._conn.execute(f'DROP TABLE IF EXISTS "{self._stage}"')
+                self._conn.execute(f"DROP TABLE IF EXISTS {quote(self._stage)}")
         except sqlite3.Error:
             logger.warning("could not drop staging table %s", self._stage, exc_info=True)
         self._stage = None
         self._close()
+
+    def _stage_name(self) -> str:
+        assert self._stage is not None
+        return self._stage
+
+    def _quarantine_sink(self) -> SqliteSink:
+        if self._quarantine is None:
+            self._quarantine = SqliteSink(
+                f"{self.topic}{QUARANTINE_SUFFIX}",
+                self.db_path,
+                f"{self.table}{QUARANTINE_SUFFIX}",
+                self.job_id,
+                "append",
+                None,
+            )
+        return self._quarantine
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -152,17 +184,54 @@ class SqliteSink:
             self._conn = None
 
     def _create_stage(self, conn: sqlite3.Connection, schema: pa.Schema) -> None:
+        _check_case_collisions(self.topic, schema.names)
         self._stage = f"_cf_stage_{self.table}_{self.job_id}_{secrets.token_hex(3)}"
         self._columns = list(schema.names)
-        ddl = ", ".join(f'"{f.name}" {_affinity(f.type)}' for f in schema)
-        conn.execute(f'CREATE TABLE "{self._stage}" ({ddl})')
+        ddl = ", ".join(f"{quote(f.name)} {_affinity(f.type)}" for f in schema)
+        conn.execute(f"CREATE TABLE {quote(self._stage)} ({ddl})")
+
+    def _add_columns(self, conn: sqlite3.Connection, schema: pa.Schema) -> None:
+        """A column that appeared in a later batch joins the staging table (earlier rows NULL)."""
+        new = [f for f in schema if f.name not in self._columns]
+        if not new:
+            return
+        _check_case_collisions(self.topic, [*self._columns, *(f.name for f in new)])
+        for field in new:
+            conn.execute(
+                f"ALTER TABLE {quote(self._stage_name())} "
+                f"ADD COLUMN {quote(field.name)} {_affinity(field.type)}"
+            )
+            self._columns.append(field.name)
+
+    def _add_missing_to_table(self, conn: sqlite3.Connection) -> None:
+        have = {row[1] for row in conn.execute(f"PRAGMA table_info({quote(self.table)})")}
+        for name in self._columns:
+            if name not in have:
+                conn.execute(f"ALTER TABLE {quote(self.table)} ADD COLUMN {quote(name)}")
 
     def _other_rows(self, conn: sqlite3.Connection) -> bool:
+        table = quote(self.table)
         try:
-            sql = f'SELECT 1 FROM "{self.table}" WHERE "_cf_job_id" IS NOT ? LIMIT 1'
+            sql = f'SELECT 1 FROM {table} WHERE "_cf_job_id" IS NOT ? LIMIT 1'
             return conn.execute(sql, (self.job_id,)).fetchone() is not None
         except sqlite3.OperationalError:  # a table without lineage: someone else's
-            return conn.execute(f'SELECT 1 FROM "{self.table}" LIMIT 1').fetchone() is not None
+            return conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+
+
+def quote(identifier: str) -> str:
+    """An SQL identifier, double-quoted with any ``"`` doubled (SQL standard; SQLite's rule)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _check_case_collisions(topic: str, names: list[str]) -> None:
+    seen: dict[str, str] = {}
+    for name in names:
+        other = seen.setdefault(name.casefold(), name)
+        if other != name:
+            raise SinkError(
+                f"topic {topic!r}: columns {other!r} and {name!r} differ only in case, which "
+                "SQLite treats as one name; rename one in the plugin"
+            )
 
 
 def _exists(conn: sqlite3.Connection, table: str) -> bool:

@@ -67,7 +67,7 @@ async def test_rerun_replaces_and_lineage_is_host_owned(job_env: JobEnv) -> None
     import pyarrow as pa
     class Handler:
         def execute(self, file_path):
-            yield pa.table({"a": [1, 2], "_cf_job_id": [666, 666]})  # forged lineage
+            yield pa.table({"a": [1, 2]})
     """
     dispatch = make_dispatch(textwrap.dedent(source))
     with trio.fail_after(HANG_GUARD_S):
@@ -78,6 +78,22 @@ async def test_rerun_replaces_and_lineage_is_host_owned(job_env: JobEnv) -> None
     assert files == ["output.job-4.parquet"]
     table = pq.read_table(job_env.output / "out" / files[0])
     assert table.column("_cf_job_id").to_pylist() == [4, 4]
+
+
+async def test_a_forged_lineage_column_fails_naming_it(job_env: JobEnv) -> None:
+    source = """
+    import pyarrow as pa
+    class Handler:
+        def execute(self, file_path):
+            yield pa.table({"a": [1, 2], "_cf_job_id": [666, 666]})
+    """
+    with trio.fail_after(HANG_GUARD_S):
+        receipt = await job_env.executor.run(5, make_dispatch(textwrap.dedent(source)))
+    assert receipt.status == "FAILED"
+    assert (receipt.error_message or "").startswith(
+        "topic 'output': column '_cf_job_id' uses the reserved prefix '_cf_'"
+    )
+    job_env.assert_nothing_left()
 
 
 async def test_modes_append_replace_error(job_env: JobEnv) -> None:

@@ -1,0 +1,145 @@
+"""Conform one column to its contract type, splitting out the values that cannot be (pure).
+
+The rule comes from ``_drift.drift``; pyarrow does the casting. Written by
+hand here: only the quarantine split (which values of a PARSE column do not
+convert) and the search for the row that breaks a CHECKED cast.
+
+Clean data pays one ``cast`` per column: the split runs only when a cast fails,
+and then bisects the failing chunk, so its cost grows with the bad values, not
+with the file.
+"""
+
+from __future__ import annotations
+
+import attrs
+import pyarrow as pa
+
+from casparian_trio.errors import SinkError
+from casparian_trio.sinks._drift import Drift, describe_forbidden, drift
+
+_CAST_ERRORS = (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError)
+# First-level chunk when a PARSE cast fails; failing chunks are bisected down to values.
+SPLIT_CHUNK_ROWS = 4096
+# A raw value longer than this is cut in the quarantine table.
+RAW_VALUE_MAX_CHARS = 1000
+
+
+@attrs.frozen
+class Invalid:
+    """One value that did not convert: its row in the batch, column, raw text and reason."""
+
+    index: int
+    column: str
+    raw: str | None
+    reason: str
+
+
+@attrs.frozen
+class Column:
+    """A conformed column (nulls where values were invalid) and what was invalid in it."""
+
+    array: pa.Array
+    invalid: tuple[Invalid, ...] = ()
+
+
+def conform_column(
+    col: pa.Array, dst: pa.DataType, *, topic: str, name: str, first_row: int
+) -> Column:
+    """``col`` as ``dst`` by the drift rules.
+
+    Args:
+        col: the batch's column.
+        dst: the contract's type.
+        topic, name: for messages.
+        first_row: 1-based row number, in the job's output, of ``col[0]``.
+
+    Raises:
+        SinkError: a FORBIDDEN drift, or a CHECKED value that would lose meaning.
+    """
+    rule = drift(col.type, dst)
+    if rule is Drift.SAME:
+        return Column(col)
+    if rule is Drift.FORBIDDEN:
+        raise SinkError(
+            f"topic {topic!r}: column {name!r}: {describe_forbidden(col.type, dst)} "
+            f"(rows from {first_row})"
+        )
+    if pa.types.is_dictionary(col.type) and not pa.types.is_dictionary(dst):
+        col = col.dictionary_decode()
+    if rule is Drift.PARSE:
+        return _parse(col, dst, name)
+    try:
+        return Column(col.cast(dst, safe=True))
+    except _CAST_ERRORS as exc:
+        if rule is Drift.LOSSLESS:  # a bug in the table, or an exotic nested type
+            raise SinkError(
+                f"topic {topic!r}: column {name!r} cannot be cast from {col.type} to {dst}: "
+                f"{_first_line(exc)}"
+            ) from exc
+        index = _bad_indices(col, dst, first_only=True)[0]
+        raise SinkError(
+            f"topic {topic!r}: column {name!r}: {col.type} value {_raw(col[index])!r} at row "
+            f"{first_row + index} does not fit the contract's {dst} without loss "
+            "(a fraction, an out-of-range value or a finer time unit)"
+        ) from exc
+
+
+def _parse(col: pa.Array, dst: pa.DataType, name: str) -> Column:
+    """Text into ``dst``: trimmed, empty text is null, what does not parse is invalid."""
+    import pyarrow.compute as pc  # only here: its import costs every worker ~30 ms and ~8 MB
+
+    text = pc.utf8_trim_whitespace(col)
+    text = pc.if_else(pc.equal(text, ""), pa.scalar(None, text.type), text)
+    try:
+        return Column(text.cast(dst, safe=True))
+    except _CAST_ERRORS:
+        pass
+    bad = _bad_indices(text, dst, first_only=False)
+    if not bad:  # chunks cast where the whole did not: a limit of the kernel, not the data
+        raise SinkError(f"column {name!r}: text cannot be cast to {dst}")
+    mask = [False] * len(text)
+    for i in bad:
+        mask[i] = True
+    cleaned = pc.if_else(pa.array(mask, pa.bool_()), pa.scalar(None, text.type), text)
+    reason = f"not a valid {dst}"
+    invalid = tuple(Invalid(i, name, _raw(col[i]), reason) for i in bad)
+    return Column(cleaned.cast(dst, safe=True), invalid)
+
+
+def _bad_indices(col: pa.Array, dst: pa.DataType, *, first_only: bool) -> list[int]:
+    found: list[int] = []
+    for start in range(0, len(col), SPLIT_CHUNK_ROWS):
+        _bisect(col.slice(start, SPLIT_CHUNK_ROWS), start, dst, found, first_only)
+        if first_only and found:
+            break
+    return found
+
+
+def _bisect(
+    part: pa.Array, offset: int, dst: pa.DataType, found: list[int], first_only: bool
+) -> None:
+    if first_only and found:
+        return
+    try:
+        part.cast(dst, safe=True)
+        return
+    except _CAST_ERRORS:
+        pass
+    if len(part) == 1:
+        found.append(offset)
+        return
+    mid = len(part) // 2
+    _bisect(part.slice(0, mid), offset, dst, found, first_only)
+    _bisect(part.slice(mid), offset + mid, dst, found, first_only)
+
+
+def _raw(value: pa.Scalar) -> str | None:
+    py = value.as_py()
+    if py is None:
+        return None
+    text = py if isinstance(py, str) else str(py)
+    return text[:RAW_VALUE_MAX_CHARS]
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
