@@ -10,23 +10,33 @@ Parquet output is read back with pyarrow. Nothing is left running.
 
 from __future__ import annotations
 
+import argparse
+import logging
 import random
 import shutil
+import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import attrs
 import trio
 
-from casparian_trio import _render, scout
-from casparian_trio._ops_scan import scan_root
+from casparian_trio import _signals, scout
+from casparian_trio.cli import _render
+from casparian_trio.cli._common import EXIT_OK
+from casparian_trio.cli.scan import summary
+from casparian_trio.cli.services import signal_task
 from casparian_trio.config import SentinelConfig, WorkerConfig
 from casparian_trio.errors import ConfigError
 from casparian_trio.publish import build_deploy, record_deploy
 from casparian_trio.runtime import open_worker, serve_sentinel
+from casparian_trio.scan import scan_root
 from casparian_trio.store import Store, open_database
 from casparian_trio.worker import Worker
+
+logger = logging.getLogger("casparian_trio")
 
 MARKER = ".casparian-demo"
 TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
@@ -90,6 +100,37 @@ CUSTOMERS = [
     "Müller GmbH",
     "O'Brien & Sons",
 ]
+
+
+def add_commands(sub: Any) -> None:
+    """``demo``."""
+    p = sub.add_parser("demo", help="run the whole flow on generated sample files, in seconds")
+    p.add_argument(
+        "--dir", default="./casparian-demo", help="working folder (default ./casparian-demo)"
+    )
+    p.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
+    p.set_defaults(handler=cmd_demo, long_running=True)
+
+
+async def cmd_demo(args: argparse.Namespace) -> int:
+    if not args.verbose:  # the demo prints its own progress; service logs would drown it
+        logging.getLogger("casparian_trio").setLevel(logging.WARNING)
+    if args.workers < 1:
+        raise ConfigError("--workers must be at least 1")
+    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+        async with trio.open_nursery() as nursery:
+
+            def stop(signum: signal.Signals) -> None:
+                logger.info("%s: stopping the demo", signum.name)
+                nursery.cancel_scope.cancel(reason="signal")
+
+            await nursery.start(signal_task, signals, stop, name="demo.signals")
+            if nursery.cancel_scope.cancel_called:
+                return EXIT_OK  # stopped before it started
+            code = await run_demo(Path(args.dir), workers=args.workers)
+            nursery.cancel_scope.cancel(reason="demo finished")
+            return code
+    return EXIT_OK  # stopped by a signal
 
 
 @attrs.frozen
@@ -179,7 +220,7 @@ async def _publish_and_scan(layout: DemoLayout) -> int:
         root_id, _ = await store.add_source_root(str(layout.incoming))
         rules = scout.Rule.enabled(await store.routing_rules())
         counts = await trio.to_thread.run_sync(scan_root, db, root_id, layout.incoming, rules)
-        print(counts.summary(0.0).replace(" in 0.0 s", ""))
+        print(summary(counts))
         return counts.queued
     finally:
         db.close()

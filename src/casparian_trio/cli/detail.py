@@ -1,18 +1,51 @@
-"""``job ID`` as text: every known fact about one job, its error and its attempts.
+"""``job ID``: every known fact about one job, its error and its attempts.
 
-Pure formatting of what ``_ops_db`` read; ``now`` is passed in so output is testable.
+The command reads (``cmd_job``), then formats with pure functions
+(``describe_job``: ``now`` is passed in so output is testable). Commands about
+one job's output (its traceback, its plugin's log: ``logs ID``) belong here too,
+added through ``add_commands``.
 """
 
 from __future__ import annotations
 
+import argparse
+import time
+from functools import partial
 from typing import Any
 
-from casparian_trio import _render
-from casparian_trio._ops_db import JobView
-from casparian_trio.store import JobRow, JobStatus
+from casparian_trio.cli import _render
+from casparian_trio.cli._common import command, json_flag
+from casparian_trio.cli._db import session
+from casparian_trio.store import JobRow, JobStatus, queue, reports
+from casparian_trio.store.rows import JobView
 
 # Lines of a traceback `job ID` shows: the end is where the cause is.
 TRACEBACK_TAIL = 12
+
+
+def add_commands(sub: Any) -> None:
+    """``job ID``."""
+    p = command(sub, "job", cmd_job, "everything known about one job")
+    p.add_argument("id", type=int, metavar="ID", help="the job's id (see `jobs`)")
+    json_flag(p)
+
+
+def cmd_job(args: argparse.Namespace) -> int:
+    with session(args) as db:
+        view = db.run_sync(partial(reports.job_view, job_id=args.id), readonly=True)
+        history = db.run_sync(partial(queue.attempts, job_id=args.id), readonly=True)
+        manifest = db.run_sync(
+            partial(reports.active_manifest, plugin_name=view.job.plugin_name), readonly=True
+        )
+    if args.json:
+        doc = {**view.to_json(), "attempt_history": history, "active_manifest": manifest}
+        print(_render.dumps(doc))
+        return 0
+    print("\n".join(describe_job(view, history, manifest, now=time.time())))
+    return 0
+
+
+# --- formatting (pure) -------------------------------------------------------------------
 
 
 def status_text(job: JobRow) -> str:

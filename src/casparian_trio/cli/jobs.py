@@ -1,6 +1,6 @@
-"""``jobs``, ``job``, ``cancel`` and ``retry``: look at and steer the queue.
+"""``jobs``, ``cancel`` and ``retry``: look at and steer the queue.
 
-``workers`` and ``status`` live in ``_ops_workers``.
+``job ID`` lives in ``detail``; ``workers`` and ``status`` in ``workers``.
 
 Reads run as read transactions; ``cancel`` and ``retry`` are one write
 transaction each through the store's queue core. The Sentinel notices their
@@ -10,15 +10,40 @@ commits by polling ``PRAGMA data_version`` (config.DEFAULT_DB_POLL_INTERVAL).
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import time
 from functools import partial
+from typing import Any
 
-from casparian_trio import _render
-from casparian_trio._ops_db import active_manifest, job_view, list_job_views, session
-from casparian_trio._ops_detail import describe_job, status_text
+from casparian_trio.cli import _render
+from casparian_trio.cli._common import command, json_flag
+from casparian_trio.cli._db import session
+from casparian_trio.cli.detail import status_text
 from casparian_trio.errors import ConfigError
-from casparian_trio.store import JobStatus, queue
+from casparian_trio.store import Database, JobStatus, reports
+
+DEFAULT_LIMIT = 50  # a screenful; --limit raises it
+
+
+def add_commands(sub: Any) -> None:
+    """``jobs``, ``cancel``, ``retry``."""
+    p = command(sub, "jobs", cmd_jobs, "list jobs, newest first")
+    p.add_argument(
+        "--status", type=str.upper, choices=[str(s) for s in JobStatus], help="only this status"
+    )
+    p.add_argument("--plugin", metavar="NAME", help="only this plugin's jobs")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        help=f"at most this many (default {DEFAULT_LIMIT})",
+    )
+    json_flag(p)
+
+    p = command(sub, "cancel", cmd_cancel, "cancel a queued job, or abort a running one")
+    p.add_argument("id", type=int, metavar="ID", help="the job's id (see `jobs`)")
+    p = command(sub, "retry", cmd_retry, "queue a FAILED or CANCELLED job again")
+    p.add_argument("id", type=int, metavar="ID", help="the job's id (see `jobs`)")
+
 
 _JOB_COLUMNS = [
     _render.Column("id", align_right=True, min_width=2),
@@ -33,7 +58,7 @@ _JOB_COLUMNS = [
 ]
 
 
-# --- jobs / job -------------------------------------------------------------------------
+# --- jobs -------------------------------------------------------------------------
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -41,7 +66,9 @@ def cmd_jobs(args: argparse.Namespace) -> int:
         raise ConfigError(f"--limit must be at least 1, got {args.limit}")
     with session(args) as db:
         views = db.run_sync(
-            partial(list_job_views, status=args.status, plugin=args.plugin, limit=args.limit),
+            partial(
+                reports.list_job_views, status=args.status, plugin=args.plugin, limit=args.limit
+            ),
             readonly=True,
         )
     if args.json:
@@ -67,34 +94,17 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_job(args: argparse.Namespace) -> int:
-    with session(args) as db:
-        view = db.run_sync(partial(job_view, job_id=args.id), readonly=True)
-        history = db.run_sync(partial(queue.attempts, job_id=args.id), readonly=True)
-        manifest = db.run_sync(
-            partial(active_manifest, plugin_name=view.job.plugin_name), readonly=True
-        )
-    if args.json:
-        doc = {**view.to_json(), "attempt_history": history, "active_manifest": manifest}
-        print(_render.dumps(doc))
-        return 0
-    print("\n".join(describe_job(view, history, manifest, now=time.time())))
-    return 0
-
-
 # --- cancel / retry -------------------------------------------------------------------
 
 
-def _act(conn: sqlite3.Connection, job_id: int, action: str) -> tuple[str, str]:
+def _act(db: Database, job_id: int, action: str) -> tuple[str, str]:
     """(status before, status after) of a cancel or retry, in one transaction."""
-    before = job_view(conn, job_id).job.status  # raises the friendly "no job" error
-    act = queue.request_cancel if action == "cancel" else queue.retry
-    return str(before), act(conn, job_id, now=time.time())
+    return db.run_sync(partial(reports.steer, job_id=job_id, action=action, now=time.time()))
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
     with session(args) as db:
-        before, after = db.run_sync(partial(_act, job_id=args.id, action="cancel"))
+        before, after = _act(db, args.id, "cancel")
     if before == JobStatus.QUEUED:
         print(f"job {args.id} cancelled")
     elif before == JobStatus.RUNNING:
@@ -108,7 +118,7 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 def cmd_retry(args: argparse.Namespace) -> int:
     with session(args) as db:
-        before, after = db.run_sync(partial(_act, job_id=args.id, action="retry"))
+        before, after = _act(db, args.id, "retry")
     if after == JobStatus.QUEUED and before != JobStatus.QUEUED:
         print(f"job {args.id} queued again ({before} before; its failure budget is reset)")
         return 0

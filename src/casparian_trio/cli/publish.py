@@ -11,22 +11,35 @@ from __future__ import annotations
 import argparse
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from casparian_trio._ops_db import active_manifest, session
+from casparian_trio.cli._common import command
+from casparian_trio.cli._db import session
 from casparian_trio.config import check_address
 from casparian_trio.errors import PluginError, TransportTimeout
 from casparian_trio.protocol import Conclude, Deploy, Err, decode, encode
 from casparian_trio.publish import build_deploy, record_deploy
-from casparian_trio.store import Store
+from casparian_trio.store import Store, reports
 
 # A Sentinel answers a DEPLOY in milliseconds; 10 s means it is not there (zmq
 # queues the message silently while no peer is connected) or it is stuck.
 DEPLOY_TIMEOUT = 10.0
 ARTIFACT_SHOWN = 12  # hex digits of the artifact hash shown to people
+
+
+def add_commands(sub: Any) -> None:
+    """``publish``."""
+    p = command(sub, "publish", cmd_publish, "check a plugin and make it the ACTIVE version")
+    p.add_argument("plugin", metavar="PLUGIN.py", help="the plugin file (a Handler class)")
+    p.add_argument("--lockfile", help="uv.lock, or the folder of its uv project (default: system)")
+    p.add_argument("--version", help="version to publish (default: MANIFEST['version'] or 0)")
+    p.add_argument(
+        "--sentinel", metavar="ADDR", help="DEPLOY to a running sentinel instead of the database"
+    )
 
 
 async def cmd_publish(args: argparse.Namespace) -> int:
@@ -52,7 +65,9 @@ async def _record_locally(
 ) -> tuple[dict[str, Any], str | None]:
     """(record_deploy's result, the version it superseded) using the database directly."""
     with session(args, create=True) as db:
-        before = db.run_sync(lambda conn: active_manifest(conn, deploy.plugin_name), readonly=True)
+        before = db.run_sync(
+            partial(reports.active_manifest, plugin_name=deploy.plugin_name), readonly=True
+        )
         result = await record_deploy(Store(db), deploy, now=time.time())
     previous = before["version"] if before else None
     if before and before["artifact_hash"] == result["artifact_hash"]:

@@ -1,70 +1,82 @@
 """``source add|list``, ``scan`` and ``submit``: files into the catalog, jobs into the queue.
 
-The walking, hashing and matching are ``scout``'s; this module is the thin DB
-side. Hashing happens outside transactions (a big file must not hold the write
-lock the Sentinel needs); results are recorded in batches, one transaction each.
+The walking, hashing and recording are ``casparian_trio.scan``'s (with
+``scout``'s ignore rules and routing patterns); this module parses, calls it,
+and renders the progress line and the counts.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
-import sqlite3
 import sys
 import time
-from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import attrs
-
-from casparian_trio import _render, scout
-from casparian_trio._ops_db import active_manifest, session
+from casparian_trio import scout
+from casparian_trio.cli import _render
+from casparian_trio.cli._common import command, json_flag
+from casparian_trio.cli._db import session
 from casparian_trio.errors import ConfigError, PluginError
-from casparian_trio.store import Database, catalog, queue
+from casparian_trio.scan import ScanCounts, scan_root, submit_file
+from casparian_trio.store import Database, catalog, reports
 
-logger = logging.getLogger(__name__)
-
-# Files recorded per transaction: amortises commits while keeping each write
-# short, so a concurrent Sentinel waits milliseconds, not the whole scan.
-RECORD_BATCH = 200
+# The current file's name is cut to this width on the progress line.
+PROGRESS_NAME_WIDTH = 40
 
 
-@attrs.define
-class ScanCounts:
-    files: int = 0
-    new: int = 0
-    changed: int = 0
-    unchanged: int = 0
-    unreadable: int = 0
-    queued: int = 0
+def add_commands(sub: Any) -> None:
+    """``source add|list``, ``scan``, ``submit``."""
+    source = sub.add_parser("source", help="manage source folders", description="manage sources")
+    actions = source.add_subparsers(dest="source_command", metavar="ACTION", required=True)
+    p = command(actions, "add", cmd_source_add, "register a folder whose files become jobs")
+    p.add_argument("dir", metavar="DIR", help="the folder (its files are scanned recursively)")
+    p = command(actions, "list", cmd_source_list, "list source folders")
+    json_flag(p)
 
-    def add(self, other: ScanCounts) -> None:
-        for field in attrs.fields(ScanCounts):
-            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+    p = command(sub, "scan", cmd_scan, "find new and changed files and queue their jobs")
+    p.add_argument(
+        "source", nargs="?", metavar="SOURCE", help="one source id or path (default all)"
+    )
 
-    def files_text(self) -> str:
-        return (
-            f"{_render.plural(self.files, 'file')} ({self.new} new, {self.changed} changed, "
-            f"{self.unchanged} unchanged)"
-        )
-
-    def summary(self, elapsed: float) -> str:
-        text = (
-            f"scanned {self.files_text()} in {elapsed:.1f} s; "
-            f"queued {_render.plural(self.queued, 'job')}"
-        )
-        if self.unreadable:
-            text += f"; {self.unreadable} unreadable (see warnings)"
-        return text
+    p = command(sub, "submit", cmd_submit, "queue one file for one plugin")
+    p.add_argument("file", metavar="FILE", help="the input file")
+    p.add_argument("--plugin", required=True, metavar="NAME", help="a published plugin")
+    p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
+    json_flag(p)
 
 
-@attrs.frozen
-class Hashed:
-    candidate: scout.Candidate
-    content_hash: str
-    known: bool  # the catalog had this path before
+def files_text(counts: ScanCounts) -> str:
+    return (
+        f"{_render.plural(counts.files, 'file')} ({counts.new} new, {counts.changed} changed, "
+        f"{counts.unchanged} unchanged)"
+    )
+
+
+def summary(counts: ScanCounts, elapsed: float | None = None) -> str:
+    """'scanned 7 files (...) in 0.1 s; queued 6 jobs' (no time when ``elapsed`` is None)."""
+    took = "" if elapsed is None else f" in {elapsed:.1f} s"
+    text = f"scanned {files_text(counts)}{took}; queued {_render.plural(counts.queued, 'job')}"
+    if counts.unreadable:
+        text += f"; {counts.unreadable} unreadable (see warnings)"
+    return text
+
+
+def scan_with_progress(
+    db: Database, root_id: int, root: Path, rules: list[scout.Rule]
+) -> ScanCounts:
+    """``scan_root`` with a progress line on a terminal."""
+    bar = _render.Progress(f"scanning {root}")
+
+    def progress(done: int, total: int, rel_path: str) -> None:
+        bar.total = total
+        bar.update(done, _render.truncate_middle(rel_path, PROGRESS_NAME_WIDTH))
+
+    try:
+        return scan_root(db, root_id, root, rules, progress=progress)
+    finally:
+        bar.close()
 
 
 # --- source add / list ------------------------------------------------------------
@@ -86,7 +98,7 @@ def cmd_source_add(args: argparse.Namespace) -> int:
 def cmd_source_list(args: argparse.Namespace) -> int:
     with session(args) as db:
         roots = db.run_sync(catalog.source_roots, readonly=True)
-        counts = db.run_sync(_file_counts, readonly=True)
+        counts = db.run_sync(reports.files_per_source, readonly=True)
     if args.json:
         print(_render.dumps([{**r, "files": counts.get(r["id"], 0)} for r in roots]))
         return 0
@@ -103,11 +115,6 @@ def cmd_source_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _file_counts(conn: sqlite3.Connection) -> dict[int, int]:
-    sql = "SELECT source_root_id, count(*) FROM cf_file_location GROUP BY source_root_id"
-    return {row[0]: row[1] for row in conn.execute(sql)}
-
-
 # --- scan ---------------------------------------------------------------------------
 
 
@@ -118,11 +125,11 @@ def cmd_scan(args: argparse.Namespace) -> int:
         rules = scout.Rule.enabled(db.run_sync(catalog.routing_rules, readonly=True))
         total = ScanCounts()
         for root in roots:
-            counts = scan_root(db, root["id"], Path(root["path"]), rules)
+            counts = scan_with_progress(db, root["id"], Path(root["path"]), rules)
             if len(roots) > 1:
-                print(f"source {root['id']} {root['path']}: {counts.files_text()}")
+                print(f"source {root['id']} {root['path']}: {files_text(counts)}")
             total.add(counts)
-    print(total.summary(time.monotonic() - started))
+    print(summary(total, time.monotonic() - started))
     if not rules and (total.new or total.changed):
         print(
             "note: no routing rules, so nothing was queued; publish a plugin whose MANIFEST "
@@ -150,79 +157,6 @@ def _roots_to_scan(roots: list[dict[str, Any]], wanted: str | None) -> list[dict
     raise ConfigError(f"no source {wanted!r}; list them with `casparian-trio source list`")
 
 
-def scan_root(db: Database, root_id: int, root: Path, rules: Sequence[scout.Rule]) -> ScanCounts:
-    """Record new and changed files of one root and queue their jobs."""
-    known = db.run_sync(partial(catalog.file_location_state, source_root_id=root_id), readonly=True)
-    candidates = list(scout.walk(root))
-    counts = ScanCounts(files=len(candidates))
-    progress = _render.Progress(f"scanning {root}", total=len(candidates))
-    batch: list[Hashed] = []
-    try:
-        for done, candidate in enumerate(candidates, start=1):
-            progress.update(done, _render.truncate_middle(candidate.rel_path, 40))
-            if scout.is_unchanged(candidate, known):
-                counts.unchanged += 1
-                continue
-            hashed = _hash(root, candidate, known)
-            if hashed is None:
-                counts.unreadable += 1
-                continue
-            batch.append(hashed)
-            if len(batch) >= RECORD_BATCH:
-                counts.add(_flush(db, root_id, batch, rules))
-                batch = []
-        counts.add(_flush(db, root_id, batch, rules))
-    finally:
-        progress.close()
-    return counts
-
-
-def _hash(root: Path, candidate: scout.Candidate, known: dict[str, Any]) -> Hashed | None:
-    try:
-        digest = scout.hash_file(root / candidate.rel_path)
-    except OSError as exc:  # vanished or unreadable: report it, keep scanning
-        logger.warning("cannot read %s: %s", root / candidate.rel_path, exc.strerror)
-        return None
-    return Hashed(candidate, digest, known=candidate.rel_path in known)
-
-
-def _flush(
-    db: Database, root_id: int, batch: list[Hashed], rules: Sequence[scout.Rule]
-) -> ScanCounts:
-    if not batch:
-        return ScanCounts()
-    return db.run_sync(partial(_record_batch, root_id=root_id, batch=batch, rules=rules))
-
-
-def _record_batch(
-    conn: sqlite3.Connection, *, root_id: int, batch: list[Hashed], rules: Sequence[scout.Rule]
-) -> ScanCounts:
-    counts, now = ScanCounts(), time.time()
-    for item in batch:
-        version_id, is_new = catalog.record_file(
-            conn,
-            source_root_id=root_id,
-            rel_path=item.candidate.rel_path,
-            size=item.candidate.size,
-            mtime=item.candidate.mtime,
-            content_hash=item.content_hash,
-            now=now,
-        )
-        if not is_new:  # touched, same content: no new version, no job
-            counts.unchanged += 1
-            continue
-        if item.known:
-            counts.changed += 1
-        else:
-            counts.new += 1
-        for rule in scout.matches(rules, item.candidate.rel_path):
-            _, created = queue.enqueue(
-                conn, version_id, rule.plugin_name, now=now, priority=rule.priority
-            )
-            counts.queued += created
-    return counts
-
-
 # --- submit ---------------------------------------------------------------------------
 
 
@@ -231,24 +165,14 @@ def cmd_submit(args: argparse.Namespace) -> int:
     if not path.is_file():
         raise ConfigError(f"{args.file} is not a file")
     with session(args, create=True) as db:
-        if db.run_sync(partial(active_manifest, plugin_name=args.plugin), readonly=True) is None:
+        manifest = db.run_sync(
+            partial(reports.active_manifest, plugin_name=args.plugin), readonly=True
+        )
+        if manifest is None:
             raise PluginError(
                 f"plugin {args.plugin!r} is not published; run `casparian-trio publish PLUGIN.py` first"
             )
-        root_id, root = _root_for(db, path)
-        stat = path.stat()
-        digest = scout.hash_file(path)
-        record = partial(
-            _submit,
-            root_id=root_id,
-            candidate=scout.Candidate(
-                path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime
-            ),
-            content_hash=digest,
-            plugin=args.plugin,
-            priority=args.priority,
-        )
-        job_id, created, status = db.run_sync(record)
+        job_id, created, status = submit_file(db, path, args.plugin, priority=args.priority)
     if args.json:
         print(_render.dumps({"job_id": job_id, "created": created, "status": status}))
     elif created:
@@ -256,38 +180,3 @@ def cmd_submit(args: argparse.Namespace) -> int:
     else:
         print(f"job {job_id} already exists for this content of {path} ({status})")
     return 0
-
-
-def _root_for(db: Database, path: Path) -> tuple[int, Path]:
-    """The deepest source root containing ``path``; its folder becomes one if none does."""
-    roots = db.run_sync(catalog.source_roots, readonly=True)
-    containing = [r for r in roots if path.is_relative_to(r["path"])]
-    if containing:
-        best = max(containing, key=lambda r: len(r["path"]))
-        return int(best["id"]), Path(best["path"])
-    root_id, _ = db.run_sync(partial(catalog.add_source_root, path=str(path.parent)))
-    return root_id, path.parent
-
-
-def _submit(
-    conn: sqlite3.Connection,
-    *,
-    root_id: int,
-    candidate: scout.Candidate,
-    content_hash: str,
-    plugin: str,
-    priority: int,
-) -> tuple[int, bool, str]:
-    now = time.time()
-    version_id, _ = catalog.record_file(
-        conn,
-        source_root_id=root_id,
-        rel_path=candidate.rel_path,
-        size=candidate.size,
-        mtime=candidate.mtime,
-        content_hash=content_hash,
-        now=now,
-    )
-    job_id, created = queue.enqueue(conn, version_id, plugin, now=now, priority=priority)
-    job = queue.get_job(conn, job_id)
-    return job_id, created, job.status if job else "?"

@@ -11,16 +11,16 @@ LOST, GONE) keep their status: it stays true whatever runs now.
 from __future__ import annotations
 
 import argparse
-import sqlite3
 import sys
 import time
 from collections.abc import Mapping
 from functools import partial
 from typing import Any
 
-from casparian_trio import _render
-from casparian_trio._ops_db import oldest_queued, session, throughput
-from casparian_trio.store import JobStatus, SentinelRecord, queue, sentinels, workers
+from casparian_trio.cli import _render
+from casparian_trio.cli._common import command, json_flag
+from casparian_trio.cli._db import session
+from casparian_trio.store import SentinelRecord, reports
 
 # Worker statuses the Sentinel writes when a worker is no longer connected.
 GONE_STATUSES = frozenset({"GONE", "LOST"})
@@ -30,6 +30,15 @@ ENDED_STATUSES = GONE_STATUSES | {STOPPED}
 UNKNOWN = "UNKNOWN"
 # "Throughput" is what finished in this many seconds before now.
 THROUGHPUT_WINDOW = 60.0
+
+
+def add_commands(sub: Any) -> None:
+    """``workers``, ``status``."""
+    p = command(sub, "workers", cmd_workers, "list the workers the sentinel knows")
+    json_flag(p)
+    p = command(sub, "status", cmd_status, "queue counts, throughput and workers at a glance")
+    json_flag(p)
+
 
 _WORKER_COLUMNS = [
     _render.Column("worker", shrink="end", min_width=10),
@@ -92,29 +101,29 @@ def sentinel_text(doc: Mapping[str, Any]) -> str:
 
 
 def worker_views(
-    conn: sqlite3.Connection, *, now: float
+    record: SentinelRecord | None, known: list[dict[str, Any]], *, now: float
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(the sentinel document, every worker row with ``state`` and ``alive`` added)."""
-    record = sentinels.current(conn)
     rows = []
-    for row in workers.list_workers(conn):
+    for row in known:
         state = worker_state(row, record, now=now)
         alive = state not in ENDED_STATUSES and state != UNKNOWN
         rows.append({**row, "status": state, "last_known_status": row["status"], "alive": alive})
     return sentinel_doc(record, now=now), rows
 
 
-def collect_status(conn: sqlite3.Connection, *, now: float) -> dict[str, Any]:
+def collect_status(snapshot: reports.StatusSnapshot, *, now: float) -> dict[str, Any]:
     """The numbers ``status`` shows (also its --json document)."""
-    since = now - THROUGHPUT_WINDOW
-    done, rows = throughput(conn, status=JobStatus.COMPLETED, since=since)
-    failed, _ = throughput(conn, status=JobStatus.FAILED, since=since)
-    sentinel, known = worker_views(conn, now=now)
-    oldest = oldest_queued(conn)
+    sentinel, known = worker_views(snapshot.sentinel, snapshot.workers, now=now)
+    oldest = snapshot.oldest_queued_at
     return {
         "sentinel": sentinel,
-        "jobs": queue.stats(conn),
-        "last_minute": {"completed": done, "rows": rows, "failed": failed},
+        "jobs": snapshot.jobs,
+        "last_minute": {
+            "completed": snapshot.completed,
+            "rows": snapshot.rows,
+            "failed": snapshot.failed,
+        },
         "workers": _worker_counts(known),
         "oldest_queued_age_s": None if oldest is None else round(now - oldest, 3),
     }
@@ -137,7 +146,8 @@ def _worker_counts(known: list[dict[str, Any]]) -> dict[str, int]:
 def cmd_workers(args: argparse.Namespace) -> int:
     now = time.time()
     with session(args) as db:
-        sentinel, rows = db.run_sync(partial(worker_views, now=now), readonly=True)
+        record, known = db.run_sync(reports.worker_table, readonly=True)
+    sentinel, rows = worker_views(record, known, now=now)
     note = None if sentinel["running"] else f"sentinel {sentinel_text(sentinel)}"
     if args.json:  # the document stays a list of workers; the note is for the operator
         if note and rows:
@@ -170,7 +180,10 @@ def _worker_cells(worker: Mapping[str, Any], now: float) -> list[str]:
 def cmd_status(args: argparse.Namespace) -> int:
     now = time.time()
     with session(args) as db:
-        doc = db.run_sync(partial(collect_status, now=now), readonly=True)
+        snapshot = db.run_sync(
+            partial(reports.status_snapshot, since=now - THROUGHPUT_WINDOW), readonly=True
+        )
+    doc = collect_status(snapshot, now=now)
     if args.json:
         print(_render.dumps(doc))
         return 0

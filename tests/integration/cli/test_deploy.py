@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from casparian_trio._ops_publish import describe_result, request_deploy
+from casparian_trio.cli.publish import describe_result, request_deploy
 from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import PluginError
 from casparian_trio.protocol import Deploy

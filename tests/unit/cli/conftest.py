@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from ops_harness import PLUGIN, Cli, Result
+from cli_harness import PLUGIN, Cli, Result
 
 from casparian_trio.cli import main
 from casparian_trio.store import Database, open_database

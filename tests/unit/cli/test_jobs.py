@@ -1,6 +1,6 @@
 """``jobs``, ``job``, ``cancel``, ``retry``, ``workers``, ``status``: output, --json, errors.
 
-``workers`` and ``status`` while the Sentinel is down: test_ops_workers.py.
+``workers`` and ``status`` while the Sentinel is down: test_workers.py.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from ops_harness import Cli, put_sentinel, sentinel_record
+from cli_harness import Cli, put_sentinel, sentinel_record
 
 from casparian_trio.store import Database, JobRow, queue, workers
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import trio
-from ops_harness import Cli
+from cli_harness import Cli
 
-from casparian_trio import _ops_publish
+from casparian_trio.cli import publish as cli_publish
 from casparian_trio.errors import ConfigError, TransportTimeout
 from casparian_trio.protocol import Deploy
 
@@ -125,14 +125,14 @@ def test_publish_creates_a_missing_database_in_an_existing_folder(
 def test_deploy_via_sentinel_times_out_with_a_clear_error(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(_ops_publish, "DEPLOY_TIMEOUT", 0.2)
+    monkeypatch.setattr(cli_publish, "DEPLOY_TIMEOUT", 0.2)
     deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
     # Nothing listens there: zmq queues the DEPLOY and the deadline fires.
     with pytest.raises(TransportTimeout, match=r"no answer from sentinel at tcp://127\.0\.0\.1:9"):
-        trio.run(_ops_publish.deploy_via_sentinel, "tcp://127.0.0.1:9", deploy)
+        trio.run(cli_publish.deploy_via_sentinel, "tcp://127.0.0.1:9", deploy)
 
 
 def test_deploy_via_sentinel_rejects_a_bad_address() -> None:
     deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
     with pytest.raises(ConfigError, match="--sentinel"):
-        trio.run(_ops_publish.deploy_via_sentinel, "localhost:5555", deploy)
+        trio.run(cli_publish.deploy_via_sentinel, "localhost:5555", deploy)

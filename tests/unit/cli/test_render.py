@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from casparian_trio import _render
+from casparian_trio.cli import _render
 
 NOW = 1_700_000_000.0
 

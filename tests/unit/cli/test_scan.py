@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from ops_harness import Cli
+from cli_harness import Cli
 
 from casparian_trio import scout
 

@@ -7,9 +7,9 @@ from functools import partial
 from typing import Any
 
 import pytest
-from ops_harness import Cli, put_sentinel, sentinel_record
+from cli_harness import Cli, put_sentinel, sentinel_record
 
-from casparian_trio._ops_workers import (
+from casparian_trio.cli.workers import (
     UNKNOWN,
     sentinel_doc,
     sentinel_text,

@@ -1,0 +1,148 @@
+"""Scanning: walk a source root, hash what changed, record it and queue its jobs.
+
+Domain code beside ``scout`` (walking, ignore rules, routing patterns): no
+terminal output. Callers watch through a ``progress(done, total, rel_path)``
+callback. Hashing happens outside transactions (a big file must not hold the
+write lock the Sentinel needs); results are recorded in batches, one
+transaction each (``store.scans``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from casparian_trio import scout
+from casparian_trio.store import Database, catalog
+from casparian_trio.store.scans import (
+    BatchCounts,
+    ScannedFile,
+    record_scan_batch,
+    record_submission,
+)
+
+logger = logging.getLogger(__name__)
+
+# Files recorded per transaction: amortises commits while keeping each write
+# short, so a concurrent Sentinel waits milliseconds, not the whole scan.
+RECORD_BATCH = 200
+
+Progress = Callable[[int, int, str], None]  # (files done, files in all, the current one)
+
+
+@attrs.define
+class ScanCounts:
+    """What a scan found and queued (``scan --json`` prints these fields)."""
+
+    files: int = 0
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    unreadable: int = 0
+    queued: int = 0
+
+    def add(self, other: ScanCounts | BatchCounts) -> None:
+        for field in attrs.fields(type(other)):
+            setattr(self, field.name, getattr(self, field.name) + getattr(other, field.name))
+
+    def to_json(self) -> dict[str, int]:
+        return attrs.asdict(self)
+
+
+def _no_progress(done: int, total: int, rel_path: str) -> None:
+    pass
+
+
+def scan_root(
+    db: Database,
+    root_id: int,
+    root: Path,
+    rules: Sequence[scout.Rule],
+    *,
+    progress: Progress = _no_progress,
+) -> ScanCounts:
+    """Record new and changed files of one root and queue their jobs."""
+    known = db.run_sync(partial(catalog.file_location_state, source_root_id=root_id), readonly=True)
+    candidates = list(scout.walk(root))
+    counts = ScanCounts(files=len(candidates))
+    batch: list[ScannedFile] = []
+    for done, candidate in enumerate(candidates, start=1):
+        progress(done, len(candidates), candidate.rel_path)
+        if scout.is_unchanged(candidate, known):
+            counts.unchanged += 1
+            continue
+        scanned = _hash(root, candidate, known, rules)
+        if scanned is None:
+            counts.unreadable += 1
+            continue
+        batch.append(scanned)
+        if len(batch) >= RECORD_BATCH:
+            counts.add(_flush(db, root_id, batch))
+            batch = []
+    counts.add(_flush(db, root_id, batch))
+    return counts
+
+
+def _scanned(
+    candidate: scout.Candidate, digest: str, *, known: bool, rules: Sequence[scout.Rule]
+) -> ScannedFile:
+    routes = tuple((r.plugin_name, r.priority) for r in scout.matches(rules, candidate.rel_path))
+    return ScannedFile(
+        rel_path=candidate.rel_path,
+        size=candidate.size,
+        mtime=candidate.mtime,
+        content_hash=digest,
+        known=known,
+        routes=routes,
+    )
+
+
+def _hash(
+    root: Path, candidate: scout.Candidate, known: dict[str, Any], rules: Sequence[scout.Rule]
+) -> ScannedFile | None:
+    try:
+        digest = scout.hash_file(root / candidate.rel_path)
+    except OSError as exc:  # vanished or unreadable: report it, keep scanning
+        logger.warning("cannot read %s: %s", root / candidate.rel_path, exc.strerror)
+        return None
+    return _scanned(candidate, digest, known=candidate.rel_path in known, rules=rules)
+
+
+def _flush(db: Database, root_id: int, batch: list[ScannedFile]) -> BatchCounts:
+    if not batch:
+        return BatchCounts()
+    return db.run_sync(partial(record_scan_batch, root_id=root_id, batch=batch, now=time.time()))
+
+
+def root_for(db: Database, path: Path) -> tuple[int, Path]:
+    """The deepest source root containing ``path``; its folder becomes one if none does."""
+    roots = db.run_sync(catalog.source_roots, readonly=True)
+    containing = [r for r in roots if path.is_relative_to(r["path"])]
+    if containing:
+        best = max(containing, key=lambda r: len(r["path"]))
+        return int(best["id"]), Path(best["path"])
+    root_id, _ = db.run_sync(partial(catalog.add_source_root, path=str(path.parent)))
+    return root_id, path.parent
+
+
+def submit_file(db: Database, path: Path, plugin: str, *, priority: int) -> tuple[int, bool, str]:
+    """Queue ``path`` (an absolute file) for ``plugin``: (job id, created, its status)."""
+    root_id, root = root_for(db, path)
+    stat = path.stat()
+    candidate = scout.Candidate(path.relative_to(root).as_posix(), stat.st_size, stat.st_mtime)
+    item = _scanned(candidate, scout.hash_file(path), known=False, rules=())
+    record = partial(
+        record_submission,
+        root_id=root_id,
+        item=item,
+        plugin=plugin,
+        priority=priority,
+        now=time.time(),
+    )
+    return db.run_sync(record)
