@@ -18,6 +18,7 @@ import attrs
 import trio
 
 from casparian_trio.config import SentinelConfig
+from casparian_trio.plugins import deploy_summary, release_of
 from casparian_trio.protocol import (
     ERR_DEPLOY,
     Conclude,
@@ -249,10 +250,9 @@ class Reactions:
         )
 
     async def deploy(self, identity: bytes, msg: Deploy) -> None:
-        from casparian_trio.publish import record_deploy
-
         try:
-            result = await record_deploy(self.store, msg, now=self.wall())
+            release = release_of(msg)
+            manifest_id, created = await self.store.record_deploy(release, now=self.wall())
         except Exception as exc:  # any rejection is the client's answer, not our crash
             logger.warning(
                 "DEPLOY of %s rejected: %s",
@@ -262,8 +262,9 @@ class Reactions:
             )
             self.outbox.put(Outgoing(identity, Err(message=str(exc), code=ERR_DEPLOY)))
             return
+        result = deploy_summary(release, manifest_id, created)
         self.outbox.put(Outgoing(identity, Conclude(status="SUCCESS", metrics=result)))
-        if result["created"]:  # republishing the same artifact changes nothing
+        if created:  # republishing the same artifact changes nothing
             for worker in self.registry.workers.values():
                 self.outbox.put(Outgoing(worker.identity, Reload()))
         self.wake()

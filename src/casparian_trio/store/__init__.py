@@ -15,7 +15,9 @@ from casparian_trio.store.rows import (
     JobRow,
     JobStatus,
     Outcome,
+    PluginRelease,
     SentinelRecord,
+    TopicSink,
     backoff_delay,
 )
 from casparian_trio.store.service import Store
@@ -27,8 +29,10 @@ __all__ = [
     "JobRow",
     "JobStatus",
     "Outcome",
+    "PluginRelease",
     "SentinelRecord",
     "Store",
+    "TopicSink",
     "backoff_delay",
     "migrate",
     "open_database",

@@ -21,7 +21,13 @@ from casparian_trio.errors import CatalogError, StoreError
 from casparian_trio.protocol.messages import Dispatch, SinkConfig
 from casparian_trio.store._sql import q
 from casparian_trio.store.queue import iso_time
-from casparian_trio.store.rows import DispatchPlan, EnvSpec, JobRow, decode_json
+from casparian_trio.store.rows import (
+    DispatchPlan,
+    EnvSpec,
+    JobRow,
+    PluginRelease,
+    decode_json,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -231,6 +237,53 @@ def publish_manifest(
         extra={"event": "plugin.published", "plugin": plugin_name},
     )
     return manifest_id, True
+
+
+def record_deploy(
+    conn: sqlite3.Connection, release: PluginRelease, *, now: float
+) -> tuple[int, bool]:
+    """Record a release (env, manifest, topics, routing rule); return (manifest_id, changed).
+
+    One transaction: a failure anywhere leaves nothing of the deploy behind.
+
+    Raises:
+        StoreError: as ``publish_manifest``; sqlite3 errors roll everything back.
+    """
+    if release.env is not None:
+        record_environment(conn, release.env, now=now)
+    manifest_id, created = publish_manifest(
+        conn,
+        plugin_name=release.plugin_name,
+        version=release.version,
+        source_code=release.source_code,
+        source_hash=release.source_hash,
+        env_hash=release.env_hash,
+        artifact_hash=release.artifact_hash,
+        manifest=release.manifest,
+        now=now,
+    )
+    for sink in release.topics:
+        set_topic(
+            conn,
+            release.plugin_name,
+            sink.topic,
+            sink.uri,
+            mode=sink.mode,
+            schema_json=sink.schema_json,
+        )
+    if release.pattern is not None:
+        add_routing_rule(
+            conn, release.pattern, release.plugin_name, priority=release.priority, now=now
+        )
+    logger.info(
+        "plugin %s %s %s (env %s)",
+        release.plugin_name,
+        release.version,
+        "published" if created else "already published",
+        release.env_hash[:12],
+        extra={"event": "plugin.published"},
+    )
+    return manifest_id, created
 
 
 def set_topic(

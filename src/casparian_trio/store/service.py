@@ -18,7 +18,13 @@ import attrs
 
 from casparian_trio.store import catalog, queue, sentinels, workers
 from casparian_trio.store._db import Database
-from casparian_trio.store.rows import DispatchPlan, EnvSpec, JobRow, SentinelRecord
+from casparian_trio.store.rows import (
+    DispatchPlan,
+    EnvSpec,
+    JobRow,
+    PluginRelease,
+    SentinelRecord,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -268,6 +274,14 @@ class Store:
             manifest=manifest,
             now=now,
         )
+
+    async def record_deploy(self, release: PluginRelease, *, now: float) -> tuple[int, bool]:
+        """Record a checked plugin release in one transaction.
+
+        Returns:
+            (manifest_id, created): created is False when this artifact was already ACTIVE.
+        """
+        return await self._write(catalog.record_deploy, release, now=now)
 
     async def set_topic(
         self,
