@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 import json
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -229,3 +230,40 @@ class SentinelRecord:
     def is_running(self, now: float) -> bool:
         """Not stopped, and seen within its liveness timeout (a killed one stops being seen)."""
         return self.stopped_at is None and now - self.last_seen_at <= self.liveness_s
+
+
+@attrs.frozen
+class JobView:
+    """A job row with the file it is about (what the command line shows of a job)."""
+
+    job: JobRow
+    rel_path: str | None
+    root_path: str | None
+    content_hash: str | None = None
+    size: int | None = None
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> JobView:
+        return cls(
+            job=JobRow.from_row(row),
+            rel_path=row["file_rel_path"],
+            root_path=row["file_root_path"],
+            content_hash=row["file_content_hash"],
+            size=row["file_size"],
+        )
+
+    @property
+    def file_path(self) -> str | None:
+        if self.rel_path is None or self.root_path is None:
+            return None
+        return os.path.join(self.root_path, self.rel_path)
+
+    def to_json(self) -> dict[str, Any]:
+        doc = attrs.asdict(self.job)
+        doc.update(
+            file_rel_path=self.rel_path,
+            file_path=self.file_path,
+            file_content_hash=self.content_hash,
+            file_size=self.size,
+        )
+        return doc
