@@ -130,6 +130,10 @@ class Channel:
         self.pending_bytes: dict[str, int] = {}
         self.rows = 0
         self.batches = 0
+        # A zero-row batch per topic that has sent nothing yet: its schema still
+        # reaches the host (a header-only file records its columns).
+        self.empty: dict[str, Any] = {}
+        self.sent: set[str] = set()
 
     def publish(self, topic: str, data: object) -> None:
         if topic not in self.topics:
@@ -142,6 +146,8 @@ class Channel:
 
     def _add(self, topic: str, batch: Any) -> None:
         if batch.num_rows == 0:
+            if topic not in self.sent and topic not in self.pending:
+                self.empty.setdefault(topic, batch)
             return
         pending = self.pending.setdefault(topic, [])
         if pending and not pending[0].schema.equals(batch.schema):
@@ -180,10 +186,15 @@ class Channel:
         self.sock.sendall(memoryview(body))
         self.rows += sum(b.num_rows for b in batches)
         self.batches += len(batches)
+        self.sent.add(topic)
 
     def flush_all(self) -> None:
         for topic in list(self.pending):
             self._flush(topic)
+        for topic, batch in self.empty.items():
+            if topic not in self.sent:
+                self.pending[topic] = [batch]
+                self._flush(topic)
 
     def send_control(self, tag: int, obj: dict[str, Any]) -> None:
         body = json.dumps(obj, default=str).encode("utf-8")
@@ -196,6 +207,9 @@ def _as_batches(data: object) -> Any:
     if isinstance(data, pa.RecordBatch):
         return [data]
     if isinstance(data, pa.Table):
+        if data.num_rows == 0:  # to_batches() would drop the schema with the rows
+            empty = [pa.array([], type=field.type) for field in data.schema]
+            return [pa.RecordBatch.from_arrays(empty, schema=data.schema)]
         return data.to_batches()
     if type(data).__module__.split(".")[0] == "pandas":
         return pa.Table.from_pandas(data, preserve_index=False).to_batches()

@@ -203,7 +203,7 @@ class BridgeExecutor:
                 job_id=job.job_id,
                 file_version_id=job.dispatch.file_version_id,
             )
-            await trio.to_thread.run_sync(_check_sinks, job.sinks)
+            await trio.to_thread.run_sync(_prepare_sinks, job.sinks)
             env_hash = job.dispatch.env_hash
             with self.envs.using(env_hash) as python:
                 job.guest = self._warm.take(env_hash, python)
@@ -405,6 +405,12 @@ async def _shielded(fn: Callable[[_Job], None], job: _Job) -> None:
         await trio.to_thread.run_sync(fn, job, abandon_on_cancel=True)
     if scope.cancelled_caught:
         logger.warning("job %d: cleanup (%s) did not finish in time", job.job_id, fn.__name__)
+
+
+def _prepare_sinks(sinks: dict[str, Sink]) -> None:
+    for sink in sinks.values():
+        with sink_errors(sink, "preparing"):
+            sink.prepare()
 
 
 def _check_sinks(sinks: dict[str, Sink]) -> None:

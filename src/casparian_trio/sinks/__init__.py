@@ -52,6 +52,9 @@ class Sink(Protocol):
     def location(self) -> str:
         """Where the output goes (a directory, a table in a file), for error messages."""
 
+    def prepare(self) -> None:
+        """Before the guest starts (blocking): the mode check, the topic's contract."""
+
     def check(self) -> None:
         """Raise SinkError if the sink's mode forbids this job writing (before it runs)."""
 

@@ -147,6 +147,24 @@ class Conformer:
             return Conformed(out, None, retargeted)
         return self._split(out, invalid, first_row, retargeted)
 
+    def adopt(self, contract: pa.Schema) -> None:
+        """Conform to a topic contract from the first batch (declared types still win)."""
+        base = strip_lineage(contract)
+        declared = self.declared or pa.schema([])
+        merged = [*declared, *(f for f in base if f.name not in declared.names)]
+        self.declared = pa.schema(merged)
+
+    def for_contract(self, contract: pa.Schema) -> Conformer:
+        """A fresh conformer for this job's rows against ``contract`` (a restage)."""
+        return Conformer(
+            self.topic,
+            self.job_id,
+            self.file_version_id,
+            declared=strip_lineage(contract),
+            on_invalid=self.on_invalid,
+            max_invalid_fraction=self.max_invalid_fraction,
+        )
+
     def output_schema(self) -> pa.Schema:
         base = self.target if self.target is not None else (self.declared or pa.schema([]))
         return _with_lineage(base)
@@ -239,6 +257,10 @@ class Conformer:
                 _constant_int64(self.file_version_id, size),
             )
         return self._lineage[0].slice(0, n), self._lineage[1].slice(0, n)
+
+
+def strip_lineage(schema: pa.Schema) -> pa.Schema:
+    return pa.schema([f for f in schema if f.name not in LINEAGE])
 
 
 def _with_lineage(base: pa.Schema) -> pa.Schema:

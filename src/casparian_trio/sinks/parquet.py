@@ -47,7 +47,14 @@ import pyarrow.parquet as pq
 
 from casparian_trio.errors import SinkError
 from casparian_trio.protocol.messages import Artifact
-from casparian_trio.sinks._schema import QUARANTINE_SUFFIX, Conformer
+from casparian_trio.sinks._contract import (
+    Contract,
+    Reconciled,
+    read_contract,
+    reconcile,
+    write_contract,
+)
+from casparian_trio.sinks._schema import LINEAGE, QUARANTINE_SUFFIX, Conformer
 from casparian_trio.sinks._uri import safe_name
 
 logger = logging.getLogger(__name__)
@@ -79,6 +86,9 @@ class ParquetSink:
     rows_quarantined: int = 0
     bytes_written: int = 0
     quarantine_artifact: Artifact | None = None
+    evolve: str = "none"
+    contract_version: int | None = None
+    _current: Contract | None = None
     _writer: pq.ParquetWriter | None = None
     _staging: Path | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
@@ -122,11 +132,11 @@ class ParquetSink:
             self._flush()
 
     def commit(self) -> Artifact | None:
-        """Finish the file and rename it into place; None if the topic got no data."""
-        if self.conformer is not None:
-            self.conformer.check_invalid_fraction()
-        if self._quarantine is not None:
-            self.quarantine_artifact = self._quarantine.commit()
+        """Finish the file, meet the topic's contract, rename it into place.
+
+        Returns None if the topic got no data and no schema. The contract step
+        (``_contract.reconcile``) runs under the directory lock with the rename.
+        """
         self._flush()
         if (
             self._writer is None
@@ -137,20 +147,97 @@ class ParquetSink:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-            assert self._staging is not None
-            self.bytes_written = self._staging.stat().st_size
-        # check → rename → delete-others as one step per sink directory: two jobs
-        # promoting into one `replace` or `error` topic at once must not both win.
+        # check → contract → rename → delete-others as one step per sink directory:
+        # two jobs promoting into one topic at once must not both decide its schema.
         with _dir_lock(self.directory):
             self.check()
             if self._staging is None:
                 self._delete_others_if_replace()
                 return None
+            if self.conformer is not None:
+                decided = self._meet_contract(self.conformer)
+                self.conformer.check_invalid_fraction()
+                self._record_contract(decided)
+            if self._quarantine is not None:
+                self.quarantine_artifact = self._quarantine.commit()
+            self.bytes_written = self._staging.stat().st_size
             os.replace(self._staging, self.final_path)
             self._staging = None
             self._delete_others_if_replace()
         logger.debug("promoted %s (%d rows)", self.final_path, self.rows)
         return Artifact(topic=self.topic, uri=str(self.final_path), rows=self.rows)
+
+    def prepare(self) -> None:
+        """The mode check, then conform from the first batch to the topic's contract if any."""
+        self.check()
+        if self.conformer is None or self.mode == "replace":
+            return
+        contract = read_contract(self.directory, self.topic)
+        if contract is not None:
+            self.conformer.adopt(contract.schema)
+
+    def _meet_contract(self, conformer: Conformer) -> Reconciled:
+        """Decide the promotion against the current contract; conform the staged file if needed."""
+        assert self._staging is not None
+        staged = pq.read_schema(self._staging)
+        self._current = (
+            None if self.mode == "replace" else read_contract(self.directory, self.topic)
+        )
+        decided = reconcile(
+            self._current, staged, topic=self.topic, job_id=self.job_id, evolve=self.evolve
+        )
+        if decided.restage:
+            self._restage(conformer, decided.contract.schema)
+        return decided
+
+    def _record_contract(self, decided: Reconciled) -> None:
+        """After every check passed: rewrite older files to a new version, write the contract."""
+        if decided.migrate:
+            self._migrate_others(decided.contract.schema)
+        current = self._current
+        if current is None or decided.contract.version != current.version:
+            write_contract(self.directory, decided.contract)
+        self.contract_version = decided.contract.version
+
+    def _restage(self, conformer: Conformer, schema: pa.Schema) -> None:
+        """Conform the staged file to ``schema`` by the drift rules (a contract appeared)."""
+        assert self._staging is not None
+        again = conformer.for_contract(schema)
+        old = self._staging
+        staged = pq.ParquetFile(old)
+        self._open(schema)
+        assert self._writer is not None
+        self.rows = 0
+        try:
+            for group in range(staged.num_row_groups):
+                table = staged.read_row_group(group).drop_columns(list(LINEAGE))
+                for batch in table.to_batches():
+                    done = again.conform(batch)
+                    if done.quarantine is not None:
+                        self._quarantine_sink().write(done.quarantine)
+                        self.rows_quarantined += done.quarantine.num_rows
+                    self._writer.write_table(pa.Table.from_batches([done.batch], schema))
+                    self.rows += done.batch.num_rows
+        finally:
+            staged.close()
+            self._writer.close()
+            self._writer = None
+            old.unlink(missing_ok=True)
+        conformer.rows_invalid += again.rows_invalid
+
+    def _migrate_others(self, schema: pa.Schema) -> None:
+        """Rewrite the topic's other files to a new contract version (casts and nulls only)."""
+        for path in self._other_files():
+            table = pq.read_table(path)
+            if table.schema.equals(schema):
+                continue
+            tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.migrating")
+            try:
+                pq.write_table(_cast_table(table, schema), tmp)
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
+            logger.info("topic %r: %s rewritten to the new contract", self.topic, path.name)
 
     def abort(self) -> None:
         """Drop the staged file (idempotent, never raises)."""

@@ -61,6 +61,10 @@ class SqliteSink:
         """Where this topic's output goes, for error messages."""
         return f"table {self.table!r} in {self.db_path}"
 
+    def prepare(self) -> None:
+        """The mode check (a table's columns are its contract: see ``_add_missing_to_table``)."""
+        self.check()
+
     def check(self) -> None:
         if self.mode != "error":
             return

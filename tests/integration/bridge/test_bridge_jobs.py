@@ -74,7 +74,7 @@ async def test_rerun_replaces_and_lineage_is_host_owned(job_env: JobEnv) -> None
         for _ in range(2):
             receipt = await job_env.executor.run(4, dispatch)
             assert receipt.status == "SUCCESS", receipt.error_message
-    files = sorted(p.name for p in (job_env.output / "out").iterdir())
+    files = sorted(p.name for p in (job_env.output / "out").glob("*.parquet"))
     assert files == ["output.job-4.parquet"]
     table = pq.read_table(job_env.output / "out" / files[0])
     assert table.column("_cf_job_id").to_pylist() == [4, 4]

@@ -10,6 +10,8 @@ import pytest
 import trio
 from bridge_helpers import HANG_GUARD_S, JobEnv, group_alive, make_dispatch, plugin_source
 
+from casparian_trio.protocol.messages import SinkConfig
+
 pytestmark = pytest.mark.slow  # real guest processes
 
 PID = """
@@ -36,7 +38,10 @@ async def test_jobs_take_warm_guests_and_close_kills_them(job_env: JobEnv) -> No
             assert job_env.pids == [first_warm]  # the job ran in the prespawned guest
             (second_warm,) = warm_pids(job_env)  # and a replacement is waiting
             assert second_warm != first_warm
-            receipt = await ex.run(2, make_dispatch(plugin_source("seed_plugin.py")))
+            other_topic = (SinkConfig("output", "parquet://seed"),)  # another schema, another table
+            receipt = await ex.run(
+                2, make_dispatch(plugin_source("seed_plugin.py"), sinks=other_topic)
+            )
             assert receipt.status == "SUCCESS", receipt.error_message
             assert job_env.pids == [first_warm, second_warm]
             (leftover,) = warm_pids(job_env)
