@@ -9,50 +9,45 @@ is followed by a check that the worker and the slot are still the ones we took.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import attrs
 import trio
 
-from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import CatalogError
 from casparian_trio.protocol import Dispatch, PrepareEnv
-from casparian_trio.sentinel._outbox import Outbox, Outgoing
+from casparian_trio.sentinel._context import SentinelContext
+from casparian_trio.sentinel._outbox import Outgoing
 from casparian_trio.sentinel.decisions import needs_env, with_defaults
-from casparian_trio.sentinel.registry import HeldJob, Registry, WorkerState
-from casparian_trio.store import DispatchPlan, Store
+from casparian_trio.sentinel.registry import HeldJob, WorkerState
+from casparian_trio.store import DispatchPlan
 
 logger = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False, kw_only=True)
 class Dispatcher:
-    config: SentinelConfig
-    store: Store
-    registry: Registry
-    outbox: Outbox
-    wall: Callable[[], float]
+    ctx: SentinelContext
 
     async def dispatch_one(self, worker: WorkerState) -> bool:
         """Claim one job this worker can run and send it; False when there is none."""
-        if worker.free_slots <= 0 or self.registry.get(worker.identity) is not worker:
+        if worker.free_slots <= 0 or self.ctx.registry.get(worker.identity) is not worker:
             return False
-        job = await self.store.claim(
+        job = await self.ctx.store.claim(
             capabilities=sorted(worker.capabilities),
             worker_id=worker.worker_id,
-            now=self.wall(),
+            now=self.ctx.wall(),
             worker_host=worker.host,
             worker_pid=worker.pid,
         )
         if job is None:
             return False
-        if self.registry.get(worker.identity) is not worker or job.id in worker.stale:
+        if self.ctx.registry.get(worker.identity) is not worker or job.id in worker.stale:
             # It left while we claimed, or it still runs an older attempt of this very job.
-            await self.store.requeue(
+            await self.ctx.store.requeue(
                 job.id,
                 job.attempt,
                 reason="not sent",
-                now=self.wall(),
+                now=self.ctx.wall(),
                 counted=False,
                 outcome="HANDED_BACK",
             )
@@ -61,29 +56,32 @@ class Dispatcher:
             job_id=job.id,
             attempt=job.attempt,
             plugin_name=job.plugin_name,
-            timeout_s=self.config.job_timeout,
+            timeout_s=self.ctx.config.job_timeout,
         )
         worker.jobs[job.id] = held  # take the slot before the next await
         try:
-            plan = await self.store.resolve_dispatch(job)
+            plan = await self.ctx.store.resolve_dispatch(job)
         except CatalogError as exc:
             worker.jobs.pop(job.id, None)
-            status = await self.store.fail(
-                job.id, job.attempt, error=str(exc), now=self.wall(), outcome="FAILED"
+            status = await self.ctx.store.fail(
+                job.id, job.attempt, error=str(exc), now=self.ctx.wall(), outcome="FAILED"
             )
             logger.warning(
                 "job %d cannot be dispatched: %s (%s)", job.id, exc, status,
                 extra={"event": "job.unresolvable", "job_id": job.id},
             )  # fmt: skip
             return True
-        if worker.jobs.get(job.id) is not held or self.registry.get(worker.identity) is not worker:
+        if (
+            worker.jobs.get(job.id) is not held
+            or self.ctx.registry.get(worker.identity) is not worker
+        ):
             return True  # lost meanwhile; whoever removed it has requeued it
         self._send_or_prepare(worker, held, plan)
         return True
 
     def _send_or_prepare(self, worker: WorkerState, held: HeldJob, plan: DispatchPlan) -> None:
-        dispatch = with_defaults(plan.dispatch, default_timeout=self.config.job_timeout)
-        held.timeout_s = dispatch.timeout_s or self.config.job_timeout
+        dispatch = with_defaults(plan.dispatch, default_timeout=self.ctx.config.job_timeout)
+        held.timeout_s = dispatch.timeout_s or self.ctx.config.job_timeout
         held.env_hash = dispatch.env_hash
         env = plan.env
         if env is None or not needs_env(dispatch, worker.envs_ready, has_lockfile=True):
@@ -98,7 +96,7 @@ class Dispatcher:
                 python_version=env.python_version,
                 pyproject=env.pyproject,
             )
-            self.outbox.put(Outgoing(worker.identity, prepare))
+            self.ctx.outbox.put(Outgoing(worker.identity, prepare))
         logger.info(
             "job %d waits for env %s on %s", held.job_id, env.env_hash[:12], worker.worker_id
         )
@@ -106,7 +104,7 @@ class Dispatcher:
     def send_dispatch(self, worker: WorkerState, held: HeldJob, dispatch: Dispatch) -> None:
         held.pending = None
         held.dispatched_at = trio.current_time()
-        self.outbox.put(Outgoing(worker.identity, dispatch, held.job_id))
+        self.ctx.outbox.put(Outgoing(worker.identity, dispatch, held.job_id))
         logger.info(
             "job %d (%s) dispatched to %s, attempt %d",
             held.job_id,

@@ -17,46 +17,43 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Callable
 from typing import NoReturn
 
 import attrs
 import trio
 
-from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import StoreError
-from casparian_trio.store import SentinelRecord, Store
+from casparian_trio.sentinel._context import SentinelContext
+from casparian_trio.store import SentinelRecord
 
 logger = logging.getLogger(__name__)
 
 
 @attrs.define(eq=False, kw_only=True)
 class Presence:
-    config: SentinelConfig
-    store: Store
-    wall: Callable[[], float]
+    ctx: SentinelContext
     endpoint: str
     record: SentinelRecord | None = None
     _displaced: bool = False  # another Sentinel took the row over (told once)
 
     async def announce(self) -> None:
         """Record this Sentinel as started (and seen) now."""
-        now = self.wall()
+        now = self.ctx.wall()
         self.record = SentinelRecord(
             pid=os.getpid(),
             host=socket.gethostname(),
             bind=self.endpoint,
             started_at=now,
             last_seen_at=now,
-            heartbeat_interval_s=self.config.heartbeat_interval,
-            liveness_s=self.config.liveness,
+            heartbeat_interval_s=self.ctx.config.heartbeat_interval,
+            liveness_s=self.ctx.config.liveness,
         )
-        await self.store.record_sentinel_start(self.record)
+        await self.ctx.store.record_sentinel_start(self.record)
 
     async def serve(self) -> NoReturn:
         """Refresh last_seen_at every heartbeat interval, until cancelled."""
         while True:
-            await trio.sleep(self.config.heartbeat_interval)
+            await trio.sleep(self.ctx.config.heartbeat_interval)
             await self._beat()
 
     async def withdraw(self) -> None:
@@ -64,14 +61,14 @@ class Presence:
         if self.record is None or self._displaced:
             return
         try:
-            await self.store.record_sentinel_stop(self.record, now=self.wall())
+            await self.ctx.store.record_sentinel_stop(self.record, now=self.ctx.wall())
         except StoreError as exc:
             logger.warning("could not record the sentinel's stop: %s", exc)
 
     async def _beat(self) -> None:
         assert self.record is not None, "announce() first"
         try:
-            ours = await self.store.record_sentinel_beat(self.record, now=self.wall())
+            ours = await self.ctx.store.record_sentinel_beat(self.record, now=self.ctx.wall())
         except StoreError as exc:
             logger.warning(
                 "could not record the sentinel's heartbeat: %s", exc, extra={"event": "store.error"}

@@ -12,12 +12,10 @@ Sentinel is there (protocol/messages.py, ``Heartbeat``, says why this message).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import attrs
 import trio
 
-from casparian_trio.config import SentinelConfig
 from casparian_trio.plugins import deploy_summary, release_of
 from casparian_trio.protocol import (
     ERR_DEPLOY,
@@ -30,8 +28,8 @@ from casparian_trio.protocol import (
     Message,
     Reload,
 )
-from casparian_trio.sentinel._outbox import Outbox, Outgoing
-from casparian_trio.sentinel._waker import Waker
+from casparian_trio.sentinel._context import SentinelContext
+from casparian_trio.sentinel._outbox import Outgoing
 from casparian_trio.sentinel.decisions import (
     Action,
     judge_receipt,
@@ -41,11 +39,9 @@ from casparian_trio.sentinel.dispatch import Dispatcher
 from casparian_trio.sentinel.recovery import Recovery, orphan_worker_id
 from casparian_trio.sentinel.registry import (
     HeldJob,
-    Registry,
     WorkerState,
     resolve_attempt,
 )
-from casparian_trio.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -56,20 +52,15 @@ WORKER_RECORD_INTERVAL = 5.0
 
 @attrs.define(eq=False, kw_only=True)
 class Reactions:
-    config: SentinelConfig
-    store: Store
-    registry: Registry
-    outbox: Outbox
-    wall: Callable[[], float]
+    ctx: SentinelContext
     dispatcher: Dispatcher
     recovery: Recovery
-    waker: Waker
 
     def arm_wake(self) -> trio.Event:
-        return self.waker.arm()
+        return self.ctx.waker.arm()
 
     def wake(self) -> None:
-        self.waker.wake()
+        self.ctx.waker.wake()
 
     async def react(self, identity: bytes, message: Message) -> None:
         payload = message.payload
@@ -95,7 +86,7 @@ class Reactions:
 
     async def identify(self, identity: bytes, msg: Identify) -> None:
         now = trio.current_time()
-        worker, lost = self.registry.register(identity, msg, now)
+        worker, lost = self.ctx.registry.register(identity, msg, now)
         self.recovery.forget(identity)
         self._answer(worker)  # first, so it goes out ahead of any DISPATCH
         logger.info(
@@ -105,14 +96,14 @@ class Reactions:
             ",".join(sorted(worker.capabilities)),
             extra={"event": "worker.joined", "worker_id": msg.worker_id},
         )
-        await self.store.upsert_worker(
+        await self.ctx.store.upsert_worker(
             worker_id=msg.worker_id,
             host=msg.host,
             pid=msg.pid,
             capabilities=sorted(worker.capabilities),
             slots=msg.slots,
             status="IDLE",
-            now=self.wall(),
+            now=self.ctx.wall(),
         )
         for held in lost:
             if held.dispatched_at is None:  # never sent: not the plugin's fault
@@ -131,7 +122,7 @@ class Reactions:
         self.wake()
 
     async def heartbeat(self, identity: bytes, msg: Heartbeat) -> None:
-        worker = self.registry.get(identity)
+        worker = self.ctx.registry.get(identity)
         if msg.stopping:
             await self.recovery.worker_stopped(identity, worker)
             return
@@ -139,7 +130,7 @@ class Reactions:
             self.recovery.ask_to_identify(identity)
             return
         was_free = worker.free_slots
-        self.registry.beat(worker, msg, trio.current_time())
+        self.ctx.registry.beat(worker, msg, trio.current_time())
         self._answer(worker)
         named = msg.held_jobs()
         if worker.given_up and not worker.given_up & {ref.job_id for ref in named}:
@@ -153,7 +144,7 @@ class Reactions:
 
     def _answer(self, worker: WorkerState) -> None:
         if worker.answers:
-            self.outbox.put(Outgoing(worker.identity, Heartbeat.answer(worker.worker_id)))
+            self.ctx.outbox.put(Outgoing(worker.identity, Heartbeat.answer(worker.worker_id)))
 
     async def _record_beat(self, worker: WorkerState) -> None:
         """Keep cf_worker's status and last_seen fresh for `workers`, without a write per beat."""
@@ -161,10 +152,10 @@ class Reactions:
         status, at = worker.recorded
         if status != worker.status or now - at >= WORKER_RECORD_INTERVAL:
             worker.recorded = (worker.status, now)
-            await self.store.touch_worker(worker.worker_id, worker.status, now=self.wall())
+            await self.ctx.store.touch_worker(worker.worker_id, worker.status, now=self.ctx.wall())
 
     async def conclude(self, identity: bytes, job_id: int, msg: Conclude) -> None:
-        worker = self.registry.get(identity)
+        worker = self.ctx.registry.get(identity)
         held = None if worker is None else resolve_attempt(worker.jobs.get(job_id), msg.attempt)
         if worker is not None and held is not None:
             del worker.jobs[job_id]
@@ -187,19 +178,21 @@ class Reactions:
 
     async def _record_receipt(self, held: HeldJob, msg: Conclude, worker_id: str) -> None:
         verdict = judge_receipt(held, msg)
-        now, job_id = self.wall(), held.job_id
+        now, job_id = self.ctx.wall(), held.job_id
         status: str | None
         if verdict.action is Action.COMPLETE:
             summary = result_summary(msg, worker_id)
-            done = await self.store.complete(job_id, held.attempt, result_summary=summary, now=now)
+            done = await self.ctx.store.complete(
+                job_id, held.attempt, result_summary=summary, now=now
+            )
             status = "COMPLETED" if done else "unchanged (stale)"
         elif verdict.action is Action.FAIL:
             error = verdict.error or ""
-            status = await self.store.fail(
+            status = await self.ctx.store.fail(
                 job_id, held.attempt, error=error, now=now, outcome=verdict.outcome
             )
         else:
-            status = await self.store.requeue(
+            status = await self.ctx.store.requeue(
                 job_id,
                 held.attempt,
                 reason=verdict.error or "",
@@ -220,7 +213,7 @@ class Reactions:
         self.wake()
 
     def env_ready(self, identity: bytes, msg: EnvReady) -> None:
-        worker = self.registry.get(identity)
+        worker = self.ctx.registry.get(identity)
         if worker is None:
             self.recovery.ask_to_identify(identity)
             return
@@ -241,7 +234,7 @@ class Reactions:
                 self.dispatcher.send_dispatch(worker, held, held.pending)
 
     async def error(self, identity: bytes, job_id: int, msg: Err) -> None:
-        worker = self.registry.get(identity)
+        worker = self.ctx.registry.get(identity)
         if worker is not None and msg.env_hash:
             await self.recovery.env_failed(worker, msg.env_hash, msg.message)
             return
@@ -252,7 +245,7 @@ class Reactions:
     async def deploy(self, identity: bytes, msg: Deploy) -> None:
         try:
             release = release_of(msg)
-            manifest_id, created = await self.store.record_deploy(release, now=self.wall())
+            manifest_id, created = await self.ctx.store.record_deploy(release, now=self.ctx.wall())
         except Exception as exc:  # any rejection is the client's answer, not our crash
             logger.warning(
                 "DEPLOY of %s rejected: %s",
@@ -260,11 +253,11 @@ class Reactions:
                 exc,
                 extra={"event": "deploy.rejected"},
             )
-            self.outbox.put(Outgoing(identity, Err(message=str(exc), code=ERR_DEPLOY)))
+            self.ctx.outbox.put(Outgoing(identity, Err(message=str(exc), code=ERR_DEPLOY)))
             return
         result = deploy_summary(release, manifest_id, created)
-        self.outbox.put(Outgoing(identity, Conclude(status="SUCCESS", metrics=result)))
+        self.ctx.outbox.put(Outgoing(identity, Conclude(status="SUCCESS", metrics=result)))
         if created:  # republishing the same artifact changes nothing
-            for worker in self.registry.workers.values():
-                self.outbox.put(Outgoing(worker.identity, Reload()))
+            for worker in self.ctx.registry.workers.values():
+                self.ctx.outbox.put(Outgoing(worker.identity, Reload()))
         self.wake()

@@ -12,17 +12,15 @@ rule: an attempt the plugin may have caused counts; one it never reached does no
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 import attrs
 import trio
 
-from casparian_trio.config import SentinelConfig
 from casparian_trio.protocol import ERR_UNKNOWN_WORKER, Abort, Conclude, Err, Heartbeat, JobRef
-from casparian_trio.sentinel._outbox import Outbox, Outgoing
-from casparian_trio.sentinel._waker import Waker
-from casparian_trio.sentinel.registry import HeldJob, Registry, WorkerState
-from casparian_trio.store import JobRow, Store
+from casparian_trio.sentinel._context import SentinelContext
+from casparian_trio.sentinel._outbox import Outgoing
+from casparian_trio.sentinel.registry import HeldJob, WorkerState
+from casparian_trio.store import JobRow
 
 logger = logging.getLogger(__name__)
 
@@ -42,12 +40,7 @@ class Orphan:
 
 @attrs.define(eq=False, kw_only=True)
 class Recovery:
-    config: SentinelConfig
-    store: Store
-    registry: Registry
-    outbox: Outbox
-    wall: Callable[[], float]
-    waker: Waker
+    ctx: SentinelContext
     orphans: dict[int, Orphan] = attrs.field(factory=dict)
     _told_unknown: dict[bytes, float] = attrs.field(factory=dict)
 
@@ -57,7 +50,7 @@ class Recovery:
 
     async def unroutable(self, item: Outgoing) -> None:
         """ROUTER_MANDATORY refused a send: the worker is gone, its jobs go back to the queue."""
-        worker = self.registry.drop(item.identity)
+        worker = self.ctx.registry.drop(item.identity)
         if worker is None:  # already gone (e.g. it said goodbye): nothing to recover
             logger.debug(
                 "cannot reach %r for %s; it is not registered",
@@ -85,8 +78,8 @@ class Recovery:
                     counted=True,
                     outcome="WORKER_LOST",
                 )
-        await self.store.set_worker_status(worker.worker_id, "GONE", now=self.wall())
-        self.waker.wake()
+        await self.ctx.store.set_worker_status(worker.worker_id, "GONE", now=self.ctx.wall())
+        self.ctx.waker.wake()
 
     async def worker_stopped(self, identity: bytes, worker: WorkerState | None) -> None:
         """Its goodbye: forget it now, record it STOPPED; what it still holds goes back uncounted.
@@ -96,10 +89,10 @@ class Recovery:
         """
         worker_id = orphan_worker_id(identity) if worker is None else worker.worker_id
         self.forget(identity)
-        if worker is not None and self.registry.get(identity) is worker:
-            self.registry.drop(identity)
+        if worker is not None and self.ctx.registry.get(identity) is worker:
+            self.ctx.registry.drop(identity)
         # Acknowledge first: the worker keeps its socket open only until this arrives.
-        self.outbox.put(Outgoing(identity, Heartbeat.answer(worker_id, stopping=True)))
+        self.ctx.outbox.put(Outgoing(identity, Heartbeat.answer(worker_id, stopping=True)))
         logger.info(
             "worker %s stopped (it said goodbye)",
             worker_id,
@@ -114,11 +107,11 @@ class Recovery:
                     counted=False,
                     outcome="HANDED_BACK",
                 )
-        await self.store.touch_worker(worker_id, "STOPPED", now=self.wall())
-        self.waker.wake()
+        await self.ctx.store.touch_worker(worker_id, "STOPPED", now=self.ctx.wall())
+        self.ctx.waker.wake()
 
     async def worker_lost(self, worker: WorkerState, why: str) -> None:
-        self.registry.drop(worker.identity)
+        self.ctx.registry.drop(worker.identity)
         logger.warning(
             "worker %s lost: %s",
             worker.worker_id,
@@ -133,8 +126,8 @@ class Recovery:
                 counted=True,
                 outcome="WORKER_LOST",
             )
-        await self.store.set_worker_status(worker.worker_id, "LOST", now=self.wall())
-        self.waker.wake()
+        await self.ctx.store.set_worker_status(worker.worker_id, "LOST", now=self.ctx.wall())
+        self.ctx.waker.wake()
 
     async def give_up(self, worker: WorkerState, held: HeldJob) -> None:
         """No receipt one grace after ABORT: fail the attempt and stop trusting the worker."""
@@ -142,10 +135,10 @@ class Recovery:
         worker.given_up.add(held.job_id)
         worker.healthy = False
         error = f"timed out after {held.timeout_s:g} s; worker {worker.worker_id} did not confirm the abort"
-        status = await self.store.fail(
-            held.job_id, held.attempt, error=error, now=self.wall(), outcome="TIMED_OUT"
+        status = await self.ctx.store.fail(
+            held.job_id, held.attempt, error=error, now=self.ctx.wall(), outcome="TIMED_OUT"
         )
-        await self.store.set_worker_status(worker.worker_id, "UNHEALTHY", now=self.wall())
+        await self.ctx.store.set_worker_status(worker.worker_id, "UNHEALTHY", now=self.ctx.wall())
         logger.warning(
             "job %d: %s (%s); worker marked unhealthy",
             held.job_id,
@@ -153,7 +146,7 @@ class Recovery:
             status,
             extra={"event": "job.given_up", "job_id": held.job_id},
         )
-        self.waker.wake()
+        self.ctx.waker.wake()
 
     async def env_failed(self, worker: WorkerState, env_hash: str, message: str) -> None:
         worker.envs_preparing.pop(env_hash, None)
@@ -164,8 +157,8 @@ class Recovery:
             error = (
                 f"environment {env_hash[:12]} could not be built on {worker.worker_id}: {message}"
             )
-            status = await self.store.fail(
-                held.job_id, held.attempt, error=error, now=self.wall(), outcome="FAILED"
+            status = await self.ctx.store.fail(
+                held.job_id, held.attempt, error=error, now=self.ctx.wall(), outcome="FAILED"
             )
             logger.warning(
                 "job %d: %s (%s)",
@@ -174,16 +167,16 @@ class Recovery:
                 status,
                 extra={"event": "env.failed", "job_id": held.job_id},
             )
-        self.waker.wake()
+        self.ctx.waker.wake()
 
     async def requeue(
         self, held: HeldJob, worker: WorkerState, reason: str, *, counted: bool, outcome: str
     ) -> None:
-        status = await self.store.requeue(
+        status = await self.ctx.store.requeue(
             held.job_id,
             held.attempt,
             reason=reason,
-            now=self.wall(),
+            now=self.ctx.wall(),
             counted=counted,
             outcome=outcome,
         )
@@ -198,8 +191,8 @@ class Recovery:
 
     async def adopt_previous_running(self) -> None:
         """On start: jobs left RUNNING wait one liveness period for their worker to name them."""
-        until = trio.current_time() + self.config.liveness
-        for job in await self.store.running_jobs():
+        until = trio.current_time() + self.ctx.config.liveness
+        for job in await self.ctx.store.running_jobs():
             self.orphans[job.id] = Orphan(job=job, adopt_until=until)
         if self.orphans:
             logger.info(
@@ -210,11 +203,11 @@ class Recovery:
         for job_id, orphan in list(self.orphans.items()):
             if now >= orphan.adopt_until:
                 del self.orphans[job_id]
-                status = await self.store.requeue(
+                status = await self.ctx.store.requeue(
                     job_id,
                     orphan.job.attempt,
                     reason="no worker re-adopted it after a Sentinel restart",
-                    now=self.wall(),
+                    now=self.ctx.wall(),
                     counted=True,
                     outcome="WORKER_LOST",
                 )
@@ -224,22 +217,22 @@ class Recovery:
                     status,
                     extra={"event": "job.requeued", "job_id": job_id},
                 )
-                self.waker.wake()
+                self.ctx.waker.wake()
 
     async def cancel_unsent(self, worker: WorkerState, held: HeldJob) -> None:
         """Cancel a job still waiting for its env on ``worker``: nothing to abort there."""
         worker.jobs.pop(held.job_id, None)
-        if await self.store.mark_cancelled(held.job_id, held.attempt, now=self.wall()):
+        if await self.ctx.store.mark_cancelled(held.job_id, held.attempt, now=self.ctx.wall()):
             logger.info(
                 "job %d cancelled before it was sent",
                 held.job_id,
                 extra={"event": "job.cancelled", "job_id": held.job_id},
             )
-        self.waker.wake()
+        self.ctx.waker.wake()
 
     async def hand_back_unsent(self) -> None:
         """At shutdown: jobs claimed but never sent return to the queue, uncounted."""
-        for worker in list(self.registry.workers.values()):
+        for worker in list(self.ctx.registry.workers.values()):
             for held in [h for h in worker.jobs.values() if h.dispatched_at is None]:
                 worker.jobs.pop(held.job_id, None)
                 await self.requeue(
@@ -253,11 +246,11 @@ class Recovery:
     async def cancel_unheld(self, job: JobRow) -> None:
         """A cancel for a RUNNING job no live worker holds (e.g. awaiting re-adoption)."""
         claimed_by_live_worker = any(
-            w.worker_id == job.worker_id for w in self.registry.workers.values()
+            w.worker_id == job.worker_id for w in self.ctx.registry.workers.values()
         )
         if job.id in self.orphans or not claimed_by_live_worker:
             self.orphans.pop(job.id, None)
-            if await self.store.mark_cancelled(job.id, job.attempt, now=self.wall()):
+            if await self.ctx.store.mark_cancelled(job.id, job.attempt, now=self.ctx.wall()):
                 logger.info(
                     "job %d cancelled (no worker holds it)",
                     job.id,
@@ -285,12 +278,12 @@ class Recovery:
         job = orphan.job
         del self.orphans[job.id]
         # its clock started when it was claimed, not now
-        ran_for = max(0.0, self.wall() - job.started_at) if job.started_at else 0.0
+        ran_for = max(0.0, self.ctx.wall() - job.started_at) if job.started_at else 0.0
         worker.jobs[job.id] = HeldJob(
             job_id=job.id,
             attempt=job.attempt,
             plugin_name=job.plugin_name,
-            timeout_s=job.timeout_s or self.config.job_timeout,
+            timeout_s=job.timeout_s or self.ctx.config.job_timeout,
             dispatched_at=trio.current_time() - ran_for,
         )
         logger.info(
@@ -304,7 +297,7 @@ class Recovery:
         """It runs an attempt that is no longer its own: ABORT it, once per grace period."""
         now = trio.current_time()
         last = worker.stale.get(ref.job_id)
-        if last is not None and now - last < self.config.abort_grace:
+        if last is not None and now - last < self.ctx.config.abort_grace:
             return
         worker.stale[ref.job_id] = now
         if last is None:
@@ -312,24 +305,24 @@ class Recovery:
                 "worker %s runs job %d attempt %s that it does not hold; refusing it and sending ABORT",
                 worker.worker_id, ref.job_id, ref.attempt, extra={"event": "job.stale", "job_id": ref.job_id},
             )  # fmt: skip
-        self.outbox.put(Outgoing(worker.identity, Abort(attempt=ref.attempt), ref.job_id))
+        self.ctx.outbox.put(Outgoing(worker.identity, Abort(attempt=ref.attempt), ref.job_id))
 
     def forget_unknown(self, now: float) -> None:
         """Drop the memory of unknown peers asked to identify longer than a liveness ago."""
         for identity, asked in list(self._told_unknown.items()):
-            if now - asked >= self.config.liveness:
+            if now - asked >= self.ctx.config.liveness:
                 del self._told_unknown[identity]
 
     def ask_to_identify(self, identity: bytes) -> None:
         """An unknown peer: ask it (at most once per liveness period) to IDENTIFY again."""
         now = trio.current_time()
-        if now - self._told_unknown.get(identity, -1e9) < self.config.liveness:
+        if now - self._told_unknown.get(identity, -1e9) < self.ctx.config.liveness:
             return
         self._told_unknown[identity] = now
         logger.info(
             "unknown peer %r; asking it to identify", identity, extra={"event": "worker.unknown"}
         )
-        self.outbox.put(
+        self.ctx.outbox.put(
             Outgoing(
                 identity, Err(message="unknown worker; send IDENTIFY", code=ERR_UNKNOWN_WORKER)
             )
@@ -347,6 +340,6 @@ class Recovery:
             job_id=job_id,
             attempt=orphan.job.attempt,
             plugin_name=orphan.job.plugin_name,
-            timeout_s=orphan.job.timeout_s or self.config.job_timeout,
+            timeout_s=orphan.job.timeout_s or self.ctx.config.job_timeout,
             dispatched_at=trio.current_time(),
         )

@@ -50,13 +50,13 @@ import trio
 from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import PeerUnreachable, RemoteProtocolError, TransportClosed
 from casparian_trio.protocol import Abort, decode
-from casparian_trio.sentinel._outbox import Outbox, Outgoing
-from casparian_trio.sentinel._waker import Waker
+from casparian_trio.sentinel._context import SentinelContext
+from casparian_trio.sentinel._outbox import Outgoing
 from casparian_trio.sentinel.dispatch import Dispatcher
 from casparian_trio.sentinel.presence import Presence
 from casparian_trio.sentinel.reactions import Reactions
 from casparian_trio.sentinel.recovery import Recovery
-from casparian_trio.sentinel.registry import AbortReason, Registry, WorkerState
+from casparian_trio.sentinel.registry import AbortReason, WorkerState
 from casparian_trio.store import Store
 from casparian_trio.transport import Channel
 
@@ -75,9 +75,7 @@ class Sentinel:
     store: Store
     channel: Channel
     wall: Callable[[], float] = time.time
-    registry: Registry = attrs.field(factory=Registry)
-    outbox: Outbox = attrs.field(factory=Outbox)
-    waker: Waker = attrs.field(factory=Waker)
+    ctx: SentinelContext = attrs.field(init=False)
     dispatcher: Dispatcher = attrs.field(init=False)
     recovery: Recovery = attrs.field(init=False)
     reactions: Reactions = attrs.field(init=False)
@@ -85,40 +83,14 @@ class Sentinel:
     _data_version: int | None = None
 
     def __attrs_post_init__(self) -> None:
-        config, store, registry, outbox, wall = (
-            self.config,
-            self.store,
-            self.registry,
-            self.outbox,
-            self.wall,
-        )
-        self.dispatcher = Dispatcher(
-            config=config, store=store, registry=registry, outbox=outbox, wall=wall
-        )
-        self.recovery = Recovery(
-            config=config,
-            store=store,
-            registry=registry,
-            outbox=outbox,
-            wall=wall,
-            waker=self.waker,
-        )
-        self.reactions = Reactions(
-            config=config,
-            store=store,
-            registry=registry,
-            outbox=outbox,
-            wall=wall,
-            dispatcher=self.dispatcher,
-            recovery=self.recovery,
-            waker=self.waker,
-        )
+        self.ctx = ctx = SentinelContext(config=self.config, store=self.store, wall=self.wall)
+        self.dispatcher = Dispatcher(ctx=ctx)
+        self.recovery = Recovery(ctx=ctx)
+        self.reactions = Reactions(ctx=ctx, dispatcher=self.dispatcher, recovery=self.recovery)
         # ZmqChannel and MemoryChannel know their endpoint (e.g. the port a
         # "tcp://127.0.0.1:*" bind got); the Channel protocol does not promise one.
         endpoint = getattr(self.channel, "endpoint", None)
-        self.presence = Presence(
-            config=config, store=store, wall=wall, endpoint=str(endpoint or config.bind)
-        )
+        self.presence = Presence(ctx=ctx, endpoint=str(endpoint or self.config.bind))
 
     async def run(
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -173,7 +145,7 @@ class Sentinel:
         await self.reactions.react(identity, message)
 
     async def _sender_task(self) -> None:
-        async for item in self.outbox.receiver:
+        async for item in self.ctx.outbox.receiver:
             try:
                 await self.channel.send(item.frames())
             except PeerUnreachable:
@@ -185,7 +157,7 @@ class Sentinel:
 
     async def _dispatcher_task(self) -> None:
         while True:
-            wake = self.waker.arm()
+            wake = self.ctx.waker.arm()
             await self._dispatch_round()
             delay = await self._next_delay()
             with trio.move_on_after(delay):
@@ -196,12 +168,12 @@ class Sentinel:
         progress = True
         while progress:
             progress = False
-            for worker in self.registry.with_credit():
+            for worker in self.ctx.registry.with_credit():
                 if await self.dispatcher.dispatch_one(worker):
                     progress = True
 
     async def _next_delay(self) -> float:
-        if self.registry.total_free_slots() == 0:
+        if self.ctx.registry.total_free_slots() == 0:
             return math.inf
         wake_at = await self.store.next_wakeup(now=self.wall())
         return math.inf if wake_at is None else max(0.0, wake_at - self.wall())
@@ -212,7 +184,7 @@ class Sentinel:
             await trio.sleep(period)
             now = trio.current_time()
             self.recovery.forget_unknown(now)
-            for worker in self.registry.expired(now, self.config.liveness):
+            for worker in self.ctx.registry.expired(now, self.config.liveness):
                 await self.recovery.worker_lost(
                     worker, f"silent for more than {self.config.liveness:g} s"
                 )
@@ -223,7 +195,7 @@ class Sentinel:
         while True:
             await trio.sleep(TICK)
             now = trio.current_time()
-            for worker in list(self.registry.workers.values()):
+            for worker in list(self.ctx.registry.workers.values()):
                 await self._police(worker, now, grace)
 
     async def _police(self, worker: WorkerState, now: float, grace: float) -> None:
@@ -231,7 +203,7 @@ class Sentinel:
             # Each await below lets the pump run: skip what a receipt or a drop settled.
             if (
                 worker.jobs.get(held.job_id) is not held
-                or self.registry.get(worker.identity) is not worker
+                or self.ctx.registry.get(worker.identity) is not worker
             ):
                 continue
             deadline = held.deadline(grace)
@@ -259,14 +231,14 @@ class Sentinel:
             return
         held.abort_reason = reason
         held.abort_sent_at = now
-        self.outbox.put(Outgoing(worker.identity, Abort(attempt=held.attempt), job_id))
+        self.ctx.outbox.put(Outgoing(worker.identity, Abort(attempt=held.attempt), job_id))
 
     async def _db_watch_task(self) -> None:
         while True:
             version = await self.store.data_version()
             if version != self._data_version:
                 if self._data_version is not None:
-                    self.waker.wake()
+                    self.ctx.waker.wake()
                 self._data_version = version
             await self._abort_cancelled()
             await self.store.cancel_queued_requests(now=self.wall())
@@ -275,7 +247,7 @@ class Sentinel:
     async def _abort_cancelled(self) -> None:
         now = trio.current_time()
         for job in await self.store.cancel_requested_jobs():
-            found = self.registry.holder_of(job.id)
+            found = self.ctx.registry.holder_of(job.id)
             if found is not None and found[1].dispatched_at is None:
                 await self.recovery.cancel_unsent(*found)
             elif found is not None:

@@ -158,7 +158,7 @@ class Cluster:
         if self.sentinel is not None:
             # Same connection as the Sentinel's, so PRAGMA data_version cannot see
             # these commits; an in-process enqueue wakes the dispatcher directly.
-            self.sentinel.waker.wake()
+            self.sentinel.ctx.waker.wake()
         return ids
 
     async def job(self, job_id: int) -> JobRow:

@@ -65,7 +65,7 @@ async def test_a_worker_that_stops_on_purpose_is_stopped_not_lost(
     assert trio.current_time() - asked == pytest.approx(0.2, abs=0.01)
     sentinel = cluster.sentinel
     assert isinstance(sentinel, Sentinel)
-    assert sentinel.registry.workers == {}
+    assert sentinel.ctx.registry.workers == {}
     assert (await worker_rows(cluster))["w1"] == "STOPPED"
     await cluster.quiet(30)  # long past the liveness timeout: still STOPPED, never LOST
     assert (await worker_rows(cluster))["w1"] == "STOPPED"
