@@ -1,19 +1,28 @@
 """Frozen settings for the Sentinel and the Worker, with the defaults users expect.
 
-Values come from the command line (cli.py) or from ``CASPARIAN_*`` environment
-variables; every invalid value is a ConfigError naming the setting and the fix.
+Each setting is an attrs field whose metadata (``_option``) names its flag, its
+``CASPARIAN_*`` environment variable and its help, so the command line is built
+from these classes. ``load`` layers the sources, later ones winning: defaults,
+then a TOML file (``--config PATH``, else ``casparian.toml`` in the working
+folder: a ``[sentinel]`` and a ``[worker]`` table keyed by field name), then
+environment variables, then flags. Every invalid value is a ConfigError naming
+the setting and the fix.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 
 from casparian_trio.errors import ConfigError
+
+C = TypeVar("C", "SentinelConfig", "WorkerConfig")
 
 DEFAULT_ADDRESS = "tcp://127.0.0.1:5555"
 DEFAULT_DB = "./casparian.db"
@@ -34,6 +43,100 @@ DEFAULT_DRAIN_GRACE = 30.0
 DEFAULT_ENV_PREPARE_TIMEOUT = 900.0
 
 
+CONFIG_FILE = "casparian.toml"  # read from the working folder when --config is not given
+
+
+def _option(
+    help: str, *, flag: str | None = None, env: str | None = None, kind: str = "value"
+) -> dict[str, Any]:
+    """Field metadata: the option's help, flag (default --field-name) and env var."""
+    return {"help": help, "flag": flag, "env": env, "kind": kind}
+
+
+def options(cls: type) -> list[attrs.Attribute[Any]]:
+    """The fields of ``cls`` that are command-line options (they carry ``_option`` metadata)."""
+    return [f for f in attrs.fields(cls) if "help" in f.metadata]
+
+
+def flag_of(field: attrs.Attribute[Any]) -> str:
+    return str(field.metadata["flag"] or "--" + field.name.replace("_", "-"))
+
+
+def _convert(field: attrs.Attribute[Any], value: object, source: str) -> object:
+    """A TOML, env or flag value as the field's type ('capabilities' may be a list)."""
+    kind = field.metadata["kind"]
+    try:
+        if kind == "path":
+            return Path(str(value)).expanduser()
+        if kind == "list":
+            items = value if isinstance(value, list) else str(value).split(",")
+            return tuple(str(v).strip() for v in items if str(v).strip())
+        if kind == "bool":
+            if isinstance(value, bool):
+                return value
+            return str(value).strip().lower() in ("1", "true", "yes", "on")
+        if kind in ("float", "int"):
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value) if kind == "float" else int(str(value))  # type: ignore[arg-type]
+        return str(value)
+    except ValueError:
+        raise ConfigError(f"{field.name} from {source}: {value!r} is not a valid {kind}") from None
+
+
+def read_toml(path: Path | None, section: str) -> dict[str, object]:
+    """The ``[section]`` table of ``path`` (or of ./casparian.toml when it exists).
+
+    Raises:
+        ConfigError: ``path`` given but missing, not valid TOML, or ``section`` not a table.
+    """
+    if path is None:
+        default = Path(CONFIG_FILE)
+        if not default.is_file():
+            return {}
+        path = default
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"--config {path}: no such file") from None
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
+    table = document.get(section, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"config file {path}: [{section}] must be a table")
+    return dict(table)
+
+
+def load(
+    cls: type[C],
+    flags: Mapping[str, object],
+    *,
+    config_path: Path | None = None,
+    environ: Mapping[str, str] = os.environ,
+    section: str,
+) -> C:
+    """``cls`` from defaults < TOML ``[section]`` < environment < flags (None: not given).
+
+    Raises:
+        ConfigError: an unknown key in the file, or a value of the wrong type.
+    """
+    fields = {f.name: f for f in options(cls)}
+    values: dict[str, object] = {}
+    for key, value in read_toml(config_path, section).items():
+        if key not in fields:
+            known = ", ".join(sorted(fields))
+            raise ConfigError(f"config file: unknown [{section}] key {key!r}; known keys: {known}")
+        values[key] = _convert(fields[key], value, f"[{section}] in the config file")
+    for name, field in fields.items():
+        env = field.metadata["env"]
+        if env and env in environ:
+            values[name] = _convert(field, environ[env], f"${env}")
+    for name, value in flags.items():
+        if value is not None and name in fields:
+            values[name] = _convert(fields[name], value, flag_of(fields[name]))
+    return cls(**values)  # type: ignore[arg-type]
+
+
 def _positive(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ConfigError(f"{attribute.name} must be > 0, got {value}")
@@ -48,34 +151,72 @@ def check_address(address: str, what: str) -> str:
 
 @attrs.frozen(kw_only=True)
 class SentinelConfig:
-    bind: str = DEFAULT_ADDRESS
-    db: Path = Path(DEFAULT_DB)
-    heartbeat_interval: float = attrs.field(default=DEFAULT_HEARTBEAT_INTERVAL, validator=_positive)
-    liveness_timeout: float | None = None
-    job_timeout: float = attrs.field(default=DEFAULT_JOB_TIMEOUT, validator=_positive)
-    abort_grace: float = attrs.field(default=DEFAULT_ABORT_GRACE, validator=_positive)
-    db_poll_interval: float = attrs.field(default=DEFAULT_DB_POLL_INTERVAL, validator=_positive)
-    env_prepare_timeout: float = attrs.field(
-        default=DEFAULT_ENV_PREPARE_TIMEOUT, validator=_positive
+    bind: str = attrs.field(
+        default=DEFAULT_ADDRESS, metadata=_option("ZeroMQ address to bind", env="CASPARIAN_BIND")
+    )
+    db: Path = attrs.field(
+        default=Path(DEFAULT_DB),
+        metadata=_option("SQLite file (made by init-db)", env="CASPARIAN_DB", kind="path"),
+    )
+    heartbeat_interval_s: float = attrs.field(
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        validator=_positive,
+        metadata=_option("seconds between heartbeats", flag="--heartbeat-interval", kind="float"),
+    )
+    liveness_timeout_s: float | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "seconds of silence before a worker is lost (default 3 x heartbeat)",
+            flag="--liveness-timeout",
+            kind="float",
+        ),
+    )
+    job_timeout_s: float = attrs.field(
+        default=DEFAULT_JOB_TIMEOUT,
+        validator=_positive,
+        metadata=_option(
+            "seconds a job without its own timeout may run", flag="--job-timeout", kind="float"
+        ),
+    )
+    abort_grace_s: float = attrs.field(
+        default=DEFAULT_ABORT_GRACE,
+        validator=_positive,
+        metadata=_option("seconds a worker gets after ABORT", flag="--abort-grace", kind="float"),
+    )
+    db_poll_interval_s: float = attrs.field(
+        default=DEFAULT_DB_POLL_INTERVAL,
+        validator=_positive,
+        metadata=_option(
+            "seconds between looks for work other processes committed",
+            flag="--db-poll-interval",
+            kind="float",
+        ),
+    )
+    env_prepare_timeout_s: float = attrs.field(
+        default=DEFAULT_ENV_PREPARE_TIMEOUT,
+        validator=_positive,
+        metadata=_option(
+            "seconds a worker may take to build an env", flag="--env-prepare-timeout", kind="float"
+        ),
     )
 
     @property
-    def liveness(self) -> float:
+    def liveness_s(self) -> float:
         """Silence after which a worker is declared lost."""
-        return self.liveness_timeout or LIVENESS_MULTIPLIER * self.heartbeat_interval
+        return self.liveness_timeout_s or LIVENESS_MULTIPLIER * self.heartbeat_interval_s
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] = os.environ, **overrides: object
+    def load(
+        cls,
+        flags: Mapping[str, object] = {},
+        *,
+        config_path: Path | None = None,
+        environ: Mapping[str, str] = os.environ,
     ) -> SentinelConfig:
-        values: dict[str, object] = {}
-        if "CASPARIAN_BIND" in environ:
-            values["bind"] = environ["CASPARIAN_BIND"]
-        if "CASPARIAN_DB" in environ:
-            values["db"] = Path(environ["CASPARIAN_DB"])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        check_address(str(values.get("bind", DEFAULT_ADDRESS)), "--bind")
-        return cls(**values)  # type: ignore[arg-type]
+        """Defaults < ``[sentinel]`` of the TOML file < ``CASPARIAN_*`` < flags."""
+        config = load(cls, flags, config_path=config_path, environ=environ, section="sentinel")
+        check_address(config.bind, "--bind")  # the in-memory transport's tests build it directly
+        return config
 
 
 def default_envs_root() -> Path:
@@ -89,19 +230,56 @@ def default_worker_id() -> str:
 
 @attrs.frozen(kw_only=True)
 class WorkerConfig:
-    connect: str = DEFAULT_ADDRESS
-    output: Path = Path(DEFAULT_OUTPUT)
-    worker_id: str = attrs.field(factory=default_worker_id)
-    concurrency: int = 1
-    capabilities: tuple[str, ...] = ("*",)
-    heartbeat_interval: float = attrs.field(default=DEFAULT_HEARTBEAT_INTERVAL, validator=_positive)
-    grace: float = attrs.field(default=DEFAULT_DRAIN_GRACE, validator=_positive)
-    envs_root: Path | None = None
-    envs_max_bytes: int | None = None
-    allow_system_env: bool = False
+    connect: str = attrs.field(
+        default=DEFAULT_ADDRESS, metadata=_option("Sentinel address", env="CASPARIAN_CONNECT")
+    )
+    output: Path = attrs.field(
+        default=Path(DEFAULT_OUTPUT),
+        metadata=_option("output root", env="CASPARIAN_OUTPUT", kind="path"),
+    )
+    worker_id: str = attrs.field(
+        factory=default_worker_id,
+        metadata=_option("stable id (default HOST-PID)", env="CASPARIAN_WORKER_ID"),
+    )
+    concurrency: int = attrs.field(default=1, metadata=_option("jobs at once", kind="int"))
+    capabilities: tuple[str, ...] = attrs.field(
+        default=("*",), metadata=_option("comma-separated plugin names", kind="list")
+    )
+    heartbeat_interval_s: float = attrs.field(
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        validator=_positive,
+        metadata=_option("seconds between heartbeats", flag="--heartbeat-interval", kind="float"),
+    )
+    grace_s: float = attrs.field(
+        default=DEFAULT_DRAIN_GRACE,
+        validator=_positive,
+        metadata=_option(
+            "seconds running jobs get to finish on SIGTERM", flag="--grace", kind="float"
+        ),
+    )
+    envs_root: Path | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "where plugin envs are built (default $XDG_CACHE_HOME/casparian_trio/envs)",
+            env="CASPARIAN_ENVS_ROOT",
+            kind="path",
+        ),
+    )
+    envs_max_bytes: int | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "evict least recently used envs beyond this size (default: no limit)", kind="int"
+        ),
+    )
+    allow_system_env: bool = attrs.field(
+        default=False,
+        metadata=_option("run plugins whose env is unknown in this interpreter", kind="bool"),
+    )
     # Guests kept started (interpreter + pyarrow loaded), one for each of this many
     # recently used envs: ~17 ms instead of ~150 ms per job start, ~80 MB each.
-    warm_guests: int = 2
+    warm_guests: int = attrs.field(
+        default=2, metadata=_option("envs that keep a started guest ready (0: none)", kind="int")
+    )
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
@@ -112,9 +290,9 @@ class WorkerConfig:
             raise ConfigError("--worker-id must be 1 to 200 bytes")
 
     @property
-    def liveness(self) -> float:
+    def liveness_s(self) -> float:
         """Silence of the Sentinel after which the worker warns (it answers every heartbeat)."""
-        return LIVENESS_MULTIPLIER * self.heartbeat_interval
+        return LIVENESS_MULTIPLIER * self.heartbeat_interval_s
 
     @property
     def identity(self) -> bytes:
@@ -127,12 +305,14 @@ class WorkerConfig:
         return self.envs_root or default_envs_root()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ, **overrides: object) -> WorkerConfig:
-        values: dict[str, object] = {}
-        if "CASPARIAN_CONNECT" in environ:
-            values["connect"] = environ["CASPARIAN_CONNECT"]
-        if "CASPARIAN_OUTPUT" in environ:
-            values["output"] = Path(environ["CASPARIAN_OUTPUT"])
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        check_address(str(values.get("connect", DEFAULT_ADDRESS)), "--connect")
-        return cls(**values)  # type: ignore[arg-type]
+    def load(
+        cls,
+        flags: Mapping[str, object] = {},
+        *,
+        config_path: Path | None = None,
+        environ: Mapping[str, str] = os.environ,
+    ) -> WorkerConfig:
+        """Defaults < ``[worker]`` of the TOML file < ``CASPARIAN_*`` < flags."""
+        config = load(cls, flags, config_path=config_path, environ=environ, section="worker")
+        check_address(config.connect, "--connect")
+        return config

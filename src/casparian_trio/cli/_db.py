@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,11 +24,12 @@ def db_path(args: argparse.Namespace) -> Path:
     return Path(args.db or os.environ.get(DB_ENV) or DEFAULT_DB)
 
 
-def open_existing(path: Path) -> Database:
-    """Open a database that must already exist (never creates one).
+def require_database(path: Path) -> Path:
+    """``path`` when a database file is there; only ``init-db`` creates one.
 
     Raises:
-        StoreError: no file at ``path``, or it is not a usable database.
+        StoreError: a folder, or nothing, at ``path`` (a mistyped --db would
+            otherwise give an empty database that a Sentinel serves as an empty queue).
     """
     if path.is_dir():
         raise StoreError(
@@ -39,27 +39,33 @@ def open_existing(path: Path) -> Database:
         raise StoreError(
             f"no database at {path}; run `casparian-trio init-db --db {path}` or pass --db"
         )
-    return open_database(path)
+    return path
 
 
-def open_or_create(path: Path) -> Database:
-    """Open a database, creating (and migrating) it when missing."""
-    if path.exists():
-        return open_existing(path)
-    if not path.parent.is_dir():
+def open_existing(path: Path) -> Database:
+    """Open a database that must already exist (never creates one).
+
+    Raises:
+        StoreError: no file at ``path``, or it is not a usable database.
+    """
+    return open_database(require_database(path))
+
+
+def init_database(path: Path) -> Database:
+    """Open a database, creating (and migrating) it when missing: ``init-db`` only."""
+    if not path.exists() and not path.parent.is_dir():
         raise ConfigError(
             f"cannot create database {path}: folder {path.parent} does not exist; create it or pass --db"
         )
-    db = open_database(path)
-    print(f"created database {path}", file=sys.stderr)
-    return db
+    if path.is_dir():
+        require_database(path)
+    return open_database(path)
 
 
 @contextlib.contextmanager
-def session(args: argparse.Namespace, *, create: bool = False) -> Iterator[Database]:
-    """The command's database, closed afterwards."""
-    path = db_path(args)
-    db = open_or_create(path) if create else open_existing(path)
+def session(args: argparse.Namespace) -> Iterator[Database]:
+    """The command's database (which must exist), closed afterwards."""
+    db = open_existing(db_path(args))
     try:
         yield db
     finally:

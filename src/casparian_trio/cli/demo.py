@@ -227,7 +227,7 @@ async def _publish_and_scan(layout: DemoLayout) -> int:
 
 
 async def _process(layout: DemoLayout, workers: int) -> dict[str, int]:
-    config = SentinelConfig(bind="tcp://127.0.0.1:*", db=layout.db, heartbeat_interval=HEARTBEAT)
+    config = SentinelConfig(bind="tcp://127.0.0.1:*", db=layout.db, heartbeat_interval_s=HEARTBEAT)
     db = open_database(layout.db)
     try:
         async with trio.open_nursery() as nursery:
@@ -254,8 +254,8 @@ async def _worker(
         connect=address,
         output=layout.output,
         worker_id=f"demo-worker-{index}",
-        heartbeat_interval=HEARTBEAT,
-        grace=5.0,
+        heartbeat_interval_s=HEARTBEAT,
+        grace_s=5.0,
         envs_root=layout.root / "envs",
     )
     async with open_worker(config) as worker:

@@ -10,6 +10,7 @@ commits by polling ``PRAGMA data_version`` (config.DEFAULT_DB_POLL_INTERVAL).
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from functools import partial
 from typing import Any
@@ -19,7 +20,7 @@ from casparian_trio.cli._common import command, json_flag
 from casparian_trio.cli._db import session
 from casparian_trio.cli.detail import status_text
 from casparian_trio.errors import ConfigError
-from casparian_trio.store import Database, JobStatus, reports
+from casparian_trio.store import JobStatus, reports
 
 DEFAULT_LIMIT = 50  # a screenful; --limit raises it
 
@@ -39,10 +40,23 @@ def add_commands(sub: Any) -> None:
     )
     json_flag(p)
 
-    p = command(sub, "cancel", cmd_cancel, "cancel a queued job, or abort a running one")
-    p.add_argument("id", type=int, metavar="ID", help="the job's id (see `jobs`)")
-    p = command(sub, "retry", cmd_retry, "queue a FAILED or CANCELLED job again")
-    p.add_argument("id", type=int, metavar="ID", help="the job's id (see `jobs`)")
+    p = command(sub, "cancel", cmd_cancel, "cancel queued jobs, or abort running ones")
+    _selection(p)
+    p = command(sub, "retry", cmd_retry, "queue FAILED or CANCELLED jobs again")
+    _selection(p)
+
+
+def _selection(p: argparse.ArgumentParser) -> None:
+    """IDs and/or filters: the jobs a cancel or retry acts on."""
+    p.add_argument("ids", type=int, nargs="*", metavar="ID", help="job ids (see `jobs`)")
+    p.add_argument(
+        "--status",
+        type=str.upper,
+        choices=[str(s) for s in JobStatus],
+        help="every job with this status (with IDs: those of them with it)",
+    )
+    p.add_argument("--plugin", metavar="NAME", help="every job of this plugin")
+    json_flag(p)
 
 
 _JOB_COLUMNS = [
@@ -97,32 +111,83 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 # --- cancel / retry -------------------------------------------------------------------
 
 
-def _act(db: Database, job_id: int, action: str) -> tuple[str, str]:
-    """(status before, status after) of a cancel or retry, in one transaction."""
-    return db.run_sync(partial(reports.steer, job_id=job_id, action=action, now=time.time()))
+def _steer(args: argparse.Namespace, action: str) -> list[tuple[int, str, str]]:
+    if not args.ids and args.status is None and args.plugin is None:
+        raise ConfigError(f"{action} which jobs? give IDs, --status or --plugin")
+    steer = partial(
+        reports.steer_jobs,
+        action=action,
+        ids=args.ids,
+        status=args.status,
+        plugin=args.plugin,
+        now=time.time(),
+    )
+    with session(args) as db:
+        return db.run_sync(steer)
+
+
+def _cancel_outcome(before: str, after: str) -> str:
+    if before == JobStatus.QUEUED:
+        return "cancelled"
+    if before == JobStatus.RUNNING:
+        return "cancel requested"
+    return "unchanged"
+
+
+def _retry_outcome(before: str, after: str) -> str:
+    if after == JobStatus.QUEUED and before != JobStatus.QUEUED:
+        return "queued"
+    if before in (JobStatus.QUEUED, JobStatus.RUNNING):
+        return "unchanged"
+    return "refused"
+
+
+def _report(args: argparse.Namespace, results: list[dict[str, object]]) -> None:
+    if args.json:
+        print(_render.dumps(results))
+    elif not results:
+        print("no jobs match those filters")
 
 
 def cmd_cancel(args: argparse.Namespace) -> int:
-    with session(args) as db:
-        before, after = _act(db, args.id, "cancel")
-    if before == JobStatus.QUEUED:
-        print(f"job {args.id} cancelled")
-    elif before == JobStatus.RUNNING:
-        print(
-            f"job {args.id}: cancel requested; the sentinel aborts it on its worker within a second"
-        )
-    else:
-        print(f"job {args.id} is already {after}")
+    results = [
+        {"job_id": i, "before": b, "after": a, "outcome": _cancel_outcome(b, a)}
+        for i, b, a in _steer(args, "cancel")
+    ]
+    _report(args, results)
+    for r in [] if args.json else results:
+        if r["outcome"] == "cancelled":
+            print(f"job {r['job_id']} cancelled")
+        elif r["outcome"] == "cancel requested":
+            print(
+                f"job {r['job_id']}: cancel requested; "
+                "the sentinel aborts it on its worker within a second"
+            )
+        else:
+            print(f"job {r['job_id']} is already {r['after']}")
     return 0
 
 
 def cmd_retry(args: argparse.Namespace) -> int:
-    with session(args) as db:
-        before, after = _act(db, args.id, "retry")
-    if after == JobStatus.QUEUED and before != JobStatus.QUEUED:
-        print(f"job {args.id} queued again ({before} before; its failure budget is reset)")
-        return 0
-    if before in (JobStatus.QUEUED, JobStatus.RUNNING):
-        print(f"job {args.id} is already {before}: nothing to do")
-        return 0
-    raise ConfigError(f"job {args.id} is {before}; only FAILED or CANCELLED jobs can be retried")
+    results = [
+        {"job_id": i, "before": b, "after": a, "outcome": _retry_outcome(b, a)}
+        for i, b, a in _steer(args, "retry")
+    ]
+    refused = [r for r in results if r["outcome"] == "refused"]
+    if len(results) == 1 and refused and not args.json:
+        job_id, before = refused[0]["job_id"], refused[0]["before"]
+        raise ConfigError(f"job {job_id} is {before}; only FAILED or CANCELLED jobs can be retried")
+    _report(args, results)
+    for r in [] if args.json else results:
+        if r["outcome"] == "queued":
+            print(
+                f"job {r['job_id']} queued again ({r['before']} before; its failure budget is reset)"
+            )
+        elif r["outcome"] == "unchanged":
+            print(f"job {r['job_id']} is already {r['before']}: nothing to do")
+        else:
+            print(
+                f"job {r['job_id']} is {r['before']}: not retried (only FAILED or CANCELLED jobs)",
+                file=sys.stderr,
+            )
+    return 1 if refused else 0

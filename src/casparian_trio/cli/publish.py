@@ -64,7 +64,7 @@ async def _record_locally(
     args: argparse.Namespace, deploy: Deploy
 ) -> tuple[dict[str, Any], str | None]:
     """(record_deploy's result, the version it superseded) using the database directly."""
-    with session(args, create=True) as db:
+    with session(args) as db:
         before = db.run_sync(
             partial(reports.active_manifest, plugin_name=deploy.plugin_name), readonly=True
         )

@@ -39,6 +39,7 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "source", nargs="?", metavar="SOURCE", help="one source id or path (default all)"
     )
+    json_flag(p)
 
     p = command(sub, "submit", cmd_submit, "queue one file for one plugin")
     p.add_argument("file", metavar="FILE", help="the input file")
@@ -88,7 +89,7 @@ def cmd_source_add(args: argparse.Namespace) -> int:
         raise ConfigError(
             f"{args.dir} is not a directory; `source add` takes a folder of input files"
         )
-    with session(args, create=True) as db:
+    with session(args) as db:
         source_id, created = db.run_sync(partial(catalog.add_source_root, path=str(path)))
     state = "added" if created else "already added"
     print(f"source {source_id}: {path} ({state}); run `casparian-trio scan` to find its files")
@@ -126,10 +127,13 @@ def cmd_scan(args: argparse.Namespace) -> int:
         total = ScanCounts()
         for root in roots:
             counts = scan_with_progress(db, root["id"], Path(root["path"]), rules)
-            if len(roots) > 1:
+            if len(roots) > 1 and not args.json:
                 print(f"source {root['id']} {root['path']}: {files_text(counts)}")
             total.add(counts)
-    print(summary(total, time.monotonic() - started))
+    if args.json:
+        print(_render.dumps(total.to_json()))
+    else:
+        print(summary(total, time.monotonic() - started))
     if not rules and (total.new or total.changed):
         print(
             "note: no routing rules, so nothing was queued; publish a plugin whose MANIFEST "
@@ -164,7 +168,7 @@ def cmd_submit(args: argparse.Namespace) -> int:
     path = Path(args.file).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"{args.file} is not a file")
-    with session(args, create=True) as db:
+    with session(args) as db:
         manifest = db.run_sync(
             partial(reports.active_manifest, plugin_name=args.plugin), readonly=True
         )

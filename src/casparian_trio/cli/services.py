@@ -19,14 +19,9 @@ import attrs
 import trio
 
 from casparian_trio import _signals
-from casparian_trio.cli._common import EXIT_OK
-from casparian_trio.config import (
-    DEFAULT_ADDRESS,
-    DEFAULT_DB,
-    DEFAULT_OUTPUT,
-    SentinelConfig,
-    WorkerConfig,
-)
+from casparian_trio.cli._common import DB_HELP, EXIT_OK
+from casparian_trio.cli._db import db_path, init_database, require_database
+from casparian_trio.config import CONFIG_FILE, SentinelConfig, WorkerConfig, flag_of, options
 
 if TYPE_CHECKING:
     from casparian_trio.worker import Worker
@@ -38,52 +33,91 @@ OnSignal = Callable[[signal.Signals], None]
 
 def add_commands(sub: Any) -> None:
     """``init-db``, ``sentinel``, ``worker``."""
-    p = sub.add_parser("init-db", help="create or upgrade a database")
-    p.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file (default {DEFAULT_DB})")
+    p = sub.add_parser(
+        "init-db", help="create or upgrade a database (the only command that creates one)"
+    )
+    p.add_argument("--db", default=None, help=DB_HELP)
     p.set_defaults(handler=cmd_init_db)
 
     p = sub.add_parser("sentinel", help="run the control plane (job queue + dispatch)")
-    p.add_argument(
-        "--bind", default=None, help=f"ZeroMQ address to bind (default {DEFAULT_ADDRESS})"
-    )
-    p.add_argument("--db", default=None, help=f"SQLite file (default {DEFAULT_DB})")
-    p.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (default 2)")
-    p.add_argument(
-        "--liveness-timeout", type=float, default=None, help="seconds (default 3 x heartbeat)"
-    )
-    p.add_argument(
-        "--job-timeout", type=float, default=None, help="default job timeout, seconds (3600)"
-    )
-    p.add_argument(
-        "--abort-grace", type=float, default=None, help="seconds after ABORT (default 10)"
-    )
+    add_config_options(p, SentinelConfig)
     p.set_defaults(handler=cmd_sentinel, long_running=True)
 
     p = sub.add_parser("worker", help="run a worker (executes plugins, writes Parquet)")
-    p.add_argument("--connect", default=None, help=f"Sentinel address (default {DEFAULT_ADDRESS})")
-    p.add_argument("--output", default=None, help=f"output root (default {DEFAULT_OUTPUT})")
-    p.add_argument("--worker-id", default=None, help="stable id (default HOST-PID)")
-    p.add_argument("--concurrency", type=int, default=None, help="jobs at once (default 1)")
-    p.add_argument("--capabilities", default=None, help="comma-separated plugin names (default *)")
-    p.add_argument("--heartbeat-interval", type=float, default=None, help="seconds (default 2)")
-    p.add_argument("--grace", type=float, default=None, help="drain grace on SIGTERM, seconds (30)")
-    p.add_argument("--envs-root", default=None, help="where plugin envs are built (~/.cache/...)")
-    p.add_argument(
-        "--envs-max-bytes", type=int, default=None, help="evict least recently used envs beyond"
-    )
-    p.add_argument(
-        "--warm-guests",
-        type=int,
-        default=None,
-        help="envs that keep a started guest ready (default 2; 0: none)",
-    )
-    p.add_argument(
-        "--allow-system-env",
-        action="store_true",
-        default=None,
-        help="run plugins whose env is unknown in this interpreter",
-    )
+    add_config_options(p, WorkerConfig)
     p.set_defaults(handler=cmd_worker, long_running=True)
+
+
+def _default_text(field: attrs.Attribute[Any]) -> str:
+    if field.name == "worker_id":
+        return "HOST-PID"
+    default = field.default
+    if isinstance(default, tuple):
+        return ",".join(default)
+    return "none" if default is None else str(default)
+
+
+def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
+    """A flag for every option of ``cls``, its help naming the env var and the default."""
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=None,
+        help=f"TOML file with [sentinel] and [worker] tables (default ./{CONFIG_FILE} if present)",
+    )
+    for field in options(cls):
+        kind = field.metadata["kind"]
+        env = field.metadata["env"]
+        where = f"env ${env}; " if env else ""
+        help = f"{field.metadata['help']} ({where}default {_default_text(field)})"
+        if kind == "bool":
+            parser.add_argument(
+                flag_of(field), dest=field.name, action="store_true", default=None, help=help
+            )
+            continue
+        types: dict[str, Callable[[str], Any]] = {"float": float, "int": int}
+        parser.add_argument(
+            flag_of(field),
+            dest=field.name,
+            type=types.get(kind, str),
+            default=None,
+            metavar=field.name.upper().removesuffix("_S") if kind in ("float", "int") else None,
+            help=help,
+        )
+
+
+def _flags(args: argparse.Namespace, cls: type) -> dict[str, object]:
+    return {f.name: getattr(args, f.name, None) for f in options(cls)}
+
+
+def _config_path(args: argparse.Namespace) -> Path | None:
+    return Path(args.config) if args.config else None
+
+
+def cmd_init_db(args: argparse.Namespace) -> int:
+    from casparian_trio.store import reports
+
+    path = db_path(args)
+    db = init_database(path)
+    try:
+        version = db.run_sync(reports.schema_version)
+    finally:
+        db.close()
+    print(f"database {path} ready (schema version {version})")
+    return EXIT_OK
+
+
+def cmd_sentinel(args: argparse.Namespace) -> int:
+    config = SentinelConfig.load(_flags(args, SentinelConfig), config_path=_config_path(args))
+    require_database(config.db)  # a mistyped --db must not become an empty queue
+    trio.run(_sentinel_main, config)
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    config = WorkerConfig.load(_flags(args, WorkerConfig), config_path=_config_path(args))
+    trio.run(_worker_main, config)
+    return EXIT_OK
 
 
 async def signal_task(
@@ -104,54 +138,6 @@ async def signal_task(
     task_status.started()
     async for signum in signals:
         on_signal(signal.Signals(signum))
-
-
-# --- commands ----------------------------------------------------------------
-
-
-def cmd_init_db(args: argparse.Namespace) -> int:
-    from casparian_trio.store import open_database, reports
-
-    db = open_database(args.db)
-    try:
-        version = db.run_sync(reports.schema_version)
-    finally:
-        db.close()
-    print(f"database {args.db} ready (schema version {version})")
-    return EXIT_OK
-
-
-def cmd_sentinel(args: argparse.Namespace) -> int:
-    config = SentinelConfig.from_env(
-        bind=args.bind,
-        db=Path(args.db) if args.db else None,
-        heartbeat_interval=args.heartbeat_interval,
-        liveness_timeout=args.liveness_timeout,
-        job_timeout=args.job_timeout,
-        abort_grace=args.abort_grace,
-    )
-    trio.run(_sentinel_main, config)
-    return EXIT_OK
-
-
-def cmd_worker(args: argparse.Namespace) -> int:
-    config = WorkerConfig.from_env(
-        connect=args.connect,
-        output=Path(args.output) if args.output else None,
-        worker_id=args.worker_id,
-        concurrency=args.concurrency,
-        capabilities=tuple(c.strip() for c in args.capabilities.split(","))
-        if args.capabilities
-        else None,
-        heartbeat_interval=args.heartbeat_interval,
-        grace=args.grace,
-        envs_root=Path(args.envs_root) if args.envs_root else None,
-        envs_max_bytes=args.envs_max_bytes,
-        allow_system_env=args.allow_system_env,
-        warm_guests=args.warm_guests,
-    )
-    trio.run(_worker_main, config)
-    return EXIT_OK
 
 
 async def _sentinel_main(config: SentinelConfig) -> None:

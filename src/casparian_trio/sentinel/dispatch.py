@@ -56,7 +56,7 @@ class Dispatcher:
             job_id=job.id,
             attempt=job.attempt,
             plugin_name=job.plugin_name,
-            timeout_s=self.ctx.config.job_timeout,
+            timeout_s=self.ctx.config.job_timeout_s,
         )
         worker.jobs[job.id] = held  # take the slot before the next await
         try:
@@ -80,8 +80,8 @@ class Dispatcher:
         return True
 
     def _send_or_prepare(self, worker: WorkerState, held: HeldJob, plan: DispatchPlan) -> None:
-        dispatch = with_defaults(plan.dispatch, default_timeout=self.ctx.config.job_timeout)
-        held.timeout_s = dispatch.timeout_s or self.ctx.config.job_timeout
+        dispatch = with_defaults(plan.dispatch, default_timeout=self.ctx.config.job_timeout_s)
+        held.timeout_s = dispatch.timeout_s or self.ctx.config.job_timeout_s
         held.env_hash = dispatch.env_hash
         env = plan.env
         if env is None or not needs_env(dispatch, worker.envs_ready, has_lockfile=True):

@@ -45,15 +45,15 @@ class Presence:
             bind=self.endpoint,
             started_at=now,
             last_seen_at=now,
-            heartbeat_interval_s=self.ctx.config.heartbeat_interval,
-            liveness_s=self.ctx.config.liveness,
+            heartbeat_interval_s=self.ctx.config.heartbeat_interval_s,
+            liveness_s=self.ctx.config.liveness_s,
         )
         await self.ctx.store.record_sentinel_start(self.record)
 
     async def serve(self) -> NoReturn:
         """Refresh last_seen_at every heartbeat interval, until cancelled."""
         while True:
-            await trio.sleep(self.ctx.config.heartbeat_interval)
+            await trio.sleep(self.ctx.config.heartbeat_interval_s)
             await self._beat()
 
     async def withdraw(self) -> None:

@@ -191,7 +191,7 @@ class Recovery:
 
     async def adopt_previous_running(self) -> None:
         """On start: jobs left RUNNING wait one liveness period for their worker to name them."""
-        until = trio.current_time() + self.ctx.config.liveness
+        until = trio.current_time() + self.ctx.config.liveness_s
         for job in await self.ctx.store.running_jobs():
             self.orphans[job.id] = Orphan(job=job, adopt_until=until)
         if self.orphans:
@@ -283,7 +283,7 @@ class Recovery:
             job_id=job.id,
             attempt=job.attempt,
             plugin_name=job.plugin_name,
-            timeout_s=job.timeout_s or self.ctx.config.job_timeout,
+            timeout_s=job.timeout_s or self.ctx.config.job_timeout_s,
             dispatched_at=trio.current_time() - ran_for,
         )
         logger.info(
@@ -297,7 +297,7 @@ class Recovery:
         """It runs an attempt that is no longer its own: ABORT it, once per grace period."""
         now = trio.current_time()
         last = worker.stale.get(ref.job_id)
-        if last is not None and now - last < self.ctx.config.abort_grace:
+        if last is not None and now - last < self.ctx.config.abort_grace_s:
             return
         worker.stale[ref.job_id] = now
         if last is None:
@@ -310,13 +310,13 @@ class Recovery:
     def forget_unknown(self, now: float) -> None:
         """Drop the memory of unknown peers asked to identify longer than a liveness ago."""
         for identity, asked in list(self._told_unknown.items()):
-            if now - asked >= self.ctx.config.liveness:
+            if now - asked >= self.ctx.config.liveness_s:
                 del self._told_unknown[identity]
 
     def ask_to_identify(self, identity: bytes) -> None:
         """An unknown peer: ask it (at most once per liveness period) to IDENTIFY again."""
         now = trio.current_time()
-        if now - self._told_unknown.get(identity, -1e9) < self.ctx.config.liveness:
+        if now - self._told_unknown.get(identity, -1e9) < self.ctx.config.liveness_s:
             return
         self._told_unknown[identity] = now
         logger.info(
@@ -340,6 +340,6 @@ class Recovery:
             job_id=job_id,
             attempt=orphan.job.attempt,
             plugin_name=orphan.job.plugin_name,
-            timeout_s=orphan.job.timeout_s or self.ctx.config.job_timeout,
+            timeout_s=orphan.job.timeout_s or self.ctx.config.job_timeout_s,
             dispatched_at=trio.current_time(),
         )

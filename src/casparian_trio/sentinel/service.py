@@ -179,19 +179,19 @@ class Sentinel:
         return math.inf if wake_at is None else max(0.0, wake_at - self.wall())
 
     async def _liveness_task(self) -> None:
-        period = min(TICK, self.config.liveness / 3)
+        period = min(TICK, self.config.liveness_s / 3)
         while True:
             await trio.sleep(period)
             now = trio.current_time()
             self.recovery.forget_unknown(now)
-            for worker in self.ctx.registry.expired(now, self.config.liveness):
+            for worker in self.ctx.registry.expired(now, self.config.liveness_s):
                 await self.recovery.worker_lost(
-                    worker, f"silent for more than {self.config.liveness:g} s"
+                    worker, f"silent for more than {self.config.liveness_s:g} s"
                 )
             await self.recovery.expire_orphans(now)
 
     async def _watchdog_task(self) -> None:
-        grace = self.config.abort_grace
+        grace = self.config.abort_grace_s
         while True:
             await trio.sleep(TICK)
             now = trio.current_time()
@@ -220,7 +220,7 @@ class Sentinel:
                 self.abort(worker, held.job_id, AbortReason.TIMEOUT, now)
             elif held.dispatched_at is None and held.env_hash in worker.envs_preparing:
                 started = worker.envs_preparing[held.env_hash]
-                if now >= started + self.config.env_prepare_timeout:
+                if now >= started + self.config.env_prepare_timeout_s:
                     await self.recovery.env_failed(
                         worker, held.env_hash, "environment build timed out"
                     )
@@ -242,7 +242,7 @@ class Sentinel:
                 self._data_version = version
             await self._abort_cancelled()
             await self.store.cancel_queued_requests(now=self.wall())
-            await trio.sleep(self.config.db_poll_interval)
+            await trio.sleep(self.config.db_poll_interval_s)
 
     async def _abort_cancelled(self) -> None:
         now = trio.current_time()

@@ -76,6 +76,24 @@ def steer(conn: sqlite3.Connection, job_id: int, action: str, *, now: float) -> 
     return str(before), act(conn, job_id, now=now)
 
 
+def steer_jobs(
+    conn: sqlite3.Connection,
+    *,
+    action: str,
+    ids: Sequence[int] = (),
+    status: str | None = None,
+    plugin: str | None = None,
+    now: float,
+) -> list[tuple[int, str, str]]:
+    """(id, status before, status after) of ``action`` on every selected job, in one transaction.
+
+    Raises:
+        StoreError: one of ``ids`` is no job (then nothing changes).
+    """
+    selected = job_ids(conn, ids=ids, status=status, plugin=plugin)
+    return [(job_id, *steer(conn, job_id, action, now=now)) for job_id in selected]
+
+
 def active_manifest(conn: sqlite3.Connection, plugin_name: str) -> dict[str, Any] | None:
     """The ACTIVE manifest's version and hashes (None: the plugin is not published)."""
     row = conn.execute(q("manifest_summary"), {"plugin_name": plugin_name}).fetchone()

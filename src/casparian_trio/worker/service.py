@@ -140,7 +140,7 @@ class Worker:
         sender_done = trio.Event()
         async with trio.open_nursery() as service:
             self._service_nursery = service
-            self._watch = AnswerWatch(liveness=self.config.liveness, started_at=trio.current_time())
+            self._watch = AnswerWatch(liveness=self.config.liveness_s, started_at=trio.current_time())
             service.start_soon(self._sender_task, sender_done, name="worker.sender")
             self.send(self._identify())
             self.send(self._heartbeat())  # our state at once: IDENTIFY carries no status
@@ -197,11 +197,11 @@ class Worker:
         logger.info(
             "draining: %d job(s) get %g s to finish",
             len(self.jobs),
-            self.config.grace,
+            self.config.grace_s,
             extra={"event": "worker.draining"},
         )
         self.send(self._heartbeat())
-        deadline = trio.current_time() + self.config.grace
+        deadline = trio.current_time() + self.config.grace_s
         for run in self.jobs.values():
             run.stop_at(deadline, StopReason.SHUTDOWN)
 
@@ -245,7 +245,7 @@ class Worker:
 
     async def _heartbeat_task(self) -> None:
         while True:
-            await trio.sleep(self.config.heartbeat_interval)
+            await trio.sleep(self.config.heartbeat_interval_s)
             # A heartbeat is only our latest state: while the Sentinel is
             # unreachable and the outbox backs up, skip it rather than queue
             # stale ones ahead of (and eventually instead of) receipts.
@@ -254,7 +254,7 @@ class Worker:
 
     async def _watch_task(self) -> None:
         assert self._watch is not None
-        tick = min(WATCH_TICK, self.config.liveness / 3)
+        tick = min(WATCH_TICK, self.config.liveness_s / 3)
         while True:
             await trio.sleep(tick)
             self._tell(self._watch.check(trio.current_time()))

@@ -23,7 +23,11 @@ def db_path(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def cli(capsys: pytest.CaptureFixture[str], db_path: Path) -> Cli:
-    """``cli("jobs", "--json")`` runs the command on ``db_path`` and captures its output."""
+    """``cli("jobs", "--json")`` runs the command on ``db_path`` and captures its output.
+
+    ``db_path`` is made first (as ``init-db`` would): only ``init-db`` creates a database.
+    """
+    open_database(db_path).close()
 
     def run(*argv: str, db: Path | None = db_path) -> Result:
         capsys.readouterr()

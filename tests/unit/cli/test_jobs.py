@@ -99,15 +99,26 @@ def complete(db: Database) -> JobRow:
         ["status"],
         ["scan"],
         ["source", "list"],
+        ["source", "add", "."],
+        ["publish", "PLUGIN"],
+        ["submit", "FILE", "--plugin", "sales"],
+        ["sentinel"],
     ],
 )
-def test_read_commands_refuse_a_missing_database(cli: Cli, db_path: Path, argv: list[str]) -> None:
-    result = cli(*argv)
+def test_only_init_db_creates_a_database(
+    cli: Cli, tmp_path: Path, write_plugin: Callable[..., Path], argv: list[str]
+) -> None:
+    (tmp_path / "f.csv").write_text("id\n1\n")
+    argv = [
+        {"PLUGIN": str(write_plugin()), "FILE": str(tmp_path / "f.csv")}.get(a, a) for a in argv
+    ]
+    missing = tmp_path / "missing" / "typo.db"
+    result = cli(*argv, db=missing)
     assert result.rc == 1
     assert result.err == (
-        f"error: no database at {db_path}; run `casparian-trio init-db --db {db_path}` or pass --db\n"
+        f"error: no database at {missing}; run `casparian-trio init-db --db {missing}` or pass --db\n"
     )
-    assert not db_path.exists()
+    assert not missing.parent.exists()  # nothing created, not even the folder
 
 
 def test_db_comes_from_the_environment(

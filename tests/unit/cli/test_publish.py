@@ -90,13 +90,12 @@ def test_invalid_plugins_fail_with_one_line(
 ) -> None:
     plugin = tmp_path / "bad.py"
     plugin.write_text(source)
-    result = cli("publish", str(plugin))
+    result = cli("publish", str(plugin), db=tmp_path / "never.db")
     assert result.rc == 1
     assert result.out == ""
     assert result.err.startswith("error: bad.py")
     assert message in result.err
     assert result.err.count("\n") == 1  # one line, no traceback
-    assert not db_path.exists()  # checked before touching any database
 
 
 def test_missing_plugin_file(cli: Cli, tmp_path: Path) -> None:
@@ -113,13 +112,22 @@ def test_missing_lockfile_names_the_fix(
     assert "run `uv lock`" in result.err
 
 
-def test_publish_creates_a_missing_database_in_an_existing_folder(
-    cli: Cli, write_plugin: Callable[..., Path], tmp_path: Path
-) -> None:
-    result = cli("publish", str(write_plugin()), db=tmp_path / "nowhere" / "x.db")
+def test_init_db_names_a_missing_folder(cli: Cli, tmp_path: Path) -> None:
+    result = cli("init-db", db=tmp_path / "nowhere" / "x.db")
     assert result.rc == 1
     assert "folder" in result.err
     assert "does not exist" in result.err
+
+
+def test_init_db_honours_casparian_db(
+    cli: Cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CASPARIAN_DB", "x.db")
+    result = cli("init-db", db=None)
+    assert result.rc == 0, result.err
+    assert (tmp_path / "x.db").is_file()
+    assert result.out.startswith("database x.db ready")
 
 
 def test_deploy_via_sentinel_times_out_with_a_clear_error(

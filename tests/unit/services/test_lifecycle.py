@@ -27,8 +27,8 @@ async def test_jobs_complete_on_one_worker(cluster: Cluster, autojump_clock: Moc
 async def test_silent_worker_is_dropped_and_its_job_requeued(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
-    await cluster.start_sentinel(heartbeat_interval=2.0)
-    w1 = await cluster.start_worker("w1", heartbeat_interval=2.0)
+    await cluster.start_sentinel(heartbeat_interval_s=2.0)
+    w1 = await cluster.start_worker("w1", heartbeat_interval_s=2.0)
     [job_id] = await cluster.add_jobs("sleep-100.csv")
     await cluster.wait_status(job_id, "RUNNING")
     await trio.sleep(10)
@@ -69,8 +69,8 @@ async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(
 ) -> None:
     # The worker's own timeout cannot stop a guest that ignores cancellation
     # ("deaf"); the Sentinel aborts at timeout + grace and gives up one grace later.
-    await cluster.start_sentinel(abort_grace=10.0)
-    await cluster.start_worker("w1", grace=1.0)
+    await cluster.start_sentinel(abort_grace_s=10.0)
+    await cluster.start_worker("w1", grace_s=1.0)
     [job_id] = await cluster.add_jobs("deaf-1000.csv", timeout_s=20, max_attempts=1)
     row = await cluster.wait_status(job_id, "FAILED", within=200)
     assert trio.current_time() == pytest.approx(20 + 10 + 10, abs=0.6)
@@ -126,7 +126,7 @@ async def test_drain_lets_short_jobs_finish_and_hands_back_long_ones(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
     await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1", concurrency=2, grace=30.0)
+    w1 = await cluster.start_worker("w1", concurrency=2, grace_s=30.0)
     short, long = await cluster.add_jobs("sleep-10.csv", "sleep-1000.csv")
     await cluster.wait_held(w1, 2)
     w1.service.request_shutdown()  # type: ignore[union-attr]

@@ -54,8 +54,8 @@ def debug_logs(caplog: pytest.LogCaptureFixture) -> None:
 async def test_a_worker_that_stops_on_purpose_is_stopped_not_lost(
     cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await cluster.start_sentinel(heartbeat_interval=2.0)
-    w1 = await cluster.start_worker("w1", heartbeat_interval=2.0)
+    await cluster.start_sentinel(heartbeat_interval_s=2.0)
+    w1 = await cluster.start_worker("w1", heartbeat_interval_s=2.0)
     [job_id] = await cluster.add_jobs("sleep-3.csv")
     await cluster.wait_status(job_id, "COMPLETED")
     asked = trio.current_time()
@@ -78,7 +78,7 @@ async def test_a_job_handed_back_at_stop_is_requeued_uncounted_and_the_worker_st
     cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1", grace=1.0)
+    w1 = await cluster.start_worker("w1", grace_s=1.0)
     [job_id] = await cluster.add_jobs("sleep-100.csv")
     await cluster.wait_held(w1, 1)
     w1.service.request_shutdown()  # type: ignore[union-attr]
@@ -138,7 +138,7 @@ async def test_the_sentinel_answers_only_workers_that_ask(
 async def test_a_worker_without_a_sentinel_says_it_is_waiting_every_liveness_period(
     cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    await cluster.start_worker("w1", heartbeat_interval=2.0)  # nothing listens at ADDRESS
+    await cluster.start_worker("w1", heartbeat_interval_s=2.0)  # nothing listens at ADDRESS
     await trio.sleep(19)
     assert f"worker w1 connecting to {ADDRESS} with 1 slot(s)" in messages(caplog)
     assert warnings(caplog) == [
@@ -156,8 +156,8 @@ async def test_a_worker_without_a_sentinel_says_it_is_waiting_every_liveness_per
 async def test_a_worker_warns_while_the_sentinel_is_silent_and_says_when_it_is_back(
     cluster: Cluster, autojump_clock: MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
-    sentinel = await cluster.start_sentinel(heartbeat_interval=2.0)
-    await cluster.start_worker("w1", heartbeat_interval=2.0)
+    sentinel = await cluster.start_sentinel(heartbeat_interval_s=2.0)
+    await cluster.start_worker("w1", heartbeat_interval_s=2.0)
     await trio.sleep(10)
     assert warnings(caplog) == []
     sentinel.kill()
@@ -172,7 +172,7 @@ async def test_a_worker_warns_while_the_sentinel_is_silent_and_says_when_it_is_b
     assert [b - a for a, b in itertools.pairwise(seconds)] == [6, 6]
     assert 6 <= seconds[0] <= 7
     caplog.clear()
-    await cluster.start_sentinel(heartbeat_interval=2.0)
+    await cluster.start_sentinel(heartbeat_interval_s=2.0)
     await trio.sleep(3)
     back = [m for m in messages(caplog) if "answers again" in m]
     assert len(back) == 1
@@ -187,7 +187,7 @@ async def test_a_worker_warns_while_the_sentinel_is_silent_and_says_when_it_is_b
 async def test_the_sentinel_records_its_heartbeat_and_its_clean_stop(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
-    sentinel = await cluster.start_sentinel(heartbeat_interval=2.0)
+    sentinel = await cluster.start_sentinel(heartbeat_interval_s=2.0)
     record = await cluster.store.sentinel()
     assert record is not None
     assert (record.bind, record.liveness_s, record.stopped_at) == (ADDRESS, 6.0, None)

@@ -54,7 +54,7 @@ async def test_draining_worker_that_reidentifies_is_not_fed_work(
     cluster: Cluster, autojump_clock: MockClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s1 = await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1", concurrency=2, grace=100)
+    w1 = await cluster.start_worker("w1", concurrency=2, grace_s=100)
     await cluster.add_jobs("sleep-50.csv")
     await cluster.wait_held(w1, 1)
     w1.service.request_shutdown()  # type: ignore[union-attr]
