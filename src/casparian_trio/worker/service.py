@@ -140,7 +140,9 @@ class Worker:
         sender_done = trio.Event()
         async with trio.open_nursery() as service:
             self._service_nursery = service
-            self._watch = AnswerWatch(liveness=self.config.liveness_s, started_at=trio.current_time())
+            self._watch = AnswerWatch(
+                liveness=self.config.liveness_s, started_at=trio.current_time()
+            )
             service.start_soon(self._sender_task, sender_done, name="worker.sender")
             self.send(self._identify())
             self.send(self._heartbeat())  # our state at once: IDENTIFY carries no status
