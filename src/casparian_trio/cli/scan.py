@@ -29,7 +29,9 @@ PROGRESS_NAME_WIDTH = 40
 def add_commands(sub: Any) -> None:
     """``source add|list``, ``scan``, ``submit``."""
     source = sub.add_parser("source", help="manage source folders", description="manage sources")
-    actions = source.add_subparsers(dest="source_command", metavar="ACTION", required=True)
+    actions = source.add_subparsers(
+        dest="source_command", metavar="ACTION", required=True, help="add or list"
+    )
     p = command(actions, "add", cmd_source_add, "register a folder whose files become jobs")
     p.add_argument("dir", metavar="DIR", help="the folder (its files are scanned recursively)")
     p = command(actions, "list", cmd_source_list, "list source folders")

@@ -47,6 +47,20 @@ def add_commands(sub: Any) -> None:
     add_config_options(p, WorkerConfig)
     p.set_defaults(handler=cmd_worker, long_running=True)
 
+    p = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    p.add_argument("shell", choices=["bash", "zsh"], help="the shell to complete for")
+    p.set_defaults(handler=cmd_completion)
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    """The completion script, generated from the parser itself (shtab)."""
+    import shtab
+
+    from casparian_trio.cli import build_parser
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
+
 
 def _default_text(field: attrs.Attribute[Any]) -> str:
     if field.name == "worker_id":

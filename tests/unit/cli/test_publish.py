@@ -144,3 +144,26 @@ def test_deploy_via_sentinel_rejects_a_bad_address() -> None:
     deploy = Deploy(plugin_name="p", version="1", source_code="class Handler: pass\n")
     with pytest.raises(ConfigError, match="--sentinel"):
         trio.run(cli_publish.deploy_via_sentinel, "localhost:5555", deploy)
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh"])
+def test_completion_scripts_come_from_the_parser(cli: Cli, shell: str) -> None:
+    result = cli("completion", shell, db=None)
+    assert result.rc == 0, result.err
+    assert "casparian-trio" in result.out
+    assert "init-db" in result.out
+    assert "--heartbeat-interval" in result.out
+
+
+def test_every_option_has_help_naming_env_and_default() -> None:
+    from casparian_trio.cli import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")
+    for name, command in sub.choices.items():  # type: ignore[union-attr]
+        for action in command._actions:
+            assert action.help, f"{name} {action.option_strings or action.dest} has no help"
+    sentinel = " ".join(sub.choices["sentinel"].format_help().split())  # type: ignore[index]
+    assert "$CASPARIAN_BIND" in sentinel
+    assert "default tcp://127.0.0.1:5555" in sentinel
+    assert "$CASPARIAN_DB" in sub.choices["init-db"].format_help()  # type: ignore[index]
