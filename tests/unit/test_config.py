@@ -1,0 +1,38 @@
+"""Settings layer as users expect: defaults < TOML file < environment < flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from casparian_trio.config import SentinelConfig, WorkerConfig
+from casparian_trio.errors import ConfigError
+
+
+def test_flags_override_the_file_which_overrides_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text(
+        "[sentinel]\nheartbeat_interval_s = 1.5\njob_timeout_s = 60\n"
+        '[worker]\nconcurrency = 3\ncapabilities = ["a", "b"]\n'
+    )
+    config = SentinelConfig.load({"job_timeout_s": 5.0}, config_path=path, environ={})
+    assert (config.heartbeat_interval_s, config.job_timeout_s) == (1.5, 5.0)
+    assert config.abort_grace_s == 10.0  # the default
+    worker = WorkerConfig.load({}, config_path=path, environ={"CASPARIAN_OUTPUT": "out"})
+    assert (worker.concurrency, worker.capabilities, worker.output) == (3, ("a", "b"), Path("out"))
+
+
+def test_casparian_toml_in_the_working_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "casparian.toml").write_text('[sentinel]\nbind = "tcp://127.0.0.1:6000"\n')
+    assert SentinelConfig.load({}, environ={}).bind == "tcp://127.0.0.1:6000"
+
+
+def test_an_unknown_key_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "c.toml"
+    path.write_text("[sentinel]\nheartbeat = 1\n")
+    with pytest.raises(ConfigError, match="unknown \\[sentinel\\] key 'heartbeat'"):
+        SentinelConfig.load({}, config_path=path, environ={})
