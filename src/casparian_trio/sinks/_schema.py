@@ -133,13 +133,14 @@ class Conformer:
                 first_row=first_row,
             )
             columns.append(done.array)
-            invalid.extend(done.invalid)
+            if done.invalid is not None:
+                invalid.append(done.invalid)
         self.rows_in += batch.num_rows
         if invalid and self.on_invalid == "fail":
-            bad = invalid[0]
+            bad = min(invalid, key=lambda v: v.indices[0].as_py())
             raise SinkError(
-                f"topic {self.topic!r}: column {bad.column!r}: {bad.raw!r} at row "
-                f"{first_row + bad.index} is {bad.reason} (on_invalid: fail)"
+                f"topic {self.topic!r}: column {bad.column!r}: {bad.raw[0].as_py()!r} at row "
+                f"{first_row + bad.indices[0].as_py()} is {bad.reason} (on_invalid: fail)"
             )
         job, fv = self._lineage_arrays(batch.num_rows)
         out = pa.RecordBatch.from_arrays([*columns, job, fv], schema=self.output_schema())
@@ -227,20 +228,21 @@ class Conformer:
     def _split(
         self, out: pa.RecordBatch, invalid: list[Invalid], first_row: int, retargeted: bool
     ) -> Conformed:
-        bad_rows = sorted({v.index for v in invalid})
+        import pyarrow.compute as pc  # only when values were invalid (see _conform)
+
+        bad_rows = pc.unique(pa.concat_arrays([v.indices for v in invalid]))
         self.rows_invalid += len(bad_rows)
-        keep = [True] * out.num_rows
-        for i in bad_rows:
-            keep[i] = False
-        good = out.filter(pa.array(keep, pa.bool_()))
-        n = len(invalid)
+        keep = pc.invert(pc.is_in(pa.array(range(out.num_rows), pa.int64()), value_set=bad_rows))
+        good = out.filter(keep)
+        rows = pa.concat_arrays([pc.add(v.indices, first_row) for v in invalid])
+        n = len(rows)
         job, fv = self._lineage_arrays(n)
         quarantine = pa.RecordBatch.from_arrays(
             [
-                pa.array([first_row + v.index for v in invalid], pa.int64()),
-                pa.array([v.column for v in invalid], pa.string()),
-                pa.array([v.raw for v in invalid], pa.string()),
-                pa.array([v.reason for v in invalid], pa.string()),
+                rows.cast(pa.int64()),
+                pa.concat_arrays([pa.array([v.column] * len(v), pa.string()) for v in invalid]),
+                pa.concat_arrays([v.raw.cast(pa.string()) for v in invalid]),
+                pa.concat_arrays([pa.array([v.reason] * len(v), pa.string()) for v in invalid]),
                 job,
                 fv,
             ],
