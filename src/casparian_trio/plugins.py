@@ -140,21 +140,88 @@ def _checked_manifest(value: object, filename: str) -> dict[str, Any]:
     return value
 
 
+TOPIC_KEYS = frozenset({"uri", "mode", "schema", "evolve", "on_invalid", "max_invalid_fraction"})
+SINK_SCHEMES = ("parquet", "sqlite")
+EVOLVE_MODES = ("none", "add_columns")
+ON_INVALID = ("quarantine", "fail")
+TYPE_HINT = "a pyarrow type name such as int64, float64, string, bool, date32, timestamp[ms]"
+
+
 def _topic_sink(topic: str, spec: object, filename: str) -> tuple[str, str, str | None]:
-    """(uri, mode, schema_json) of one MANIFEST topic entry."""
+    """(uri, mode, schema_json) of one MANIFEST topic entry, every part checked.
+
+    Raises:
+        PluginError: one line naming the topic, the key and the bad value.
+    """
+    where = f"{filename}: topic {topic!r}"
     if isinstance(spec, str):
+        _check_uri(spec, where)
         return spec, "append", None
     if not isinstance(spec, dict) or not isinstance(spec.get("uri"), str):
         raise PluginError(
             f"{filename}: MANIFEST['topics'][{topic!r}] needs a 'uri' such as 'parquet://{topic}'"
         )
+    unknown = sorted(set(spec) - TOPIC_KEYS)
+    if unknown:
+        raise PluginError(f"{where}: unknown key {unknown[0]!r}; allowed: {sorted(TOPIC_KEYS)}")
+    _check_uri(spec["uri"], where)
     mode = spec.get("mode", "append")
     if mode not in SINK_MODES:
+        raise PluginError(f"{where}: mode {mode!r} must be one of {', '.join(SINK_MODES)}")
+    _check_choice(spec, "evolve", EVOLVE_MODES, where)
+    _check_choice(spec, "on_invalid", ON_INVALID, where)
+    fraction = spec.get("max_invalid_fraction", 0.1)
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0 <= fraction <= 1
+    ):
         raise PluginError(
-            f"{filename}: topic {topic!r} mode must be one of {', '.join(SINK_MODES)}"
+            f"{where}: max_invalid_fraction {fraction!r} must be a number from 0 to 1"
         )
     schema = spec.get("schema")
+    if schema is not None:
+        _check_schema(schema, where)
     return spec["uri"], mode, None if schema is None else json.dumps(schema)
+
+
+def _check_uri(uri: str, where: str) -> None:
+    scheme, sep, rest = uri.partition("://")
+    if not sep or scheme not in SINK_SCHEMES or not rest:
+        raise PluginError(
+            f"{where}: sink URI {uri!r} must be parquet://DIR or sqlite://FILE/TABLE "
+            f"(schemes: {', '.join(SINK_SCHEMES)})"
+        )
+
+
+def _check_choice(spec: dict[str, Any], key: str, allowed: tuple[str, ...], where: str) -> None:
+    if key in spec and spec[key] not in allowed:
+        raise PluginError(f"{where}: {key} {spec[key]!r} must be one of {', '.join(allowed)}")
+
+
+def _check_schema(schema: object, where: str) -> None:
+    """Column names and pyarrow type aliases, without importing pyarrow in the Sentinel twice."""
+    import pyarrow as pa
+
+    if isinstance(schema, dict):
+        pairs = list(schema.items())
+    elif isinstance(schema, list) and all(isinstance(c, dict) for c in schema):
+        pairs = [(c.get("name"), c.get("type")) for c in schema]
+    else:
+        raise PluginError(f"{where}: schema must be a dict of column -> type")
+    for name, type_name in pairs:
+        if not isinstance(name, str) or not name:
+            raise PluginError(f"{where}: schema column name {name!r} must be a non-empty string")
+        if name.startswith("_cf_"):
+            raise PluginError(
+                f"{where}: schema column {name!r} uses the reserved prefix '_cf_' (lineage)"
+            )
+        try:
+            pa.lib.type_for_alias(str(type_name))
+        except ValueError:
+            raise PluginError(
+                f"{where}: column {name!r} has unknown type {type_name!r}; use {TYPE_HINT}"
+            ) from None
 
 
 def topic_sinks(info: PluginInfo) -> dict[str, tuple[str, str, str | None]]:

@@ -83,6 +83,35 @@ def test_version_flag_overrides_the_manifest(
         ("MANIFEST = {'nmae': 'x'}\nclass Handler: pass\n", "unknown MANIFEST key(s) ['nmae']"),
         ("MANIFEST = {'priority': 'high'}\nclass Handler: pass\n", "must be an integer"),
         ("MANIFEST = dict(name='x')\nclass Handler: pass\n", "MANIFEST must be a literal dict"),
+        (
+            "MANIFEST = {'topics': {'t': {'uri': 'parquet://t', 'schema': {'a': 'int65'}}}}\n"
+            "class Handler: pass\n",
+            "topic 't': column 'a' has unknown type 'int65'",
+        ),
+        (
+            "MANIFEST = {'topics': {'t': {'uri': 'ftp://t'}}}\nclass Handler: pass\n",
+            "topic 't': sink URI 'ftp://t' must be parquet://DIR or sqlite://FILE/TABLE",
+        ),
+        (
+            "MANIFEST = {'topics': {'t': {'uri': 'parquet://t', 'mode': 'upsert'}}}\n"
+            "class Handler: pass\n",
+            "topic 't': mode 'upsert' must be one of",
+        ),
+        (
+            "MANIFEST = {'topics': {'t': {'uri': 'parquet://t', 'on_invalid': 'drop'}}}\n"
+            "class Handler: pass\n",
+            "topic 't': on_invalid 'drop' must be one of quarantine, fail",
+        ),
+        (
+            "MANIFEST = {'topics': {'t': {'uri': 'parquet://t', 'max_invalid_fraction': 2}}}\n"
+            "class Handler: pass\n",
+            "topic 't': max_invalid_fraction 2 must be a number from 0 to 1",
+        ),
+        (
+            "MANIFEST = {'topics': {'t': {'uri': 'parquet://t', 'schema': {'_cf_id': 'int64'}}}}\n"
+            "class Handler: pass\n",
+            "topic 't': schema column '_cf_id' uses the reserved prefix",
+        ),
     ],
 )
 def test_invalid_plugins_fail_with_one_line(
