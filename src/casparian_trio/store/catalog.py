@@ -17,7 +17,7 @@ import os
 import sqlite3
 from typing import Any
 
-from casparian_trio.errors import CatalogError, StoreError
+from casparian_trio.errors import CatalogError, LocalProtocolError, StoreError
 from casparian_trio.protocol.messages import Dispatch, SinkConfig
 from casparian_trio.store._sql import q
 from casparian_trio.store.queue import iso_time
@@ -138,8 +138,11 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
     file_path = _file_path(conn, job)
     manifest = _manifest(conn, job)
     declared = decode_json(manifest["manifest_json"], column="manifest_json") or {}
-    sinks = _configured_sinks(conn, job.plugin_name)
-    _override_sinks(job, sinks)
+    try:
+        sinks = _configured_sinks(conn, job.plugin_name)
+        _override_sinks(job, sinks)
+    except LocalProtocolError as exc:  # e.g. a sink mode protocol v4 does not know
+        raise CatalogError(f"job {job.id}: {exc}", job_id=job.id) from None
     config = (job.config_overrides or {}).get("config") or {}
     env_hash = manifest["env_hash"] or SYSTEM_ENV
     dispatch = Dispatch(

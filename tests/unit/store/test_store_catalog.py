@@ -130,6 +130,16 @@ async def test_malformed_sink_override_is_a_catalog_error(store: Store) -> None:
         await store.resolve_dispatch(await claimed(store))
 
 
+async def test_a_sink_mode_the_protocol_does_not_know_is_a_catalog_error(store: Store) -> None:
+    job_id = await queued_job(
+        store, config_overrides={"sinks": [{"topic": "output", "uri": "u", "mode": "upsert"}]}
+    )
+    await publish(store)
+    with pytest.raises(CatalogError, match="sink mode must be one of") as info:
+        await store.resolve_dispatch(await claimed(store))
+    assert info.value.job_id == job_id
+
+
 async def test_publish_supersedes_and_is_idempotent(store: Store) -> None:
     first, created = await publish(store, "1.0", artifact="a1")
     assert created
