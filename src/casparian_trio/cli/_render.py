@@ -1,8 +1,15 @@
-"""Terminal output for the operator commands: tables, ages, sizes, a progress line.
+"""Terminal output for the operator commands: tables, times, ages, sizes, a progress line.
 
 Pure formatting with no dependencies: every function returns a string, except
 ``Progress``, which writes ``\\r`` updates to a stream only when it is a TTY (so
 pipes and logs get only the final summary line the caller prints).
+
+Times have one convention, in text and in ``--json`` alike: ISO 8601 in UTC
+with a ``Z`` (``2026-03-01T14:03:07Z``), made by ``iso_time`` only. The store
+keeps unix floats and SQLite's zone-less UTC TEXT; both become this form here.
+``dumps`` converts every time field of a document on the way out (``TIME_KEYS``
+and any key ending in ``_at``), so no JSON shows an epoch float beside a string.
+Durations stay numbers of seconds, their keys ending in ``_s``.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from typing import Any, TextIO
 
 import attrs
@@ -23,6 +31,11 @@ ELLIPSIS = "…"
 # Redraw the progress line at most 10 times a second: smooth, yet cheap on slow terminals.
 PROGRESS_INTERVAL = 0.1
 PROGRESS_BAR_WIDTH = 24
+# Time fields whose names do not end in "_at" (the worker table's and the queue's
+# older columns); ``dumps`` writes each as ``iso_time`` does.
+TIME_KEYS = frozenset(
+    {"first_seen", "last_seen", "status_since", "not_before", "claim_time", "end_time"}
+)
 
 
 def plural(count: int, word: str) -> str:
@@ -97,11 +110,49 @@ def human_bytes(count: float) -> str:
     raise AssertionError("unreachable")
 
 
-def timestamp(value: float | None) -> str:
-    """A local ISO-like time for a unix timestamp ('-' for None)."""
+def iso_time(value: float | str | None, *, precise: bool = False) -> str | None:
+    """A time as ISO 8601 in UTC with ``Z``: '2026-03-01T14:03:07Z' (None stays None).
+
+    Args:
+        value: a unix time, or SQLite's UTC TEXT ('2026-03-01 14:03:07', as
+            CURRENT_TIMESTAMP writes it) or an ISO string with a zone.
+        precise: milliseconds too ('…07.250Z'), for JSON that scripts compare.
+    """
     if value is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(value))
+        return None
+    if isinstance(value, str):
+        moment = datetime.fromisoformat(value)
+        if moment.tzinfo is None:  # the store writes UTC without saying so
+            moment = moment.replace(tzinfo=UTC)
+    else:
+        moment = datetime.fromtimestamp(value, tz=UTC)
+    text = moment.astimezone(UTC).isoformat(timespec="milliseconds" if precise else "seconds")
+    return text.removesuffix("+00:00") + "Z"
+
+
+def time_text(value: float | str | None) -> str:
+    """``iso_time`` for a table cell: '-' for None."""
+    return iso_time(value) or "-"
+
+
+def json_times(document: Any) -> Any:
+    """``document`` with every time field (``TIME_KEYS``, ``*_at``) as a precise ``iso_time``."""
+    if isinstance(document, dict):
+        return {
+            key: iso_time(value, precise=True)
+            if _is_time_key(key)
+            and isinstance(value, int | float | str)
+            and not isinstance(value, bool)
+            else json_times(value)
+            for key, value in document.items()
+        }
+    if isinstance(document, list | tuple):
+        return [json_times(item) for item in document]
+    return document
+
+
+def _is_time_key(key: object) -> bool:
+    return isinstance(key, str) and (key in TIME_KEYS or key.endswith("_at"))
 
 
 @attrs.frozen
@@ -150,8 +201,8 @@ def table(
 
 
 def dumps(document: Any) -> str:
-    """The one JSON document a ``--json`` command prints (stable key order)."""
-    return json.dumps(document, indent=2, sort_keys=True, default=str)
+    """The one JSON document a ``--json`` command prints (stable key order, ISO times)."""
+    return json.dumps(json_times(document), indent=2, sort_keys=True, default=str)
 
 
 @attrs.define(eq=False)

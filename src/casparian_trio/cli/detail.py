@@ -73,16 +73,18 @@ def describe_job(
         f"{job.attempt} run(s); {job.retry_count} of {job.max_attempts} allowed failures used",
     )
     if job.status == JobStatus.QUEUED and job.not_before and job.not_before > now:
-        field("next try", _render.ago(job.not_before, now))
+        field(
+            "next try", f"{_render.time_text(job.not_before)} ({_render.ago(job.not_before, now)})"
+        )
     for name, value in (
         ("created", job.created_at),
         ("started", job.started_at),
         ("updated", job.updated_at),
     ):
         if value is not None:
-            field(name, f"{_render.timestamp(value)} ({_render.ago(value, now)})")
+            field(name, f"{_render.time_text(value)} ({_render.ago(value, now)})")
     if job.end_time:
-        field("ended", f"{job.end_time} UTC")
+        field("ended", _render.time_text(job.end_time))
     if job.worker_id or job.worker_host:
         field("worker", _worker_text(job))
     if job.timeout_s:
@@ -167,7 +169,7 @@ def _history_lines(history: list[dict[str, Any]], now: float) -> list[str]:
             [
                 str(h["attempt"]),
                 h["worker_id"] or "-",
-                _render.ago(h["started_at"], now),
+                _render.time_text(h["started_at"]),
                 "-" if took is None else _render.short_duration(took),
                 h["outcome"] or "running",
                 _render.first_line(h["error_message"]),

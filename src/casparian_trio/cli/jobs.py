@@ -91,7 +91,6 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     if not views:
         print("no jobs" + (" matching those filters" if args.status or args.plugin else ""))
         return 0
-    now = time.time()
     rows = [
         [
             str(v.job.id),
@@ -99,7 +98,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             v.job.plugin_name,
             str(v.job.attempt),
             v.rel_path or f"(file version {v.job.file_version_id})",
-            _render.ago(v.job.updated_at or v.job.created_at, now),
+            _render.time_text(v.job.updated_at or v.job.created_at),
             _render.first_line(v.job.error_message),
         ]
         for v in views

@@ -159,11 +159,11 @@ def cmd_workers(args: argparse.Namespace) -> int:
         return 0
     if note:
         print(f"{note}: states below are the last known")
-    print(_render.table(_WORKER_COLUMNS, [_worker_cells(w, now) for w in rows]))
+    print(_render.table(_WORKER_COLUMNS, [_worker_cells(w) for w in rows]))
     return 0
 
 
-def _worker_cells(worker: Mapping[str, Any], now: float) -> list[str]:
+def _worker_cells(worker: Mapping[str, Any]) -> list[str]:
     status = worker["status"]
     if status == UNKNOWN:
         status = f"UNKNOWN (was {worker['last_known_status']})"
@@ -173,7 +173,7 @@ def _worker_cells(worker: Mapping[str, Any], now: float) -> list[str]:
         str(worker["slots"]),
         f"{worker['host'] or '?'}/{worker['pid'] or '?'}",
         ",".join(worker["capabilities"]) or "-",
-        _render.ago(worker["last_seen"], now),
+        _render.time_text(worker["last_seen"]),
     ]
 
 

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Callable
@@ -14,7 +15,11 @@ from pathlib import Path
 import pytest
 from cli_harness import Cli, put_sentinel, sentinel_record
 
+from casparian_trio.cli import _render
 from casparian_trio.store import Database, JobRow, queue, workers
+
+# The one time convention of the command line (cli/_render.iso_time).
+ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{3})?Z")
 
 TRACEBACK = (
     "Traceback (most recent call last):\n"
@@ -140,7 +145,7 @@ def test_jobs_table(cli: Cli, two_jobs: None, ops_db: Database) -> None:
     assert lines[1].split()[:5] == ["2", "QUEUED", "sales", "0", "a.csv"]
     assert lines[2].split()[:5] == ["1", "FAILED", "sales", "3", "2024/b.csv"]
     assert lines[2].endswith("ValueError: bad row 3")  # first line of the error only
-    assert "ago" in lines[2]
+    assert ISO_UTC.search(lines[2]), lines[2]  # the update time, in the one convention
 
 
 def test_jobs_table_fits_100_columns(
@@ -221,6 +226,47 @@ def test_job_json(cli: Cli, two_jobs: None, ops_db: Database) -> None:
     assert [a["outcome"] for a in doc["attempt_history"]] == ["COMPLETED"]
 
 
+def _json_times(document: object, key: str = "") -> list[tuple[str, object]]:
+    """Every (key, value) of a JSON document whose key names a time."""
+    if isinstance(document, dict):
+        return [kv for k, v in document.items() for kv in _json_times(v, k)]
+    if isinstance(document, list):
+        return [kv for item in document for kv in _json_times(item, key)]
+    time_key = key.endswith("_at") or key in _render.TIME_KEYS
+    return [(key, document)] if time_key and document is not None else []
+
+
+def test_every_json_time_is_iso_8601_utc(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    put_sentinel(ops_db, sentinel_record(stopped=True))
+    add_worker(ops_db, "w1", "IDLE")
+    documents = {
+        args: cli(*args, "--json").json()
+        for args in (("jobs",), ("job", "1"), ("workers",), ("status",))
+    }
+    found = {args: _json_times(doc) for args, doc in documents.items()}
+    for args, times in found.items():
+        for key, value in times:
+            assert isinstance(value, str), (args, key, value)
+            assert ISO_UTC.fullmatch(value), (args, key, value)
+    keys = {args: {k for k, _ in times} for args, times in found.items()}
+    assert {"created_at", "updated_at", "end_time", "claim_time"} <= keys[("job", "1")]
+    assert {"last_seen", "first_seen"} <= keys[("workers",)]
+    assert {"started_at", "last_seen_at", "stopped_at"} <= keys[("status",)]
+    # Durations stay numbers of seconds.
+    assert isinstance(documents[("status",)]["sentinel"]["last_seen_age_s"], float | int)
+
+
+def test_job_text_shows_iso_times(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    lines = cli("job", "1").out.splitlines()
+    created = next(line for line in lines if line.strip().startswith("created"))
+    assert ISO_UTC.search(created), created
+    assert created.endswith(" ago)"), created
+    ended = next(line for line in lines if line.strip().startswith("ended"))
+    assert ISO_UTC.fullmatch(ended.split()[-1]), ended
+
+
 def test_job_unknown_id(cli: Cli, ops_db: Database) -> None:
     assert cli("job", "99").err == "error: no job 99; list jobs with `casparian-trio jobs`\n"
 
@@ -289,7 +335,8 @@ def test_workers(cli: Cli, ops_db: Database) -> None:
     add_worker(ops_db, "w-stopped", "STOPPED")
     lines = cli("workers").out.splitlines()
     assert lines[0].split() == ["worker", "status", "slots", "host/pid", "plugins", "last", "seen"]
-    assert lines[1].split() == ["w-alive", "IDLE", "2", "host1/4242", "sales", "5s", "ago"]
+    assert lines[1].split()[:5] == ["w-alive", "IDLE", "2", "host1/4242", "sales"]
+    assert ISO_UTC.fullmatch(lines[1].split()[5])
     assert lines[2].split()[:2] == ["w-lost", "LOST"]
     assert lines[3].split()[:2] == ["w-stopped", "STOPPED"]
     result = cli("workers", "--json")

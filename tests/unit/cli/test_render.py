@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 
 import pytest
 from hypothesis import given
@@ -105,3 +106,36 @@ def test_progress_is_silent_when_not_a_tty() -> None:
     progress.update(1, force=True)
     progress.close()
     assert stream.getvalue() == ""
+
+
+@pytest.mark.parametrize(
+    ("value", "precise", "expected"),
+    [
+        (None, False, None),
+        (NOW, False, "2023-11-14T22:13:20Z"),
+        (NOW + 0.25, True, "2023-11-14T22:13:20.250Z"),
+        ("2023-11-14 22:13:20", False, "2023-11-14T22:13:20Z"),  # SQLite's zone-less UTC TEXT
+        ("2023-11-14T23:13:20+01:00", False, "2023-11-14T22:13:20Z"),
+    ],
+)
+def test_iso_time_is_utc_with_z(value: float | str | None, precise: bool, expected: str) -> None:
+    assert _render.iso_time(value, precise=precise) == expected
+
+
+def test_dumps_writes_every_time_field_as_iso_and_leaves_durations() -> None:
+    doc = {
+        "started_at": NOW,
+        "stopped_at": None,
+        "workers": [{"last_seen": NOW, "slots": 2}],
+        "end_time": "2023-11-14 22:13:20",
+        "uptime_s": 12.5,
+        "running": True,
+    }
+    assert json.loads(_render.dumps(doc)) == {
+        "started_at": "2023-11-14T22:13:20.000Z",
+        "stopped_at": None,
+        "workers": [{"last_seen": "2023-11-14T22:13:20.000Z", "slots": 2}],
+        "end_time": "2023-11-14T22:13:20.000Z",
+        "uptime_s": 12.5,
+        "running": True,
+    }
