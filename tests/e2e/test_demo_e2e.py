@@ -35,6 +35,19 @@ def test_demo_runs_twice_and_leaves_nothing_running(tmp_path: Path) -> None:
     assert sales.num_rows == 1814
     assert {"_cf_job_id", "_cf_file_version_id"} <= set(sales.column_names)
     assert _processes_mentioning(str(folder)) == []
+    _assert_rejects_name_their_lines(folder)
+    output = folder / "output"
+    empty = [p for p in output.rglob("*") if p.is_dir() and not any(p.iterdir())]
+    assert empty == [], "empty topic folders left behind"
+
+
+def _assert_rejects_name_their_lines(folder: Path) -> None:
+    """Each reject's `line` is the 1-based line of the file that holds its text."""
+    rejects = ds.dataset(folder / "output" / "rejects", format="parquet").to_table().to_pylist()
+    lines = (folder / "incoming" / "legacy-export.csv").read_text(encoding="utf-8").splitlines()
+    assert [r["line"] for r in rejects] == [4, 5]  # after a blank line: records != lines
+    for reject in rejects:
+        assert lines[reject["line"] - 1] == reject["text"]
 
 
 def _processes_mentioning(text: str) -> list[str]:

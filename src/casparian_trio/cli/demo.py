@@ -74,15 +74,30 @@ class Handler:
         self.ctx = ctx
 
     def consume(self, event):
+        with open(event.path, encoding="utf-8", newline="") as f:
+            lines = f.read().splitlines()
         rejects = []
+        seen = 0  # malformed rows come in file order (one reading thread)
+
+        def line_of(text):
+            # pyarrow's row.number counts records, not lines: blank lines and quoted
+            # newlines shift it. The text is the row as written, so find its line.
+            nonlocal seen
+            first = (text or "").splitlines()[0] if text else ""
+            for index in range(seen, len(lines)):
+                if lines[index] == first:
+                    seen = index + 1
+                    return index + 1
+            return None
 
         def on_invalid(row):
-            rejects.append({"line": row.number if (row.number or -1) >= 0 else None, "text": row.text,
+            rejects.append({"line": line_of(row.text), "text": row.text,
                             "reason": f"expected {row.expected_columns} fields, got {row.actual_columns}"})
             return "skip"
 
         table = pacsv.read_csv(
             event.path,
+            read_options=pacsv.ReadOptions(use_threads=False),
             parse_options=pacsv.ParseOptions(invalid_row_handler=on_invalid),
             convert_options=pacsv.ConvertOptions(column_types=TYPES, strings_can_be_null=True),
         )
@@ -190,6 +205,7 @@ def write_samples(folder: Path, rng: random.Random) -> None:
         )
     legacy = ["order_id,customer,amount,quantity,order_date", '9001,"Doe, Jane",12.50,1,2025-12-30']
     legacy += [
+        "",  # a blank line: the rejects' line numbers must still be the file's (4 and 5)
         "9002,Acme Corp,7.25,2,2025-12-31,EXTRA",
         "9003;Zhang Wei;3.10;1;2025-12-31",
         '9004,"Zhang Wei",3.10,1,2025-12-31',
@@ -205,8 +221,20 @@ async def run_demo(root: Path, *, workers: int = 2) -> int:
     queued = await _publish_and_scan(layout)
     print(f"queued {queued} job(s); starting a sentinel and {workers} workers")
     stats = await _process(layout, workers)
+    remove_empty_folders(layout.output)
     _summary(layout, stats, time.monotonic() - started)
     return 0 if stats.get("FAILED", 0) == 0 else 1
+
+
+def remove_empty_folders(root: Path) -> None:
+    """Drop the folders of topics that got no rows (the default ``output`` topic here).
+
+    A sink takes its directory lock, and so creates the directory, even when it
+    has nothing to promote; the demo's folder should show only real tables.
+    """
+    for folder in sorted((p for p in root.rglob("*") if p.is_dir()), reverse=True):
+        if not any(folder.iterdir()):
+            folder.rmdir()
 
 
 async def _publish_and_scan(layout: DemoLayout) -> int:
