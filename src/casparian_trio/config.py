@@ -1,8 +1,10 @@
 """Frozen settings for the Sentinel and the Worker, with the defaults users expect.
 
 Each setting is an attrs field whose metadata (``_option``) names its flag, its
-``CASPARIAN_*`` environment variable and its help, so the command line is built
-from these classes. ``load`` layers the sources, later ones winning: defaults,
+help and, when it differs, its default as ``--help`` shows it, so the command
+line is built from these classes. Every setting has an environment variable:
+``CASPARIAN_`` and the field (TOML key) in capitals (``CASPARIAN_GRACE_S``), or
+the one ``_option`` names (``CASPARIAN_BIND``, ``CASPARIAN_DB``). ``load`` layers the sources, later ones winning: defaults,
 then a TOML file (``--config PATH``, else ``casparian.toml`` in the working
 folder: a ``[sentinel]`` and a ``[worker]`` table keyed by field name), then
 environment variables, then flags. Every invalid value is a ConfigError naming
@@ -44,13 +46,20 @@ DEFAULT_ENV_PREPARE_TIMEOUT = 900.0
 
 
 CONFIG_FILE = "casparian.toml"  # read from the working folder when --config is not given
+CONFIG_ENV = "CASPARIAN_CONFIG"  # the config file when --config is not given
+ENV_PREFIX = "CASPARIAN_"
 
 
 def _option(
-    help: str, *, flag: str | None = None, env: str | None = None, kind: str = "value"
+    help: str,
+    *,
+    flag: str | None = None,
+    env: str | None = None,
+    kind: str = "value",
+    default_help: str | None = None,
 ) -> dict[str, Any]:
-    """Field metadata: the option's help, flag (default --field-name) and env var."""
-    return {"help": help, "flag": flag, "env": env, "kind": kind}
+    """Field metadata: the option's help, flag (default --field-name), env var and default text."""
+    return {"help": help, "flag": flag, "env": env, "kind": kind, "default_help": default_help}
 
 
 def options(cls: type) -> list[attrs.Attribute[Any]]:
@@ -60,6 +69,11 @@ def options(cls: type) -> list[attrs.Attribute[Any]]:
 
 def flag_of(field: attrs.Attribute[Any]) -> str:
     return str(field.metadata["flag"] or "--" + field.name.replace("_", "-"))
+
+
+def env_of(field: attrs.Attribute[Any]) -> str:
+    """The option's environment variable: the one it names, else CASPARIAN_<FIELD>."""
+    return str(field.metadata["env"] or ENV_PREFIX + field.name.upper())
 
 
 def _convert(field: attrs.Attribute[Any], value: object, source: str) -> object:
@@ -84,12 +98,16 @@ def _convert(field: attrs.Attribute[Any], value: object, source: str) -> object:
         raise ConfigError(f"{field.name} from {source}: {value!r} is not a valid {kind}") from None
 
 
-def read_toml(path: Path | None, section: str) -> dict[str, object]:
-    """The ``[section]`` table of ``path`` (or of ./casparian.toml when it exists).
+def read_toml(
+    path: Path | None, section: str, environ: Mapping[str, str] = os.environ
+) -> dict[str, object]:
+    """The ``[section]`` table of ``path`` (else $CASPARIAN_CONFIG, else ./casparian.toml).
 
     Raises:
         ConfigError: ``path`` given but missing, not valid TOML, or ``section`` not a table.
     """
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
     if path is None:
         default = Path(CONFIG_FILE)
         if not default.is_file():
@@ -122,14 +140,14 @@ def load(
     """
     fields = {f.name: f for f in options(cls)}
     values: dict[str, object] = {}
-    for key, value in read_toml(config_path, section).items():
+    for key, value in read_toml(config_path, section, environ).items():
         if key not in fields:
             known = ", ".join(sorted(fields))
             raise ConfigError(f"config file: unknown [{section}] key {key!r}; known keys: {known}")
         values[key] = _convert(fields[key], value, f"[{section}] in the config file")
     for name, field in fields.items():
-        env = field.metadata["env"]
-        if env and env in environ:
+        env = env_of(field)
+        if env in environ:
             values[name] = _convert(field, environ[env], f"${env}")
     for name, value in flags.items():
         if value is not None and name in fields:
@@ -156,7 +174,12 @@ class SentinelConfig:
     )
     db: Path = attrs.field(
         default=Path(DEFAULT_DB),
-        metadata=_option("SQLite file (made by init-db)", env="CASPARIAN_DB", kind="path"),
+        metadata=_option(
+            "SQLite file (made by init-db)",
+            env="CASPARIAN_DB",
+            kind="path",
+            default_help=DEFAULT_DB,
+        ),
     )
     heartbeat_interval_s: float = attrs.field(
         default=DEFAULT_HEARTBEAT_INTERVAL,
@@ -166,9 +189,10 @@ class SentinelConfig:
     liveness_timeout_s: float | None = attrs.field(
         default=None,
         metadata=_option(
-            "seconds of silence before a worker is lost (default 3 x heartbeat)",
+            "seconds of silence before a worker is lost",
             flag="--liveness-timeout",
             kind="float",
+            default_help="3 x heartbeat interval",
         ),
     )
     job_timeout_s: float = attrs.field(
@@ -235,11 +259,13 @@ class WorkerConfig:
     )
     output: Path = attrs.field(
         default=Path(DEFAULT_OUTPUT),
-        metadata=_option("output root", env="CASPARIAN_OUTPUT", kind="path"),
+        metadata=_option(
+            "output root", env="CASPARIAN_OUTPUT", kind="path", default_help=DEFAULT_OUTPUT
+        ),
     )
     worker_id: str = attrs.field(
         factory=default_worker_id,
-        metadata=_option("stable id (default HOST-PID)", env="CASPARIAN_WORKER_ID"),
+        metadata=_option("stable id", default_help="HOST-PID"),
     )
     concurrency: int = attrs.field(default=1, metadata=_option("jobs at once", kind="int"))
     capabilities: tuple[str, ...] = attrs.field(
@@ -260,15 +286,17 @@ class WorkerConfig:
     envs_root: Path | None = attrs.field(
         default=None,
         metadata=_option(
-            "where plugin envs are built (default $XDG_CACHE_HOME/casparian_trio/envs)",
-            env="CASPARIAN_ENVS_ROOT",
+            "where plugin envs are built",
             kind="path",
+            default_help="$XDG_CACHE_HOME/casparian_trio/envs",
         ),
     )
     envs_max_bytes: int | None = attrs.field(
         default=None,
         metadata=_option(
-            "evict least recently used envs beyond this size (default: no limit)", kind="int"
+            "evict least recently used envs beyond this size in bytes",
+            kind="int",
+            default_help="no limit",
         ),
     )
     allow_system_env: bool = attrs.field(

@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text (default) or json: one JSON object a line, with the event fields",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, help="one of the commands below"
+    )
 
     for family in FAMILIES:
         family.add_commands(sub)

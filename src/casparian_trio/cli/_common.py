@@ -23,7 +23,9 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 Handler = Callable[[argparse.Namespace], Any]  # returns an exit code, or a coroutine of one
 DB_HELP = "SQLite file (env $CASPARIAN_DB; default ./casparian.db)"
-JSON_HELP = "print one JSON document for scripts"
+JSON_HELP = "print one JSON document for scripts (default: tables)"
+# The Sentinel's address wherever a command talks to it (worker --connect, publish --sentinel).
+CONNECT_ENV = "CASPARIAN_CONNECT"
 
 
 @contextlib.contextmanager

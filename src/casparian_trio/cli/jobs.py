@@ -29,9 +29,12 @@ def add_commands(sub: Any) -> None:
     """``jobs``, ``cancel``, ``retry``."""
     p = command(sub, "jobs", cmd_jobs, "list jobs, newest first")
     p.add_argument(
-        "--status", type=str.upper, choices=[str(s) for s in JobStatus], help="only this status"
+        "--status",
+        type=str.upper,
+        choices=[str(s) for s in JobStatus],
+        help="only this status (default: any)",
     )
-    p.add_argument("--plugin", metavar="NAME", help="only this plugin's jobs")
+    p.add_argument("--plugin", metavar="NAME", help="only this plugin's jobs (default: any)")
     p.add_argument(
         "--limit",
         type=int,
@@ -53,9 +56,13 @@ def _selection(p: argparse.ArgumentParser) -> None:
         "--status",
         type=str.upper,
         choices=[str(s) for s in JobStatus],
-        help="every job with this status (with IDs: those of them with it)",
+        help="every job with this status (with IDs: those of them with it; default: any)",
     )
-    p.add_argument("--plugin", metavar="NAME", help="every job of this plugin")
+    p.add_argument(
+        "--plugin",
+        metavar="NAME",
+        help="every job of this plugin (with IDs: of them; default: any)",
+    )
     json_flag(p)
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from casparian_trio.cli._common import command
+from casparian_trio.cli._common import CONNECT_ENV, command
 from casparian_trio.cli._db import session
 from casparian_trio.config import check_address
 from casparian_trio.errors import PluginError, TransportTimeout
@@ -35,10 +35,20 @@ def add_commands(sub: Any) -> None:
     """``publish``."""
     p = command(sub, "publish", cmd_publish, "check a plugin and make it the ACTIVE version")
     p.add_argument("plugin", metavar="PLUGIN.py", help="the plugin file (a Handler class)")
-    p.add_argument("--lockfile", help="uv.lock, or the folder of its uv project (default: system)")
-    p.add_argument("--version", help="version to publish (default: MANIFEST['version'] or 0)")
     p.add_argument(
-        "--sentinel", metavar="ADDR", help="DEPLOY to a running sentinel instead of the database"
+        "--lockfile",
+        metavar="PATH",
+        help="uv.lock, or the folder of its uv project (default: the system env)",
+    )
+    p.add_argument("--version", help="version to publish (default MANIFEST['version'], else 0)")
+    p.add_argument(
+        "--sentinel",
+        metavar="ADDR",
+        default=os.environ.get(CONNECT_ENV) or None,
+        help=(
+            f"DEPLOY to the running sentinel at ADDR (env ${CONNECT_ENV}; "
+            "default: write the database directly)"
+        ),
     )
 
 

@@ -39,13 +39,13 @@ def add_commands(sub: Any) -> None:
 
     p = command(sub, "scan", cmd_scan, "find new and changed files and queue their jobs")
     p.add_argument(
-        "source", nargs="?", metavar="SOURCE", help="one source id or path (default all)"
+        "source", nargs="?", metavar="SOURCE", help="one source id or path (default: every source)"
     )
     json_flag(p)
 
     p = command(sub, "submit", cmd_submit, "queue one file for one plugin")
     p.add_argument("file", metavar="FILE", help="the input file")
-    p.add_argument("--plugin", required=True, metavar="NAME", help="a published plugin")
+    p.add_argument("--plugin", required=True, metavar="NAME", help="a published plugin (required)")
     p.add_argument("--priority", type=int, default=0, help="higher runs first (default 0)")
     json_flag(p)
 

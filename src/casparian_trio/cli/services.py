@@ -21,7 +21,15 @@ import trio
 from casparian_trio import _signals
 from casparian_trio.cli._common import DB_HELP, EXIT_OK
 from casparian_trio.cli._db import db_path, init_database, require_database
-from casparian_trio.config import CONFIG_FILE, SentinelConfig, WorkerConfig, flag_of, options
+from casparian_trio.config import (
+    CONFIG_ENV,
+    CONFIG_FILE,
+    SentinelConfig,
+    WorkerConfig,
+    env_of,
+    flag_of,
+    options,
+)
 
 if TYPE_CHECKING:
     from casparian_trio.worker import Worker
@@ -63,8 +71,8 @@ def cmd_completion(args: argparse.Namespace) -> int:
 
 
 def _default_text(field: attrs.Attribute[Any]) -> str:
-    if field.name == "worker_id":
-        return "HOST-PID"
+    if field.metadata["default_help"]:
+        return str(field.metadata["default_help"])
     default = field.default
     if isinstance(default, tuple):
         return ",".join(default)
@@ -77,13 +85,14 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
         "--config",
         metavar="PATH",
         default=None,
-        help=f"TOML file with [sentinel] and [worker] tables (default ./{CONFIG_FILE} if present)",
+        help=(
+            "TOML file with [sentinel] and [worker] tables "
+            f"(env ${CONFIG_ENV}; default ./{CONFIG_FILE} if present)"
+        ),
     )
     for field in options(cls):
         kind = field.metadata["kind"]
-        env = field.metadata["env"]
-        where = f"env ${env}; " if env else ""
-        help = f"{field.metadata['help']} ({where}default {_default_text(field)})"
+        help = f"{field.metadata['help']} (env ${env_of(field)}; default {_default_text(field)})"
         if kind == "bool":
             parser.add_argument(
                 flag_of(field), dest=field.name, action="store_true", default=None, help=help
