@@ -3,20 +3,24 @@
 The executor's behaviour is spelled in the input file's name, so a test reads
 like the scenario it runs: ``sleep-3.csv`` succeeds after 3 s, ``fail.csv``
 fails, ``hang.csv`` never ends, ``deaf.csv`` ignores cancellation.
+
+Shared by ``tests/unit/sentinel`` and ``tests/unit/worker``: their conftests
+re-export the fixtures at the bottom of this module.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import attrs
+import pytest
 import trio
 
 from casparian_trio.config import SentinelConfig, WorkerConfig
 from casparian_trio.protocol import Conclude, Dispatch, EnvReady, PrepareEnv
 from casparian_trio.sentinel import Sentinel
-from casparian_trio.store import JobRow, Store
+from casparian_trio.store import JobRow, Store, open_database
 from casparian_trio.transport import MemoryNetwork
 from casparian_trio.worker import Worker
 
@@ -191,3 +195,32 @@ class Cluster:
         with trio.fail_after(60):
             while len(worker.jobs) < count:
                 await trio.sleep(0.01)
+
+
+# --- fixtures (re-exported by the conftests) ---------------------------------------------
+
+
+@pytest.fixture(autouse=True)
+def no_threads_or_sockets(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    async def refuse(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("MockClock tests must not use threads or real sockets")
+
+    monkeypatch.setattr(trio.to_thread, "run_sync", refuse)
+    monkeypatch.setattr(trio.lowlevel, "wait_readable", refuse)
+    return
+
+
+@pytest.fixture
+def store() -> Iterator[Store]:
+    db = open_database(":memory:", inline=True)
+    try:
+        yield Store(db)
+    finally:
+        db.close()
+
+
+@pytest.fixture
+async def cluster(store: Store) -> AsyncIterator[Cluster]:
+    async with trio.open_nursery() as nursery:
+        yield Cluster(store=store, network=MemoryNetwork(), nursery=nursery)
+        nursery.cancel_scope.cancel()

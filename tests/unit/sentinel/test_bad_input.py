@@ -101,17 +101,3 @@ async def _scenario(garbage: list[list[bytes]]) -> None:
             nursery.cancel_scope.cancel()
     finally:
         db.close()
-
-
-async def test_worker_drops_bad_messages_and_keeps_serving(
-    cluster: Cluster, autojump_clock: trio.testing.MockClock
-) -> None:
-    sentinel = (await cluster.start_sentinel()).service
-    await cluster.start_worker("w1")
-    await trio.sleep(1)  # w1 has identified
-    for frames in ([b"junk"], [b"\x04\x02", b"{}"], [struct.pack("!BBHQI", 4, 2, 0, 7, 2), b"{}"],
-                   [struct.pack("!BBHQI", 4, 99, 0, 7, 2), b"{}"]):  # fmt: skip
-        await sentinel.channel.send([b"w1", *frames])  # type: ignore[union-attr]
-    [job_id] = await cluster.add_jobs("ok.csv")
-    row = await cluster.wait_status(job_id, "COMPLETED")
-    assert row.attempt == 1
