@@ -2,7 +2,7 @@
 
 No database here: ``walk`` lists candidates, ``is_unchanged`` compares them with
 what the catalog recorded, ``hash_file`` digests one file, and ``matches`` picks
-the routing rules a path satisfies. ``casparian_trio._ops_scan`` does the DB I/O.
+the routing rules a path satisfies. ``casparian_trio.scan`` does the DB I/O.
 
 Invariants:
 - Paths handed out are relative to the root, '/'-separated, and never name an
