@@ -98,6 +98,9 @@ class SinkConfig(_Nested):
         metadata=wire(choice(SINK_MODES, default="append"), as_is),
     )
     schema_def: str | None = attrs.field(default=None, metadata=wire(text(required=False), as_is))
+    # extension: the topic's contract options (evolve, on_invalid, max_invalid_fraction);
+    # left off the wire when empty
+    options: Mapping[str, Any] = attrs.field(factory=dict, metadata=wire(mapping(), mapping_or_omit))
 
 
 @attrs.frozen
@@ -107,6 +110,11 @@ class Artifact(_Nested):
     topic: str = attrs.field(metadata=wire(text()))
     uri: str = attrs.field(metadata=wire(text()))
     rows: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
+    # extension: the topic's schema contract after this job ({"version": n, "columns":
+    # [{"name", "type"}]}), for the Sentinel to record; left off when empty
+    contract: Mapping[str, Any] = attrs.field(
+        factory=dict, metadata=wire(mapping(), mapping_or_omit)
+    )
 
 
 @attrs.frozen(kw_only=True)
@@ -155,6 +163,9 @@ class Dispatch(_Payload):
     memory_limit_mb: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
     # extension: plugin config (left off the wire when empty)
     config: Mapping[str, Any] = attrs.field(factory=dict, metadata=wire(mapping(), mapping_or_omit))
+    # extension: lineage values: the file version's content hash and "plugin version"
+    source_hash: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
+    parser_version: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
 
 
 @attrs.frozen
@@ -250,6 +261,9 @@ class Conclude(_Payload):
     error_message: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
     # extension: the attempt this receipt answers
     attempt: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
+    # extension: a FAILED receipt whose cause would recur on a retry (the plugin
+    # raised, a contract violation, a parse error): the Sentinel fails the job at once
+    deterministic: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
 
 
 @attrs.frozen(kw_only=True)
