@@ -22,7 +22,14 @@ import pyarrow as pa
 
 from casparian_trio.errors import CasparianError, SinkError, one_line
 from casparian_trio.protocol.messages import Artifact, SinkConfig
-from casparian_trio.sinks._schema import LINEAGE, Conformer, parse_schema_def
+from casparian_trio.sinks._contract import EVOLVE_MODES
+from casparian_trio.sinks._schema import (
+    DEFAULT_MAX_INVALID_FRACTION,
+    LINEAGE,
+    ON_INVALID,
+    Conformer,
+    parse_schema_def,
+)
 from casparian_trio.sinks._uri import SinkTarget, parse_sink_uri
 from casparian_trio.sinks.parquet import ParquetSink
 from casparian_trio.sinks.sqlite import SqliteSink
@@ -90,26 +97,65 @@ def sink_errors(sink: Sink, action: str) -> Iterator[None]:
 
 
 def open_sinks(
-    configs: Iterable[SinkConfig], *, output_root: Path, job_id: int, file_version_id: int
+    configs: Iterable[SinkConfig],
+    *,
+    output_root: Path,
+    job_id: int,
+    file_version_id: int,
+    source_hash: str | None = None,
+    parser_version: str | None = None,
 ) -> dict[str, Sink]:
     """Validate every sink of a job and build its Sink objects (no I/O yet).
 
+    ``source_hash`` and ``parser_version`` fill the lineage columns of the
+    same names. Each config's ``options`` set the topic's contract policy:
+    ``evolve`` (none | add_columns), ``on_invalid`` (quarantine | fail),
+    ``max_invalid_fraction`` (0 to 1, default 0.1).
+
     Raises:
-        SinkError: a bad URI, a bad schema_def, or a topic listed twice.
+        SinkError: a bad URI, a bad schema_def or option, or a topic listed twice.
     """
     sinks: dict[str, Sink] = {}
     for cfg in configs:
         if cfg.topic in sinks:
             raise SinkError(f"topic {cfg.topic!r} has more than one sink")
         target = parse_sink_uri(cfg.uri, output_root, cfg.topic)
+        evolve, on_invalid, fraction = _options(cfg)
         conformer = Conformer(
             topic=cfg.topic,
             job_id=job_id,
             file_version_id=file_version_id,
             declared=parse_schema_def(cfg.schema_def, cfg.topic),
+            on_invalid=on_invalid,
+            max_invalid_fraction=fraction,
+            source_hash=source_hash,
+            parser_version=parser_version,
         )
-        sinks[cfg.topic] = _build(cfg, target, job_id, conformer)
+        sink = _build(cfg, target, job_id, conformer)
+        if isinstance(sink, ParquetSink):
+            sink.evolve = evolve
+        sinks[cfg.topic] = sink
     return sinks
+
+
+def _options(cfg: SinkConfig) -> tuple[str, str, float]:
+    options = dict(cfg.options)
+    evolve = str(options.get("evolve", "none"))
+    on_invalid = str(options.get("on_invalid", "quarantine"))
+    fraction = options.get("max_invalid_fraction", DEFAULT_MAX_INVALID_FRACTION)
+    if evolve not in EVOLVE_MODES:
+        raise SinkError(f"topic {cfg.topic!r}: evolve {evolve!r} must be one of {EVOLVE_MODES}")
+    if on_invalid not in ON_INVALID:
+        raise SinkError(
+            f"topic {cfg.topic!r}: on_invalid {on_invalid!r} must be one of {ON_INVALID}"
+        )
+    if (
+        isinstance(fraction, bool)
+        or not isinstance(fraction, int | float)
+        or not 0 <= fraction <= 1
+    ):
+        raise SinkError(f"topic {cfg.topic!r}: max_invalid_fraction {fraction!r} must be 0 to 1")
+    return evolve, on_invalid, float(fraction)
 
 
 def _build(cfg: SinkConfig, target: SinkTarget, job_id: int, conformer: Conformer) -> Sink:

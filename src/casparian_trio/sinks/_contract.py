@@ -35,6 +35,7 @@ import pyarrow as pa
 
 from casparian_trio.errors import SinkError
 from casparian_trio.sinks._drift import widens
+from casparian_trio.sinks._schema import LINEAGE
 from casparian_trio.sinks._uri import safe_name
 
 EVOLVE_MODES = ("none", "add_columns")
@@ -148,7 +149,7 @@ def reconcile(
             "'evolve: add_columns' on the topic"
         )
     for field in new:
-        fields.insert(len(fields) - 2, field.with_nullable(True))  # before the lineage pair
+        fields.insert(len(fields) - len(LINEAGE), field.with_nullable(True))  # before lineage
         changes.append(f"+{field.name}: {field.type}")
     if not changes:
         return Reconciled(current, restage=restage, migrate=False)

@@ -23,7 +23,10 @@ Rules (per topic; the drift table is ``_drift``'s):
   ``raw_value``, ``reason``) and the row's other values are dropped with it;
   ``on_invalid: fail`` fails the job instead, and more than
   ``max_invalid_fraction`` of a job's rows invalid fails it at commit.
-- ``_cf_job_id`` and ``_cf_file_version_id`` (int64) are always set by the host.
+- Lineage columns are always set by the host, after the data columns:
+  ``_cf_job_id`` and ``_cf_file_version_id`` (int64), ``_cf_source_hash`` (the
+  file version's content hash) and ``_cf_parser_version`` ("plugin version"),
+  the last two dictionary-encoded. The ``_cf_`` prefix is reserved.
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from casparian_trio.errors import SinkError
 from casparian_trio.sinks._conform import Invalid, conform_column
 from casparian_trio.sinks._drift import widens
 
-LINEAGE = ("_cf_job_id", "_cf_file_version_id")
+LINEAGE = ("_cf_job_id", "_cf_file_version_id", "_cf_source_hash", "_cf_parser_version")
+# The two text lineage columns are dictionary-encoded: one value per job, so a
+# file pays a few bytes for them, not a copy per row.
+LINEAGE_TEXT = pa.dictionary(pa.int32(), pa.string())
 RESERVED_PREFIX = "_cf_"
 QUARANTINE_SUFFIX = "_quarantine"
 # The quarantine table's own columns (lineage columns follow them).
@@ -106,11 +112,13 @@ class Conformer:
     declared: pa.Schema | None = None
     on_invalid: str = "quarantine"
     max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION
+    source_hash: str | None = None
+    parser_version: str | None = None
     target: pa.Schema | None = None
     rows_in: int = 0
     rows_invalid: int = 0
     renamed: dict[str, str] = attrs.field(factory=dict)
-    _lineage: tuple[pa.Array, pa.Array] | None = None
+    _lineage: tuple[pa.Array, ...] | None = None
 
     def conform(self, batch: pa.RecordBatch) -> Conformed:
         """Raises SinkError: reserved names, forbidden drift, a lossy CHECKED value, on_invalid=fail."""
@@ -142,8 +150,8 @@ class Conformer:
                 f"topic {self.topic!r}: column {bad.column!r}: {bad.raw[0].as_py()!r} at row "
                 f"{first_row + bad.indices[0].as_py()} is {bad.reason} (on_invalid: fail)"
             )
-        job, fv = self._lineage_arrays(batch.num_rows)
-        out = pa.RecordBatch.from_arrays([*columns, job, fv], schema=self.output_schema())
+        lineage = self._lineage_arrays(batch.num_rows)
+        out = pa.RecordBatch.from_arrays([*columns, *lineage], schema=self.output_schema())
         if not invalid:
             return Conformed(out, None, retargeted)
         return self._split(out, invalid, first_row, retargeted)
@@ -164,6 +172,8 @@ class Conformer:
             declared=strip_lineage(contract),
             on_invalid=self.on_invalid,
             max_invalid_fraction=self.max_invalid_fraction,
+            source_hash=self.source_hash,
+            parser_version=self.parser_version,
         )
 
     def output_schema(self) -> pa.Schema:
@@ -236,29 +246,30 @@ class Conformer:
         good = out.filter(keep)
         rows = pa.concat_arrays([pc.add(v.indices, first_row) for v in invalid])
         n = len(rows)
-        job, fv = self._lineage_arrays(n)
+        lineage = self._lineage_arrays(n)
         quarantine = pa.RecordBatch.from_arrays(
             [
                 rows.cast(pa.int64()),
                 pa.concat_arrays([pa.array([v.column] * len(v), pa.string()) for v in invalid]),
                 pa.concat_arrays([v.raw.cast(pa.string()) for v in invalid]),
                 pa.concat_arrays([pa.array([v.reason] * len(v), pa.string()) for v in invalid]),
-                job,
-                fv,
+                *lineage,
             ],
             schema=self.quarantine_schema(),
         )
         return Conformed(good, quarantine, retargeted)
 
-    def _lineage_arrays(self, n: int) -> tuple[pa.Array, pa.Array]:
-        # One constant array per job, sliced (zero-copy) for every batch.
+    def _lineage_arrays(self, n: int) -> tuple[pa.Array, ...]:
+        # One constant array per job and column, sliced (zero-copy) for every batch.
         if self._lineage is None or len(self._lineage[0]) < n:
             size = max(n, 65536)
             self._lineage = (
                 _constant_int64(self.job_id, size),
                 _constant_int64(self.file_version_id, size),
+                _constant_text(self.source_hash, size),
+                _constant_text(self.parser_version, size),
             )
-        return self._lineage[0].slice(0, n), self._lineage[1].slice(0, n)
+        return tuple(a.slice(0, n) for a in self._lineage)
 
 
 def strip_lineage(schema: pa.Schema) -> pa.Schema:
@@ -266,7 +277,26 @@ def strip_lineage(schema: pa.Schema) -> pa.Schema:
 
 
 def _with_lineage(base: pa.Schema) -> pa.Schema:
-    return base.append(pa.field(LINEAGE[0], pa.int64())).append(pa.field(LINEAGE[1], pa.int64()))
+    types = (pa.int64(), pa.int64(), LINEAGE_TEXT, LINEAGE_TEXT)
+    for name, kind in zip(LINEAGE, types, strict=True):
+        base = base.append(pa.field(name, kind))
+    return base
+
+
+def _constant_text(value: str | None, n: int) -> pa.Array:
+    """``n`` copies of ``value`` (null when None) as a one-entry dictionary, from buffers.
+
+    Built like ``_constant_int64`` (no pa.array: it would import pandas).
+    """
+    data = (value or "").encode("utf-8")
+    offsets = pa.py_buffer(array.array("i", [0, len(data)] if value is not None else [0]))
+    dictionary = pa.Array.from_buffers(
+        pa.string(), 1 if value is not None else 0, [None, offsets, pa.py_buffer(data)]
+    )
+    indices = pa.py_buffer(array.array("i", [0]) * n)
+    validity = None if value is not None else pa.py_buffer(bytes((n + 7) // 8))
+    index_array = pa.Array.from_buffers(pa.int32(), n, [validity, indices])
+    return pa.DictionaryArray.from_arrays(index_array, dictionary)
 
 
 def _constant_int64(value: int, n: int) -> pa.Array:

@@ -17,6 +17,8 @@ import os
 import sqlite3
 from typing import Any
 
+import attrs
+
 from casparian_trio.errors import CatalogError, LocalProtocolError, StoreError
 from casparian_trio.protocol.messages import Dispatch, SinkConfig
 from casparian_trio.store._sql import q
@@ -60,6 +62,29 @@ def _file_path(conn: sqlite3.Connection, job: JobRow) -> str:
         )
     root: str = row["root_path"]
     return os.path.join(root, row["rel_path"])
+
+
+def _content_hash(conn: sqlite3.Connection, job: JobRow) -> str | None:
+    row = conn.execute(q("file_of_version"), {"file_version_id": job.file_version_id}).fetchone()
+    return None if row is None or row["content_hash"] is None else str(row["content_hash"])
+
+
+# MANIFEST topic keys that travel to the worker as SinkConfig.options.
+TOPIC_OPTIONS = ("evolve", "on_invalid", "max_invalid_fraction")
+
+
+def _with_options(sinks: dict[str, SinkConfig], declared: dict[str, Any]) -> None:
+    """Each topic's contract options from the MANIFEST (kept whole in manifest_json)."""
+    topics = declared.get("topics")
+    if not isinstance(topics, dict):
+        return
+    for topic, spec in topics.items():
+        sink = sinks.get(str(topic))
+        if sink is None or not isinstance(spec, dict):
+            continue
+        options = {k: spec[k] for k in TOPIC_OPTIONS if k in spec}
+        if options:
+            sinks[str(topic)] = attrs.evolve(sink, options=options)
 
 
 def _manifest(conn: sqlite3.Connection, job: JobRow) -> sqlite3.Row:
@@ -140,6 +165,7 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
     declared = decode_json(manifest["manifest_json"], column="manifest_json") or {}
     try:
         sinks = _configured_sinks(conn, job.plugin_name)
+        _with_options(sinks, declared)
         _override_sinks(job, sinks)
     except LocalProtocolError as exc:  # e.g. a sink mode protocol v4 does not know
         raise CatalogError(f"job {job.id}: {exc}", job_id=job.id) from None
@@ -157,6 +183,8 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         timeout_s=_timeout(job, declared),
         memory_limit_mb=_memory_limit(declared),
         config=dict(config) if isinstance(config, dict) else {},
+        source_hash=_content_hash(conn, job),
+        parser_version=f"{job.plugin_name} {manifest['version']}",
     )
     return DispatchPlan(job=job, dispatch=dispatch, env=get_environment(conn, env_hash))
 

@@ -18,6 +18,7 @@ from bridge_helpers import HANG_GUARD_S, JobEnv, make_dispatch, plugin_source
 from casparian_trio.bridge import BridgeExecutor
 from casparian_trio.envs import EnvManager
 from casparian_trio.protocol.messages import SinkConfig
+from casparian_trio.sinks._schema import LINEAGE
 
 pytestmark = pytest.mark.slow  # real guest processes
 
@@ -54,7 +55,7 @@ async def test_seed_plugin_and_uri(job_env: JobEnv) -> None:
     assert artifact.uri == str(path)
     assert artifact.rows == 3
     table = pq.read_table(path)
-    assert table.column_names == ["id", "value", "_cf_job_id", "_cf_file_version_id"]
+    assert table.column_names == ["id", "value", *LINEAGE]
     assert table.column("_cf_job_id").to_pylist() == [1, 1, 1]
     assert table.column("_cf_file_version_id").to_pylist() == [7, 7, 7]
     assert receipt.metrics["rows"] == 3
@@ -189,7 +190,7 @@ async def test_two_million_row_csv(job_env: JobEnv, tmp_path: Path) -> None:
     got = pq.read_table(artifact.uri)
     expected = pacsv.read_csv(csv)
     assert got.num_rows == expected.num_rows == receipt.metrics["rows"] == 2_000_000
-    data = got.drop_columns(["_cf_job_id", "_cf_file_version_id"])
+    data = got.drop_columns(list(LINEAGE))
     assert data.schema == expected.schema
     assert data.sort_by("id").equals(expected.sort_by("id"))
     # Row groups are coalesced: the file is within 5% of a one-shot pq.write_table.

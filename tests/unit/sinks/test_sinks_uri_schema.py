@@ -75,14 +75,33 @@ def test_conform_casts_orders_and_adds_lineage() -> None:
         job_id=5,
         file_version_id=9,
         declared=pa.schema([("id", pa.int64()), ("v", pa.float64())]),
+        source_hash="ab12",
+        parser_version="sales 1.2.0",
     )
     batch = pa.record_batch({"extra": ["x"], "v": ["2.5"], "id": pa.array([1], pa.int32())})
     out = c.conform(batch)
     assert out.quarantine is None
-    assert out.batch.schema.names == ["id", "v", "extra", "_cf_job_id", "_cf_file_version_id"]
-    assert out.batch.to_pylist() == [
-        {"id": 1, "v": 2.5, "extra": "x", "_cf_job_id": 5, "_cf_file_version_id": 9}
+    assert out.batch.schema.names == [
+        "id",
+        "v",
+        "extra",
+        "_cf_job_id",
+        "_cf_file_version_id",
+        "_cf_source_hash",
+        "_cf_parser_version",
     ]
+    assert out.batch.to_pylist() == [
+        {
+            "id": 1,
+            "v": 2.5,
+            "extra": "x",
+            "_cf_job_id": 5,
+            "_cf_file_version_id": 9,
+            "_cf_source_hash": "ab12",
+            "_cf_parser_version": "sales 1.2.0",
+        }
+    ]
+    assert pa.types.is_dictionary(out.batch.schema.field("_cf_source_hash").type)
 
 
 def test_a_user_column_with_the_lineage_prefix_fails_naming_it() -> None:
