@@ -14,7 +14,7 @@ frame a topic and the terminal frames a JSON body::
 Each DATA frame is a self-contained IPC stream so the host can decode frames
 independently, in any thread, and never has to keep per-topic decoder state.
 The guest (``guest.py``, which cannot import this module) repeats the constants;
-``tests/unit/bridge/test_framing.py`` checks they agree.
+``tests/unit/bridge/test_bridge_framing.py`` checks they agree.
 
 Invariants: no I/O here; sizes are checked before anything is allocated.
 """

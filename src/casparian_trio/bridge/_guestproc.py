@@ -138,11 +138,11 @@ def _killpg(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-async def terminate_group(proc: GuestProcess, grace: float) -> None:
-    """SIGTERM the guest's group, wait ``grace``, SIGKILL the group, reap the guest."""
+async def terminate_group(proc: GuestProcess, grace_s: float) -> None:
+    """SIGTERM the guest's group, wait ``grace_s``, SIGKILL the group, reap the guest."""
     if proc.returncode is None:
         _killpg(proc.pid, signal.SIGTERM)
-        with trio.move_on_after(grace):
+        with trio.move_on_after(grace_s):
             await proc.wait()
     # Also reaches processes the plugin started, even when the guest already exited.
     _killpg(proc.pid, signal.SIGKILL)

@@ -15,7 +15,7 @@ Theory of operation (one ``run()``):
    guest's death and the CONNECT deadline), unlink the socket so nobody else
    can connect, and send the job spec on it.
 4. Stream: frames → bounded channel → writer thread → sinks (see ``_stream``).
-5. After END: let the guest exit (``kill_grace``), kill its group anyway (to
+5. After END: let the guest exit (``kill_grace_s``), kill its group anyway (to
    reach anything the plugin left running), reap it, commit the sinks. The
    outcome is fixed by the bytes: an END frame read is a success however late
    the guest exits; a guest that exits without one fails once its queued bytes
@@ -102,7 +102,7 @@ class BridgeExecutor:
         output_root: sink URIs resolve under this directory.
         envs: where interpreters come from.
         work_root: parent of the per-job private dirs (default: the temp dir).
-        kill_grace: seconds between SIGTERM and SIGKILL.
+        kill_grace_s: seconds between SIGTERM and SIGKILL.
         connect_timeout: how long a guest may take to connect (None: as long as
             the job's own timeout allows; a guest that dies first fails at once).
         max_frame_bytes: larger DATA frames fail the job ("oversized frame").
@@ -115,7 +115,7 @@ class BridgeExecutor:
     output_root: Path
     envs: EnvManager
     work_root: Path | None = None
-    kill_grace: float = 2.0
+    kill_grace_s: float = 2.0
     connect_timeout: float | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     spawn_hook: Callable[[int], None] | None = None
@@ -230,18 +230,18 @@ class BridgeExecutor:
             (job.guest.dir / "plugin.py").write_text(job.dispatch.source_code, encoding="utf-8")
         except BaseException:
             job.proc.stdout.close()  # nobody will pump it
-            with trio.move_on_after(self.kill_grace + 5.0) as scope:
+            with trio.move_on_after(self.kill_grace_s + 5.0) as scope:
                 scope.shield = True
-                await _guestproc.terminate_group(job.proc, self.kill_grace)
+                await _guestproc.terminate_group(job.proc, self.kill_grace_s)
             raise
         async with trio.open_nursery() as nursery:
             nursery.start_soon(job.output.pump, job.proc.stdout, name="bridge.guest_output")
             try:
                 await self._converse(job)
             finally:
-                with trio.move_on_after(self.kill_grace + OUTPUT_DRAIN_S + 5.0) as scope:
+                with trio.move_on_after(self.kill_grace_s + OUTPUT_DRAIN_S + 5.0) as scope:
                     scope.shield = True
-                    await _guestproc.terminate_group(job.proc, self.kill_grace)
+                    await _guestproc.terminate_group(job.proc, self.kill_grace_s)
                     await _drain_output(job)
                 nursery.cancel_scope.cancel(reason="guest reaped")
 
@@ -307,8 +307,8 @@ class BridgeExecutor:
         )
 
     async def _settle(self, job: _Job) -> None:
-        """Give the guest ``kill_grace`` to exit on its own, and drain its output."""
-        with trio.move_on_after(self.kill_grace):
+        """Give the guest ``kill_grace_s`` to exit on its own, and drain its output."""
+        with trio.move_on_after(self.kill_grace_s):
             await job.proc.wait()
         if job.proc.returncode is not None:
             await _drain_output(job)

@@ -28,7 +28,7 @@ class Verdict:
 
 
 def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
-    """Map a CONCLUDE onto the queue (DESIGN.md, the job-ending table).
+    """Map a CONCLUDE onto the queue (``tests/unit/sentinel/test_decisions.py`` tables every case).
 
     A cancel request wins whatever the receipt says; the store enforces that, so
     here an operator's ABORT simply hands the job back.
@@ -63,10 +63,10 @@ def result_summary(receipt: Conclude, worker_id: str) -> dict[str, Any]:
     }
 
 
-def with_defaults(dispatch: Dispatch, *, default_timeout: float) -> Dispatch:
+def with_defaults(dispatch: Dispatch, *, default_timeout_s: float) -> Dispatch:
     """Every dispatch carries a timeout, so the worker enforces one even for old manifests."""
     if dispatch.timeout_s is None:
-        return attrs.evolve(dispatch, timeout_s=default_timeout)
+        return attrs.evolve(dispatch, timeout_s=default_timeout_s)
     return dispatch
 
 

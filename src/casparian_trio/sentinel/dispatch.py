@@ -80,7 +80,7 @@ class Dispatcher:
         return True
 
     def _send_or_prepare(self, worker: WorkerState, held: HeldJob, plan: DispatchPlan) -> None:
-        dispatch = with_defaults(plan.dispatch, default_timeout=self.ctx.config.job_timeout_s)
+        dispatch = with_defaults(plan.dispatch, default_timeout_s=self.ctx.config.job_timeout_s)
         held.timeout_s = dispatch.timeout_s or self.ctx.config.job_timeout_s
         held.env_hash = dispatch.env_hash
         env = plan.env

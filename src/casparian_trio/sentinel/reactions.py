@@ -47,7 +47,7 @@ logger = logging.getLogger(__name__)
 
 # cf_worker.last_seen is for operators (`workers`), not liveness (that is in
 # memory): refreshing it every 5 s costs one tiny write per worker per 5 s.
-WORKER_RECORD_INTERVAL = 5.0
+WORKER_RECORD_INTERVAL_S = 5.0
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -150,7 +150,7 @@ class Reactions:
         """Keep cf_worker's status and last_seen fresh for `workers`, without a write per beat."""
         now = trio.current_time()
         status, at = worker.recorded
-        if status != worker.status or now - at >= WORKER_RECORD_INTERVAL:
+        if status != worker.status or now - at >= WORKER_RECORD_INTERVAL_S:
             worker.recorded = (worker.status, now)
             await self.ctx.store.touch_worker(worker.worker_id, worker.status, now=self.ctx.wall())
 

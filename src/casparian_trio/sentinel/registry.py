@@ -45,11 +45,11 @@ class HeldJob:
     abort_reason: AbortReason | None = None
     abort_sent_at: float | None = None
 
-    def deadline(self, grace: float) -> float | None:
+    def deadline(self, grace_s: float) -> float | None:
         """When the watchdog sends ABORT (None: not started yet)."""
         if self.dispatched_at is None:
             return None
-        return self.dispatched_at + self.timeout_s + grace
+        return self.dispatched_at + self.timeout_s + grace_s
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -142,8 +142,8 @@ class Registry:
     def drop(self, identity: bytes) -> WorkerState | None:
         return self.workers.pop(identity, None)
 
-    def expired(self, now: float, liveness: float) -> list[WorkerState]:
-        return [w for w in self.workers.values() if now - w.last_seen > liveness]
+    def expired(self, now: float, liveness_s: float) -> list[WorkerState]:
+        return [w for w in self.workers.values() if now - w.last_seen > liveness_s]
 
     def with_credit(self) -> list[WorkerState]:
         """Workers with a free slot, least loaded first (spreads short jobs)."""

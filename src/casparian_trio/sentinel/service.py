@@ -64,9 +64,9 @@ logger = logging.getLogger(__name__)
 
 # The watchdog and liveness checks tick at this rate; finer than any grace or
 # heartbeat a user would configure, coarse enough to cost nothing when idle.
-TICK = 0.5
+TICK_S = 0.5
 # Bound on the last store writes at shutdown (one small transaction per unsent job).
-SHUTDOWN_GRACE = 5.0
+SHUTDOWN_GRACE_S = 5.0
 
 
 @attrs.define(eq=False)
@@ -112,9 +112,9 @@ class Sentinel:
         finally:
             # Jobs claimed but never sent (waiting for an env) go straight back:
             # otherwise the next Sentinel would count them as lost attempts.
-            with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
+            with trio.move_on_after(SHUTDOWN_GRACE_S, shield=True):
                 await self.recovery.hand_back_unsent()
-            with trio.move_on_after(SHUTDOWN_GRACE, shield=True):
+            with trio.move_on_after(SHUTDOWN_GRACE_S, shield=True):
                 await self.presence.withdraw()
         raise AssertionError("unreachable")
 
@@ -179,7 +179,7 @@ class Sentinel:
         return math.inf if wake_at is None else max(0.0, wake_at - self.wall())
 
     async def _liveness_task(self) -> None:
-        period = min(TICK, self.config.liveness_s / 3)
+        period = min(TICK_S, self.config.liveness_s / 3)
         while True:
             await trio.sleep(period)
             now = trio.current_time()
@@ -191,14 +191,14 @@ class Sentinel:
             await self.recovery.expire_orphans(now)
 
     async def _watchdog_task(self) -> None:
-        grace = self.config.abort_grace_s
+        grace_s = self.config.abort_grace_s
         while True:
-            await trio.sleep(TICK)
+            await trio.sleep(TICK_S)
             now = trio.current_time()
             for worker in list(self.ctx.registry.workers.values()):
-                await self._police(worker, now, grace)
+                await self._police(worker, now, grace_s)
 
-    async def _police(self, worker: WorkerState, now: float, grace: float) -> None:
+    async def _police(self, worker: WorkerState, now: float, grace_s: float) -> None:
         for held in list(worker.jobs.values()):
             # Each await below lets the pump run: skip what a receipt or a drop settled.
             if (
@@ -206,8 +206,8 @@ class Sentinel:
                 or self.ctx.registry.get(worker.identity) is not worker
             ):
                 continue
-            deadline = held.deadline(grace)
-            if held.abort_sent_at is not None and now >= held.abort_sent_at + grace:
+            deadline = held.deadline(grace_s)
+            if held.abort_sent_at is not None and now >= held.abort_sent_at + grace_s:
                 await self.recovery.give_up(worker, held)
             elif held.abort_reason is None and deadline is not None and now >= deadline:
                 logger.warning(

@@ -16,7 +16,7 @@ import re
 import sqlite3
 
 from casparian_trio.errors import SchemaError
-from casparian_trio.store._db import transaction
+from casparian_trio.store._conn import transaction
 from casparian_trio.store._sql import split_statements
 
 logger = logging.getLogger(__name__)

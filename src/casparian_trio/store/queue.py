@@ -35,8 +35,8 @@ from casparian_trio.store.rows import (
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 3  # mirrors the column default of 002_lifecycle.sql
-DEFAULT_BACKOFF_BASE = 2.0  # seconds after the first failure
-DEFAULT_BACKOFF_CAP = 300.0  # a flapping job retries at least every 5 minutes
+DEFAULT_BACKOFF_BASE_S = 2.0  # seconds after the first failure
+DEFAULT_BACKOFF_CAP_S = 300.0  # a flapping job retries at least every 5 minutes
 
 
 def iso_time(now: float) -> str:
@@ -230,7 +230,7 @@ def complete(
 
 
 def _after_failure(
-    job: JobRow, *, counted: bool, now: float, base: float, cap: float
+    job: JobRow, *, counted: bool, now: float, base_s: float, cap_s: float
 ) -> tuple[JobStatus, int, float | None]:
     """(new status, retry_count, not_before) after a failed or handed-back attempt."""
     retry_count = job.retry_count + (1 if counted else 0)
@@ -240,7 +240,11 @@ def _after_failure(
         return JobStatus.FAILED, retry_count, None
     if not counted:
         return JobStatus.QUEUED, retry_count, None
-    return JobStatus.QUEUED, retry_count, now + backoff_delay(retry_count, base=base, cap=cap)
+    return (
+        JobStatus.QUEUED,
+        retry_count,
+        now + backoff_delay(retry_count, base_s=base_s, cap_s=cap_s),
+    )
 
 
 def requeue(
@@ -253,8 +257,8 @@ def requeue(
     counted: bool,
     outcome: str,
     traceback: str | None = None,
-    backoff_base: float = DEFAULT_BACKOFF_BASE,
-    backoff_cap: float = DEFAULT_BACKOFF_CAP,
+    backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
+    backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
 ) -> str | None:
     """End a RUNNING attempt that did not succeed; return the new status (None: stale).
 
@@ -265,7 +269,7 @@ def requeue(
     if job is None:
         return None
     status, retry_count, not_before = _after_failure(
-        job, counted=counted, now=now, base=backoff_base, cap=backoff_cap
+        job, counted=counted, now=now, base_s=backoff_base_s, cap_s=backoff_cap_s
     )
     changes: dict[str, Any] = {"retry_count": retry_count, "not_before": not_before}
     if counted:
@@ -293,8 +297,8 @@ def fail(
     now: float,
     outcome: str = Outcome.FAILED,
     traceback: str | None = None,
-    backoff_base: float = DEFAULT_BACKOFF_BASE,
-    backoff_cap: float = DEFAULT_BACKOFF_CAP,
+    backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
+    backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
 ) -> str | None:
     """A counted failure of a RUNNING attempt (see ``requeue``); None if stale."""
     return requeue(
@@ -306,8 +310,8 @@ def fail(
         counted=True,
         outcome=outcome,
         traceback=traceback,
-        backoff_base=backoff_base,
-        backoff_cap=backoff_cap,
+        backoff_base_s=backoff_base_s,
+        backoff_cap_s=backoff_cap_s,
     )
 
 

@@ -49,15 +49,15 @@ class Outcome(enum.StrEnum):
     CANCELLED = "CANCELLED"
 
 
-def backoff_delay(failures: int, *, base: float = 2.0, cap: float = 300.0) -> float:
+def backoff_delay(failures: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:
     """Seconds to wait before the next try after ``failures`` counted failures.
 
-    ``base * 2**(failures-1)`` capped at ``cap``: 2, 4, 8, ... ; 0 for no failure.
+    ``base_s * 2**(failures-1)`` capped at ``cap_s``: 2, 4, 8, ... ; 0 for no failure.
     """
     if failures <= 0:
         return 0.0
     exponent = min(failures - 1, BACKOFF_MAX_EXPONENT)
-    return float(min(cap, base * 2**exponent))
+    return float(min(cap_s, base_s * 2**exponent))
 
 
 def decode_json(raw: str | None, *, column: str) -> dict[str, Any] | None:

@@ -48,13 +48,13 @@ class Store:
 
     Attributes:
         db: the database (thread or inline mode).
-        backoff_base: seconds of backoff after the first counted failure.
-        backoff_cap: the longest backoff.
+        backoff_base_s: seconds of backoff after the first counted failure.
+        backoff_cap_s: the longest backoff.
     """
 
     db: Database
-    backoff_base: float = queue.DEFAULT_BACKOFF_BASE
-    backoff_cap: float = queue.DEFAULT_BACKOFF_CAP
+    backoff_base_s: float = queue.DEFAULT_BACKOFF_BASE_S
+    backoff_cap_s: float = queue.DEFAULT_BACKOFF_CAP_S
 
     async def _write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.db.run(_bind(fn, args, kwargs))
@@ -133,8 +133,8 @@ class Store:
             now=now,
             outcome=outcome,
             traceback=traceback,
-            backoff_base=self.backoff_base,
-            backoff_cap=self.backoff_cap,
+            backoff_base_s=self.backoff_base_s,
+            backoff_cap_s=self.backoff_cap_s,
         )
 
     async def requeue(
@@ -149,8 +149,8 @@ class Store:
             now=now,
             counted=counted,
             outcome=outcome,
-            backoff_base=self.backoff_base,
-            backoff_cap=self.backoff_cap,
+            backoff_base_s=self.backoff_base_s,
+            backoff_cap_s=self.backoff_cap_s,
         )
 
     async def mark_cancelled(self, job_id: int, attempt: int | None, *, now: float) -> bool:

@@ -30,7 +30,7 @@ may drain the mailbox and so consume that edge (pyzmq#1177). The algorithm
    steps, so there is no busy loop; none of it sleeps or uses threads.
 4. Sends are serialised by a lock: at most one sender waits at a time, which
    keeps rule 3 free of ping-pong between senders. (One task per socket owns
-   it anyway, STYLE.md §4.) The cost: on a ROUTER, a send blocked by one
+   it anyway: the sender tasks in ``sentinel/service.py`` and ``worker/service.py``.) The cost: on a ROUTER, a send blocked by one
    peer's full queue delays sends to other peers until the caller's deadline.
 5. Once a message has been taken from the socket it is returned through a
    cancel-shielded checkpoint, so a cancelled ``receive`` never loses it.

@@ -1,4 +1,4 @@
-"""One job, one cancel scope, exactly one receipt (DESIGN.md, the job-ending table).
+"""One job, one cancel scope, exactly one receipt.
 
 The executor (the bridge, in production) runs the plugin and returns a
 SUCCESS or FAILED receipt; when its caller's scope is cancelled it kills the
@@ -51,7 +51,7 @@ class JobRun:
     async def execute(self, executor: JobExecutor) -> Conclude:
         """Run the job and return its one receipt, whatever ends it."""
         started = trio.current_time()
-        timeout = self.dispatch.timeout_s
+        timeout_s = self.dispatch.timeout_s
         receipt: Conclude | None = None
         logger.info(
             "job %d (%s) started, attempt %s",
@@ -61,10 +61,12 @@ class JobRun:
             extra={"event": "job.started", "job_id": self.job_id},
         )
         with self.scope:
-            with trio.move_on_after(timeout if timeout else math.inf) as timer:
+            with trio.move_on_after(timeout_s if timeout_s else math.inf) as timer:
                 receipt = await self._guarded(executor)
             if timer.cancelled_caught:
-                receipt = Conclude(status="FAILED", error_message=f"timed out after {timeout:g} s")
+                receipt = Conclude(
+                    status="FAILED", error_message=f"timed out after {timeout_s:g} s"
+                )
         if receipt is None:
             reason = self.reason or StopReason.ABORT
             receipt = Conclude(status="ABORTED", error_message=reason.value)
@@ -86,7 +88,7 @@ class JobRun:
             return Conclude(status="FAILED", error_message=f"worker error: {one_line(exc)}")
 
 
-def _finish(receipt: Conclude, attempt: int | None, elapsed: float) -> Conclude:
+def _finish(receipt: Conclude, attempt: int | None, elapsed_s: float) -> Conclude:
     metrics = dict(receipt.metrics)
-    metrics.setdefault("duration_s", round(elapsed, 3))
+    metrics.setdefault("duration_s", round(elapsed_s, 3))
     return attrs.evolve(receipt, attempt=attempt, metrics=metrics)

@@ -71,15 +71,15 @@ logger = logging.getLogger(__name__)
 OUTBOX_CAPACITY = 1_000
 # Bound on flushing the last receipts at shutdown: a Sentinel that is gone must
 # not keep a stopping worker alive.
-FLUSH_TIMEOUT = 5.0
+FLUSH_TIMEOUT_S = 5.0
 # Far above a loopback or LAN round trip, short enough not to delay a stop.
-HANDBACK_LINGER = 0.2
+HANDBACK_LINGER_S = 0.2
 # How long a stopping worker waits for the Sentinel to acknowledge its goodbye:
 # several round trips and a busy Sentinel's SQLite write; a gone Sentinel costs this.
-GOODBYE_TIMEOUT = 1.0
+GOODBYE_TIMEOUT_S = 1.0
 # The watch looks at the Sentinel's silence this often (at most; a third of the
 # liveness period when that is shorter): warnings come within half a second.
-WATCH_TICK = 0.5
+WATCH_TICK_S = 0.5
 
 
 # What the worker logs on each PeerEvent. "worker ID connected to ADDR" is the
@@ -163,11 +163,11 @@ class Worker:
                 self._begin_drain()
             # Dispatches the Sentinel sent before it saw our DRAINING heartbeat
             # may still be in flight: stay one round trip longer to hand them back.
-            await trio.sleep(HANDBACK_LINGER)
+            await trio.sleep(HANDBACK_LINGER_S)
             self.send(self._heartbeat(stopping=True))  # after every receipt: FIFO outbox
             self._said_goodbye = True
             self._out_send.close()
-            with trio.move_on_after(FLUSH_TIMEOUT):
+            with trio.move_on_after(FLUSH_TIMEOUT_S):
                 await sender_done.wait()
             await self._await_goodbye_ack(flushed=sender_done.is_set())
             service.cancel_scope.cancel(reason="worker stopped")
@@ -187,11 +187,11 @@ class Worker:
         watch = self._watch
         if not flushed or watch is None or not (watch.connected and watch.answers_heartbeats):
             return  # it is gone, silent, or never acknowledges (an older Sentinel)
-        with trio.move_on_after(GOODBYE_TIMEOUT) as waited:
+        with trio.move_on_after(GOODBYE_TIMEOUT_S) as waited:
             await self._goodbye_acked.wait()
         if waited.cancelled_caught:
             logger.debug(
-                "the sentinel did not acknowledge our goodbye within %g s", GOODBYE_TIMEOUT
+                "the sentinel did not acknowledge our goodbye within %g s", GOODBYE_TIMEOUT_S
             )
 
     def _begin_drain(self) -> None:
@@ -256,7 +256,7 @@ class Worker:
 
     async def _watch_task(self) -> None:
         assert self._watch is not None
-        tick = min(WATCH_TICK, self.config.liveness_s / 3)
+        tick = min(WATCH_TICK_S, self.config.liveness_s / 3)
         while True:
             await trio.sleep(tick)
             self._tell(self._watch.check(trio.current_time()))

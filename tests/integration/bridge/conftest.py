@@ -24,7 +24,7 @@ def job_env(tmp_path: Path) -> Iterator[JobEnv]:
         output_root=output,
         envs=EnvManager(tmp_path / "envs"),
         work_root=work,
-        kill_grace=1.0,
+        kill_grace_s=1.0,
         spawn_hook=pids.append,
     )
     yield JobEnv(executor, output, work, pids)

@@ -126,7 +126,7 @@ TIMEOUT_CASES: list[tuple[float | None, float, float]] = [
 
 @pytest.mark.parametrize(("own", "default", "sent"), TIMEOUT_CASES)
 def test_with_defaults(own: float | None, default: float, sent: float) -> None:
-    result = with_defaults(dispatch(timeout_s=own), default_timeout=default)
+    result = with_defaults(dispatch(timeout_s=own), default_timeout_s=default)
     assert result.timeout_s == sent
     assert result == dispatch(timeout_s=sent)
 

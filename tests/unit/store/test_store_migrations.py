@@ -9,7 +9,7 @@ import pytest
 
 from casparian_trio.errors import SchemaError
 from casparian_trio.store import Store, migrate, open_database
-from casparian_trio.store._db import connect
+from casparian_trio.store._conn import connect
 from casparian_trio.store._migrate import latest_version, migrations
 
 NOW = 1_700_000_000.0

@@ -33,7 +33,7 @@ def claim(run: Run, caps: tuple[str, ...] = ("*",), now: float = NOW, worker: st
 def test_backoff_delay_doubles_and_caps() -> None:
     assert [backoff_delay(n) for n in range(0, 11)] == [0, 2, 4, 8, 16, 32, 64, 128, 256, 300, 300]
     assert backoff_delay(5000) == 300
-    assert backoff_delay(3, base=1.0, cap=3.0) == 3.0
+    assert backoff_delay(3, base_s=1.0, cap_s=3.0) == 3.0
 
 
 def test_enqueue_is_idempotent(run: Run, fv: list[int]) -> None:

@@ -10,7 +10,7 @@ import pytest
 
 from casparian_trio.errors import StoreError
 from casparian_trio.store import SentinelRecord, Store, migrate
-from casparian_trio.store._db import connect
+from casparian_trio.store._conn import connect
 
 NOW = 1_700_000_000.0
 
