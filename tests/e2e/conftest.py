@@ -39,6 +39,7 @@ def hard_timeout() -> Iterator[None]:
 @pytest.fixture
 def cluster(tmp_path: Path, hard_timeout: None) -> Iterator[Cluster]:
     c = Cluster(root=tmp_path)
+    c.init_db()  # as a user does first: only init-db creates a database
     try:
         yield c
     finally:

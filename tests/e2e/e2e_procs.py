@@ -272,6 +272,15 @@ class Cluster:
         self.procs.append(proc)
         return proc
 
+    def init_db(self) -> None:
+        """``init-db``, as a user runs it first: only it creates a database."""
+        subprocess.run(
+            [sys.executable, "-m", "casparian_trio", "init-db", "--db", str(self.db_path)],
+            check=True,
+            capture_output=True,
+            timeout=START_TIMEOUT,
+        )
+
     def start_sentinel(self, *extra: str, fast: bool = True) -> Proc:
         args = ["sentinel", "--db", str(self.db_path), "--bind", self.address]
         if fast:

@@ -81,6 +81,7 @@ def test_publish_scan_and_process_in_a_real_uv_env(tmp_path: Path) -> None:
         rows = "\n".join(f"{day * 100 + i},{i * 1.5}" for i in range(10 * day))
         (data / f"day{day}" / "readings.csv").write_text("id,value\n" + rows + "\n")
 
+    assert cli("init-db", "--db", str(db)).returncode == 0  # only init-db creates one
     published = cli(
         "publish", str(project / "readings.py"), "--lockfile", str(project), "--db", str(db)
     )
