@@ -103,7 +103,7 @@ class BridgeExecutor:
         envs: where interpreters come from.
         work_root: parent of the per-job private dirs (default: the temp dir).
         kill_grace_s: seconds between SIGTERM and SIGKILL.
-        connect_timeout: how long a guest may take to connect (None: as long as
+        connect_timeout_s: how long a guest may take to connect (None: as long as
             the job's own timeout allows; a guest that dies first fails at once).
         max_frame_bytes: larger DATA frames fail the job ("oversized frame").
         spawn_hook: called with the guest's pid (= its process group id) when
@@ -116,7 +116,7 @@ class BridgeExecutor:
     envs: EnvManager
     work_root: Path | None = None
     kill_grace_s: float = 2.0
-    connect_timeout: float | None = None
+    connect_timeout_s: float | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     spawn_hook: Callable[[int], None] | None = None
     max_warm: int = MAX_WARM
@@ -286,7 +286,7 @@ class BridgeExecutor:
         assert listener is not None
 
         async def accept() -> trio.socket.SocketType | None:
-            with trio.move_on_after(_or_inf(self.connect_timeout)):
+            with trio.move_on_after(_or_inf(self.connect_timeout_s)):
                 conn, _ = await listener.accept()
                 return conn
             return None
@@ -300,7 +300,7 @@ class BridgeExecutor:
         if conn is not None:
             return conn
         if proc.returncode is None:
-            raise BridgeError(f"guest did not connect within {self.connect_timeout} s")
+            raise BridgeError(f"guest did not connect within {self.connect_timeout_s} s")
         await self._settle(job)
         raise BridgeError(
             f"guest {_failures.status_text(proc.returncode)} before connecting to the bridge socket"
