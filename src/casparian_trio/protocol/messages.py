@@ -100,7 +100,9 @@ class SinkConfig(_Nested):
     schema_def: str | None = attrs.field(default=None, metadata=wire(text(required=False), as_is))
     # extension: the topic's contract options (evolve, on_invalid, max_invalid_fraction);
     # left off the wire when empty
-    options: Mapping[str, Any] = attrs.field(factory=dict, metadata=wire(mapping(), mapping_or_omit))
+    options: Mapping[str, Any] = attrs.field(
+        factory=dict, metadata=wire(mapping(), mapping_or_omit)
+    )
 
 
 @attrs.frozen
