@@ -343,3 +343,66 @@ SELECT source_root_id, count(*) FROM cf_file_location GROUP BY source_root_id;
 
 -- name: schema_version
 PRAGMA user_version;
+
+-- ============================ topics =========================================
+-- What SUCCESS receipts reported per topic (cf_topic_contract, cf_job_topic_output).
+-- Totals take each job's latest recorded attempt: a re-run replaces its own file.
+
+-- name: insert_topic_contract
+-- The first receipt naming a version records it; later ones change nothing.
+INSERT INTO cf_topic_contract
+    (topic_name, sink_uri, version, columns_json, first_job_id, recorded_at)
+VALUES (:topic_name, :sink_uri, :version, :columns_json, :job_id, :recorded_at)
+ON CONFLICT (topic_name, sink_uri, version) DO NOTHING;
+
+-- name: upsert_job_topic_output
+INSERT INTO cf_job_topic_output
+    (job_id, attempt, topic_name, uri, sink_uri, rows, rows_quarantined, contract_version)
+VALUES (:job_id, :attempt, :topic_name, :uri, :sink_uri, :rows, :rows_quarantined,
+        :contract_version)
+ON CONFLICT (job_id, attempt, topic_name) DO UPDATE
+   SET uri = excluded.uri, sink_uri = excluded.sink_uri, rows = excluded.rows,
+       rows_quarantined = excluded.rows_quarantined,
+       contract_version = excluded.contract_version;
+
+-- name: topic_summaries
+-- One row per (topic, sink) that received output, then configured topics that
+-- never did (their configured URI, zero counts).
+WITH latest AS (
+    SELECT o.* FROM cf_job_topic_output AS o
+     WHERE o.attempt = (SELECT max(m.attempt) FROM cf_job_topic_output AS m
+                         WHERE m.job_id = o.job_id)
+)
+SELECT l.topic_name, l.sink_uri,
+       (SELECT max(c.version) FROM cf_topic_contract AS c
+         WHERE c.topic_name = l.topic_name AND c.sink_uri = l.sink_uri) AS contract_version,
+       sum(l.rows) AS rows, count(DISTINCT l.uri) AS files,
+       sum(l.rows_quarantined) AS rows_quarantined, count(DISTINCT l.job_id) AS jobs,
+       max(l.job_id) AS last_job_id
+  FROM latest AS l
+ GROUP BY l.topic_name, l.sink_uri
+UNION ALL
+SELECT t.topic_name, min(t.uri), NULL, 0, 0, 0, 0, NULL
+  FROM cf_topic_config AS t
+ WHERE t.topic_name NOT IN (SELECT topic_name FROM cf_job_topic_output)
+ GROUP BY t.topic_name
+ ORDER BY 1, 2;
+
+-- name: topic_contracts
+SELECT topic_name, sink_uri, version, columns_json, first_job_id, recorded_at
+  FROM cf_topic_contract
+ WHERE topic_name = :topic_name
+ ORDER BY sink_uri, version;
+
+-- name: job_topic_outputs
+-- The topics of a job's latest recorded attempt.
+SELECT topic_name, uri, sink_uri, rows, rows_quarantined, contract_version, attempt
+  FROM cf_job_topic_output
+ WHERE job_id = :job_id
+   AND attempt = (SELECT max(attempt) FROM cf_job_topic_output WHERE job_id = :job_id)
+ ORDER BY topic_name;
+
+-- name: rows_quarantined_total
+SELECT coalesce(sum(o.rows_quarantined), 0) FROM cf_job_topic_output AS o
+ WHERE o.attempt = (SELECT max(m.attempt) FROM cf_job_topic_output AS m
+                     WHERE m.job_id = o.job_id);

@@ -3,8 +3,9 @@
 The package holds the parser and ``main``; one module per command family adds
 its commands (``services``: init-db, sentinel, worker; ``publish``; ``scan``:
 source, scan, submit; ``jobs``: jobs, cancel, retry; ``detail``: job;
-``workers``: workers, status; ``demo``), calling the store and the domain
-modules and rendering with the private ``_render``. No SQL here.
+``topics``: topics, topic; ``workers``: workers, status; ``demo``), calling
+the store and the domain modules and rendering with the private ``_render``.
+No SQL here.
 
 The only module that configures logging and calls ``trio.run``. Every error a
 user can trigger ends as one line on stderr naming the thing and the fix, and a
@@ -30,7 +31,7 @@ import trio
 
 from casparian_trio import __version__, _signals
 from casparian_trio._logging import LOG_FORMATS, setup_logging
-from casparian_trio.cli import demo, detail, jobs, publish, scan, services, workers
+from casparian_trio.cli import demo, detail, jobs, publish, scan, services, topics, workers
 from casparian_trio.cli._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Handler
 from casparian_trio.errors import CasparianError, first_cause, leaves, one_line
 
@@ -39,7 +40,7 @@ __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "Handler", "build_parser", "ma
 logger = logging.getLogger("casparian_trio")
 
 # Each family adds its commands in this order (the order of `--help`).
-FAMILIES = (services, demo, publish, scan, jobs, detail, workers)
+FAMILIES = (services, demo, publish, scan, jobs, detail, topics, workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

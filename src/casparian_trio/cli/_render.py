@@ -252,3 +252,116 @@ class Progress:
         if self.enabled and self._drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+# --- topics ---------------------------------------------------------------------------
+
+TOPIC_COLUMNS = (
+    Column("topic", shrink="end", min_width=10),
+    Column("sink", shrink="path", min_width=16),
+    Column("contract", align_right=True),
+    Column("rows", align_right=True),
+    Column("files", align_right=True, min_width=5),
+    Column("quarantined", align_right=True),
+)
+
+
+def _count(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def topics_table(topics: Sequence[dict[str, Any]]) -> str:
+    """``topics``: one line per (topic, sink); 'v2' for the contract, '-' for none yet."""
+    rows = [
+        [
+            t["topic"],
+            t["sink_uri"],
+            "-" if t["contract_version"] is None else f"v{t['contract_version']}",
+            _count(t["rows"]),
+            _count(t["files"]),
+            _count(t["rows_quarantined"]),
+        ]
+        for t in topics
+    ]
+    return table(TOPIC_COLUMNS, rows)
+
+
+def contract_changes(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> str:
+    """What a contract version changed: '+note: string; val: int32 -> int64'."""
+    old = {c["name"]: c["type"] for c in before}
+    parts = []
+    for column in after:
+        name, kind = column["name"], column["type"]
+        if name not in old:
+            parts.append(f"+{name}: {kind}")
+        elif old[name] != kind:
+            parts.append(f"{name}: {old[name]} -> {kind}")
+    return "; ".join(parts) or "-"
+
+
+def topic_lines(sink: dict[str, Any]) -> list[str]:
+    """``topic NAME`` for one sink: counts, the contract's columns, the version history."""
+    lines = [
+        f"{sink['topic']} at {sink['sink_uri']}",
+        f"  {_count(sink['rows'])} rows in {plural(sink['files'] or 0, 'file')} from "
+        f"{plural(sink['jobs'] or 0, 'job')}; {_count(sink['rows_quarantined'])} quarantined",
+    ]
+    contract = sink["contract"]
+    if contract is None:
+        return [*lines, "  contract: none recorded yet (no job has committed)"]
+    lines.append(f"  contract v{contract['version']}:")
+    columns = [Column("column", shrink="end", min_width=10), Column("type", shrink="end")]
+    cells = [[c["name"], c["type"]] for c in contract["columns"]]
+    lines += [
+        f"    {line}" for line in table(columns, cells, max_width=TABLE_WIDTH - 4).splitlines()
+    ]
+    lines.append("  history:")
+    history = [
+        Column("version", align_right=True, min_width=7),
+        Column("first job", align_right=True),
+        Column("recorded"),
+        Column("change", shrink="end", min_width=10),
+    ]
+    rows: list[list[str]] = []
+    previous: list[dict[str, Any]] = []
+    for version in sink["history"]:
+        change = "first version" if not previous else contract_changes(previous, version["columns"])
+        first_job = version["first_job_id"]
+        rows.append(
+            [
+                f"v{version['version']}",
+                "-" if first_job is None else str(first_job),
+                time_text(version["recorded_at"]),
+                change,
+            ]
+        )
+        previous = version["columns"]
+    lines += [
+        f"    {line}" for line in table(history, rows, max_width=TABLE_WIDTH - 4).splitlines()
+    ]
+    return lines
+
+
+def job_topic_lines(outputs: Sequence[dict[str, Any]]) -> list[str]:
+    """``job ID``'s topics: rows written and quarantined per topic of its latest attempt."""
+    if not outputs:
+        return []
+    columns = [
+        Column("topic", shrink="end", min_width=10),
+        Column("rows", align_right=True),
+        Column("quarantined", align_right=True),
+        Column("contract", align_right=True),
+        Column("output", shrink="path", min_width=16),
+    ]
+    rows = [
+        [
+            o["topic"],
+            _count(o["rows"]),
+            _count(o["rows_quarantined"]),
+            "-" if o["contract_version"] is None else f"v{o['contract_version']}",
+            o["uri"],
+        ]
+        for o in outputs
+    ]
+    body = table(columns, rows, max_width=TABLE_WIDTH - 4)
+    return ["  topics:"] + [f"    {line}" for line in body.splitlines()]

@@ -16,7 +16,7 @@ from typing import Any
 from casparian_trio.cli import _render
 from casparian_trio.cli._common import command, json_flag
 from casparian_trio.cli._db import session
-from casparian_trio.store import JobRow, JobStatus, queue, reports
+from casparian_trio.store import JobRow, JobStatus, queue, reports, topics
 from casparian_trio.store.rows import JobView
 
 # Lines of a traceback `job ID` shows: the end is where the cause is.
@@ -37,12 +37,25 @@ def cmd_job(args: argparse.Namespace) -> int:
         manifest = db.run_sync(
             partial(reports.active_manifest, plugin_name=view.job.plugin_name), readonly=True
         )
+        outputs = db.run_sync(partial(topics.job_outputs, job_id=args.id), readonly=True)
+    written = [topic_output_doc(o) for o in outputs]
     if args.json:
-        doc = {**view.to_json(), "attempt_history": history, "active_manifest": manifest}
+        doc = {
+            **view.to_json(),
+            "attempt_history": history,
+            "active_manifest": manifest,
+            "topics": written,
+        }
         print(_render.dumps(doc))
         return 0
-    print("\n".join(describe_job(view, history, manifest, now=time.time())))
+    lines = describe_job(view, history, manifest, now=time.time())
+    print("\n".join([*lines, *_render.job_topic_lines(written)]))
     return 0
+
+
+def topic_output_doc(row: dict[str, Any]) -> dict[str, Any]:
+    """One topic of ``job ID``: rows written and quarantined, named as ``topics`` names them."""
+    return {"topic": row["topic_name"], **{k: v for k, v in row.items() if k != "topic_name"}}
 
 
 # --- formatting (pure) -------------------------------------------------------------------

@@ -126,6 +126,7 @@ def collect_status(snapshot: reports.StatusSnapshot, *, now: float) -> dict[str,
         },
         "workers": _worker_counts(known),
         "oldest_queued_age_s": None if oldest is None else round(now - oldest, 3),
+        "rows_quarantined": snapshot.rows_quarantined,
     }
 
 
@@ -196,6 +197,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{minute['failed']} failed"
     )
     print(f"workers    {_workers_text(doc['workers'])}")
+    if doc["rows_quarantined"]:
+        print(f"quarantine {doc['rows_quarantined']:,} rows quarantined (see `topics`)")
     if doc["oldest_queued_age_s"] is not None:
         age = _render.short_duration(doc["oldest_queued_age_s"])
         print(f"queue      oldest queued job waiting {age}")

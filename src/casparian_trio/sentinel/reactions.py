@@ -42,6 +42,7 @@ from casparian_trio.sentinel.registry import (
     WorkerState,
     resolve_attempt,
 )
+from casparian_trio.store.topics import outputs_of
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,11 @@ class Reactions:
         if verdict.action is Action.COMPLETE:
             summary = result_summary(msg, worker_id)
             done = await self.ctx.store.complete(
-                job_id, held.attempt, result_summary=summary, now=now
+                job_id,
+                held.attempt,
+                result_summary=summary,
+                now=now,
+                outputs=outputs_of(msg.artifacts),  # topics and contracts, same transaction
             )
             status = "COMPLETED" if done else "unchanged (stale)"
         elif verdict.action is Action.FAIL:

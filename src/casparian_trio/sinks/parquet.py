@@ -149,6 +149,7 @@ class ParquetSink:
             self._writer = None
         # check → contract → rename → delete-others as one step per sink directory:
         # two jobs promoting into one topic at once must not both decide its schema.
+        contract: dict[str, Any] = {}  # for the Sentinel to record (Artifact.contract)
         with _dir_lock(self.directory):
             self.check()
             if self._staging is None:
@@ -158,6 +159,7 @@ class ParquetSink:
                 decided = self._meet_contract(self.conformer)
                 self.conformer.check_invalid_fraction()
                 self._record_contract(decided)
+                contract = contract_report(decided.contract)
             if self._quarantine is not None:
                 self.quarantine_artifact = self._quarantine.commit()
             self.bytes_written = self._staging.stat().st_size
@@ -165,7 +167,9 @@ class ParquetSink:
             self._staging = None
             self._delete_others_if_replace()
         logger.debug("promoted %s (%d rows)", self.final_path, self.rows)
-        return Artifact(topic=self.topic, uri=str(self.final_path), rows=self.rows)
+        return Artifact(
+            topic=self.topic, uri=str(self.final_path), rows=self.rows, contract=contract
+        )
 
     def prepare(self) -> None:
         """The mode check, then conform from the first batch to the topic's contract if any."""
@@ -307,6 +311,12 @@ class ParquetSink:
             return
         for path in self._other_files():
             path.unlink(missing_ok=True)
+
+
+def contract_report(contract: Contract) -> dict[str, Any]:
+    """``Artifact.contract``: the version and its columns (lineage included) with Arrow types."""
+    columns = [{"name": f.name, "type": str(f.type)} for f in contract.schema]
+    return {"version": contract.version, "columns": columns}
 
 
 def _cast_batch(batch: pa.RecordBatch, schema: pa.Schema) -> pa.RecordBatch:

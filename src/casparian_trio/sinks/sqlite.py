@@ -139,9 +139,13 @@ class SqliteSink:
                 f"topic {self.topic!r}: promoting into {self.location} failed: {exc}"
             ) from exc
         self._stage = None
+        contract = self._contract(conn)
         self._close()
         return Artifact(
-            topic=self.topic, uri=f"sqlite://{self.db_path}/{self.table}", rows=self.rows
+            topic=self.topic,
+            uri=f"sqlite://{self.db_path}/{self.table}",
+            rows=self.rows,
+            contract=contract,
         )
 
     def abort(self) -> None:
@@ -156,6 +160,12 @@ class SqliteSink:
             logger.warning("could not drop staging table %s", self._stage, exc_info=True)
         self._stage = None
         self._close()
+
+    def _contract(self, conn: sqlite3.Connection) -> dict[str, Any]:
+        """``Artifact.contract``: the table's columns, version 1 always (no versions here)."""
+        rows = conn.execute(f"PRAGMA table_info({quote(self.table)})").fetchall()
+        columns = [{"name": r[1], "type": r[2] or "ANY"} for r in rows]
+        return {"version": 1, "columns": columns}
 
     def _stage_name(self) -> str:
         assert self._stage is not None

@@ -21,6 +21,7 @@ from casparian_trio.store.rows import (
     backoff_delay,
 )
 from casparian_trio.store.service import Store
+from casparian_trio.store.topics import TopicOutput
 
 __all__ = [
     "Database",
@@ -32,6 +33,7 @@ __all__ = [
     "PluginRelease",
     "SentinelRecord",
     "Store",
+    "TopicOutput",
     "TopicSink",
     "backoff_delay",
     "migrate",

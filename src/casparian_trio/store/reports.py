@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 
 from casparian_trio.errors import StoreError
-from casparian_trio.store import queue, sentinels, workers
+from casparian_trio.store import queue, sentinels, topics, workers
 from casparian_trio.store._sql import q
 from casparian_trio.store.rows import JobStatus, JobView, SentinelRecord
 
@@ -132,6 +132,7 @@ class StatusSnapshot:
         jobs: job count per status.
         completed, rows, failed: jobs (and their rows) that ended since the window began.
         oldest_queued_at: creation time of the oldest QUEUED job.
+        rows_quarantined: rows every job's latest attempt sent to a quarantine topic.
     """
 
     sentinel: SentinelRecord | None
@@ -141,6 +142,7 @@ class StatusSnapshot:
     rows: int
     failed: int
     oldest_queued_at: float | None
+    rows_quarantined: int = 0
 
 
 def worker_table(conn: sqlite3.Connection) -> tuple[SentinelRecord | None, list[dict[str, Any]]]:
@@ -161,4 +163,5 @@ def status_snapshot(conn: sqlite3.Connection, *, since: float) -> StatusSnapshot
         rows=rows,
         failed=failed,
         oldest_queued_at=oldest_queued(conn),
+        rows_quarantined=topics.rows_quarantined_total(conn),
     )

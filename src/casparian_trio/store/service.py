@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from casparian_trio.store import catalog, queue, sentinels, workers
+from casparian_trio.store import catalog, queue, sentinels, topics, workers
 from casparian_trio.store._db import Database
 from casparian_trio.store.rows import (
     DispatchPlan,
@@ -25,6 +25,7 @@ from casparian_trio.store.rows import (
     PluginRelease,
     SentinelRecord,
 )
+from casparian_trio.store.topics import TopicOutput
 
 logger = logging.getLogger(__name__)
 
@@ -107,11 +108,25 @@ class Store:
         )
 
     async def complete(
-        self, job_id: int, attempt: int, *, result_summary: dict[str, Any], now: float
+        self,
+        job_id: int,
+        attempt: int,
+        *,
+        result_summary: dict[str, Any],
+        now: float,
+        outputs: Sequence[TopicOutput] = (),
     ) -> bool:
-        """COMPLETED (CANCELLED if a cancel was requested); False if the receipt is stale."""
+        """COMPLETED (CANCELLED if a cancel was requested); False if the receipt is stale.
+
+        ``outputs`` (the receipt's topics) are recorded in the same transaction.
+        """
         return await self._write(
-            queue.complete, job_id, attempt, result_summary=result_summary, now=now
+            topics.complete_with_outputs,
+            job_id,
+            attempt,
+            result_summary=result_summary,
+            now=now,
+            outputs=outputs,
         )
 
     async def fail(

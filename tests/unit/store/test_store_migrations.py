@@ -29,6 +29,8 @@ NEW_TABLES = {
     "cf_routing_rule",
     "cf_worker",
     "cf_sentinel",
+    "cf_topic_contract",
+    "cf_job_topic_output",
 }
 
 
