@@ -40,7 +40,7 @@ from casparian_trio.protocol import SINK_MODES, Deploy
 from casparian_trio.store import EnvSpec, PluginRelease, TopicSink
 
 MANIFEST_KEYS = frozenset(
-    {"name", "version", "pattern", "topic", "topics", "priority", "timeout", "memory_mb"}
+    {"name", "version", "pattern", "topic", "topics", "priority", "timeout", "memory_mb", "retries"}
 )
 
 
@@ -128,10 +128,13 @@ def _checked_manifest(value: object, filename: str) -> dict[str, Any]:
         "priority": (int, "an integer"),
         "timeout": ((int, float), "a number of seconds"),
         "memory_mb": (int, "a number of megabytes"),
+        "retries": (int, "a number of retries (deterministic failures too)"),
     }
     for key, (kind, what) in checks.items():
         if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
             raise PluginError(f"{filename}: MANIFEST[{key!r}] must be {what}")
+    if "retries" in value and value["retries"] < 0:
+        raise PluginError(f"{filename}: MANIFEST['retries'] must be >= 0")
     for key in ("timeout", "memory_mb"):
         if key in value and value[key] <= 0:
             raise PluginError(f"{filename}: MANIFEST[{key!r}] must be > 0")

@@ -51,3 +51,30 @@ def test_worker_paused_at_each_guest_exit_completes_every_job(cluster: Cluster) 
     assert (count, distinct_jobs) == (3 * ROWS, 3)
     per_job = pl.scan_parquet(glob).group_by("_cf_job_id").len().collect()
     assert sorted(per_job["len"].to_list()) == [ROWS] * 3
+
+
+RAISES = """
+import datetime as dt
+import pyarrow as pa
+
+class Handler:
+    def execute(self, file_path):
+        kind = open(file_path).read().strip()
+        if kind == "raise":
+            raise ValueError("row 3 is not a sale")
+        yield pa.table({"at": pa.array([dt.datetime(2026, 1, 1, 12)], pa.timestamp("us"))})
+        aware = dt.datetime(2026, 1, 1, 12, tzinfo=dt.timezone(dt.timedelta(hours=2)))
+        yield pa.table({"at": pa.array([aware], pa.timestamp("us", tz="+02:00"))})
+"""
+
+
+def test_deterministic_failures_fail_at_attempt_1(cluster: Cluster) -> None:
+    raised, mixed = cluster.seed_jobs(
+        "strict", RAISES, {"a.txt": "raise", "b.txt": "timestamps"}, max_attempts=3
+    )
+    cluster.start_sentinel()
+    cluster.start_worker("w1")
+    for job_id, named in ((raised, "raised ValueError: row 3"), (mixed, "column 'at'")):
+        row = cluster.wait_for_status(job_id, "FAILED", timeout=HANG_GUARD_S)
+        assert named in (row.error_message or ""), row
+        assert [a["attempt"] for a in cluster.attempts(job_id)] == [1], cluster.attempts(job_id)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import signal
 
+from casparian_trio.bridge._framing import InvalidFrame
 from casparian_trio.bridge._stream import GuestReportedError
-from casparian_trio.errors import CasparianError, GuestCrashed
+from casparian_trio.errors import CasparianError, GuestCrashed, SinkError
 
 # Receipts travel in a JSON payload and end up in the queue table.
 MAX_MESSAGE_CHARS = 8000
@@ -53,6 +54,26 @@ def _reported_head(exc: GuestReportedError, plugin: str, memory_limit_mb: int | 
     if exc.kind == "topic":
         return f"plugin {plugin!r}: {exc.message}"
     return f"plugin {plugin!r} raised {exc.message}"
+
+
+def is_deterministic(exc: CasparianError) -> bool:
+    """Would a retry of the same file with the same plugin fail the same way?
+
+    Yes for what the plugin and the data decide: the plugin raised or failed to
+    load, exited with a status of its own, sent bad frames, or the data broke the
+    topic's contract (a SinkError not caused by the machine). No for what the
+    machine decides: a signal (the OOM killer, an operator), I/O errors (a full
+    disk), a missing environment; those are retried with backoff.
+    """
+    if isinstance(exc, GuestReportedError):
+        return exc.kind != "memory"
+    if isinstance(exc, GuestCrashed):
+        return exc.returncode is not None and exc.returncode > 0
+    if isinstance(exc, InvalidFrame):
+        return True
+    if isinstance(exc, SinkError):
+        return not isinstance(exc.__cause__, OSError)
+    return False
 
 
 def status_text(returncode: int | None) -> str:

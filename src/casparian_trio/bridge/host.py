@@ -202,6 +202,8 @@ class BridgeExecutor:
                 output_root=self.output_root,
                 job_id=job.job_id,
                 file_version_id=job.dispatch.file_version_id,
+                source_hash=job.dispatch.source_hash,
+                parser_version=job.dispatch.parser_version,
             )
             await trio.to_thread.run_sync(_prepare_sinks, job.sinks)
             env_hash = job.dispatch.env_hash
@@ -327,7 +329,12 @@ class BridgeExecutor:
             extra={"event": "job.failed", "job_id": job.job_id},
         )
         metrics = {"rows": 0, "bytes": 0, "duration_s": round(time.monotonic() - started, 3)}
-        return Conclude(status="FAILED", metrics=metrics, error_message=message)
+        return Conclude(
+            status="FAILED",
+            metrics=metrics,
+            error_message=message,
+            deterministic=_failures.is_deterministic(exc),
+        )
 
 
 async def _while_guest_runs(

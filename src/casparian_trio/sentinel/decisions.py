@@ -17,6 +17,7 @@ from casparian_trio.sentinel.registry import AbortReason, HeldJob
 class Action(enum.Enum):
     COMPLETE = "complete"
     FAIL = "fail"  # a counted failure: retry with backoff, or FAILED after the last attempt
+    FAIL_NOW = "fail_now"  # a deterministic failure: FAILED at once, not retried
     REQUEUE = "requeue"  # not the plugin's fault: straight back to QUEUED, attempt not counted
 
 
@@ -38,6 +39,8 @@ def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
     if receipt.status == "FAILED":
         error = receipt.error_message or "the plugin failed without a message"
         timed_out = held.abort_reason is AbortReason.TIMEOUT or error.startswith("timed out")
+        if receipt.deterministic and not timed_out and not held.retry_deterministic:
+            return Verdict(Action.FAIL_NOW, "FAILED", error)
         return Verdict(Action.FAIL, "TIMED_OUT" if timed_out else "FAILED", error)
     if held.abort_reason is AbortReason.TIMEOUT:
         return Verdict(

@@ -191,11 +191,18 @@ class Reactions:
                 outputs=outputs_of(msg.artifacts),  # topics and contracts, same transaction
             )
             status = "COMPLETED" if done else "unchanged (stale)"
-        elif verdict.action is Action.FAIL:
+        elif verdict.action in (Action.FAIL, Action.FAIL_NOW):
             error = verdict.error or ""
             status = await self.ctx.store.fail(
-                job_id, held.attempt, error=error, now=now, outcome=verdict.outcome
+                job_id,
+                held.attempt,
+                error=error,
+                now=now,
+                outcome=verdict.outcome,
+                final=verdict.action is Action.FAIL_NOW,
             )
+            if verdict.action is Action.FAIL_NOW and status == "FAILED":
+                status = "FAILED (deterministic: not retried; set MANIFEST retries to retry)"
         else:
             status = await self.ctx.store.requeue(
                 job_id,

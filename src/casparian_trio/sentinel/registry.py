@@ -44,6 +44,8 @@ class HeldJob:
     dispatched_at: float | None = None  # None while waiting for ENV_READY
     abort_reason: AbortReason | None = None
     abort_sent_at: float | None = None
+    # MANIFEST ``retries`` set: deterministic failures are retried too
+    retry_deterministic: bool = False
 
     def deadline(self, grace_s: float) -> float | None:
         """When the watchdog sends ABORT (None: not started yet)."""

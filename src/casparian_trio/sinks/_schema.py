@@ -22,7 +22,8 @@ Rules (per topic; the drift table is ``_drift``'s):
   row goes to ``<topic>_quarantine`` (lineage, ``row``, ``column``,
   ``raw_value``, ``reason``) and the row's other values are dropped with it;
   ``on_invalid: fail`` fails the job instead, and more than
-  ``max_invalid_fraction`` of a job's rows invalid fails it at commit.
+  ``max_invalid_fraction`` of a job's rows invalid fails it at commit (once the
+  job has ``MIN_ROWS_FOR_FRACTION`` rows: a share of fewer says nothing).
 - Lineage columns are always set by the host, after the data columns:
   ``_cf_job_id`` and ``_cf_file_version_id`` (int64), ``_cf_source_hash`` (the
   file version's content hash) and ``_cf_parser_version`` ("plugin version"),
@@ -59,6 +60,9 @@ QUARANTINE_SCHEMA = pa.schema(
 )
 ON_INVALID = ("quarantine", "fail")
 DEFAULT_MAX_INVALID_FRACTION = 0.1
+# A share of a handful of rows says nothing about a file (1 bad value in 2 rows
+# is 50 %): below this many rows, invalid values are quarantined whatever their share.
+MIN_ROWS_FOR_FRACTION = 20
 
 
 def parse_schema_def(schema_def: str | None, topic: str) -> pa.Schema | None:
@@ -185,7 +189,9 @@ class Conformer:
 
     def check_invalid_fraction(self) -> None:
         """Raises SinkError when more than ``max_invalid_fraction`` of the job's rows were invalid."""
-        if self.rows_in and self.rows_invalid / self.rows_in > self.max_invalid_fraction:
+        if self.rows_in < MIN_ROWS_FOR_FRACTION or not self.rows_invalid:
+            return
+        if self.rows_invalid / self.rows_in > self.max_invalid_fraction:
             raise SinkError(
                 f"topic {self.topic!r}: {self.rows_invalid:,} of {self.rows_in:,} rows "
                 f"({self.rows_invalid / self.rows_in:.1%}) hold values that do not convert, "

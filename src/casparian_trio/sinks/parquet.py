@@ -147,6 +147,8 @@ class ParquetSink:
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self._staging is None and self.mode != "replace":
+            return None  # nothing to promote: leave no empty topic folder behind
         # check → contract → rename → delete-others as one step per sink directory:
         # two jobs promoting into one topic at once must not both decide its schema.
         contract: dict[str, Any] = {}  # for the Sentinel to record (Artifact.contract)

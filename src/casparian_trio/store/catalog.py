@@ -186,7 +186,13 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         source_hash=_content_hash(conn, job),
         parser_version=f"{job.plugin_name} {manifest['version']}",
     )
-    return DispatchPlan(job=job, dispatch=dispatch, env=get_environment(conn, env_hash))
+    retries = declared.get("retries")
+    return DispatchPlan(
+        job=job,
+        dispatch=dispatch,
+        env=get_environment(conn, env_hash),
+        retries=retries if isinstance(retries, int) and not isinstance(retries, bool) else None,
+    )
 
 
 # --- environments and manifests ----------------------------------------------------

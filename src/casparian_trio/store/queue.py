@@ -230,13 +230,16 @@ def complete(
 
 
 def _after_failure(
-    job: JobRow, *, counted: bool, now: float, base_s: float, cap_s: float
+    job: JobRow, *, counted: bool, now: float, base_s: float, cap_s: float, final: bool = False
 ) -> tuple[JobStatus, int, float | None]:
-    """(new status, retry_count, not_before) after a failed or handed-back attempt."""
+    """(new status, retry_count, not_before) after a failed or handed-back attempt.
+
+    ``final``: the failure is deterministic (it would recur): FAILED now, no retry.
+    """
     retry_count = job.retry_count + (1 if counted else 0)
     if job.cancel_requested:
         return JobStatus.CANCELLED, retry_count, None
-    if counted and retry_count >= job.max_attempts:
+    if counted and (final or retry_count >= job.max_attempts):
         return JobStatus.FAILED, retry_count, None
     if not counted:
         return JobStatus.QUEUED, retry_count, None
@@ -259,6 +262,7 @@ def requeue(
     traceback: str | None = None,
     backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
     backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
+    final: bool = False,
 ) -> str | None:
     """End a RUNNING attempt that did not succeed; return the new status (None: stale).
 
@@ -269,7 +273,7 @@ def requeue(
     if job is None:
         return None
     status, retry_count, not_before = _after_failure(
-        job, counted=counted, now=now, base_s=backoff_base_s, cap_s=backoff_cap_s
+        job, counted=counted, now=now, base_s=backoff_base_s, cap_s=backoff_cap_s, final=final
     )
     changes: dict[str, Any] = {"retry_count": retry_count, "not_before": not_before}
     if counted:
@@ -299,8 +303,12 @@ def fail(
     traceback: str | None = None,
     backoff_base_s: float = DEFAULT_BACKOFF_BASE_S,
     backoff_cap_s: float = DEFAULT_BACKOFF_CAP_S,
+    final: bool = False,
 ) -> str | None:
-    """A counted failure of a RUNNING attempt (see ``requeue``); None if stale."""
+    """A counted failure of a RUNNING attempt (see ``requeue``); None if stale.
+
+    ``final``: deterministic, so FAILED at once whatever attempts remain.
+    """
     return requeue(
         conn,
         job_id,
@@ -312,6 +320,7 @@ def fail(
         traceback=traceback,
         backoff_base_s=backoff_base_s,
         backoff_cap_s=backoff_cap_s,
+        final=final,
     )
 
 

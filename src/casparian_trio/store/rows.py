@@ -201,6 +201,9 @@ class DispatchPlan:
     job: JobRow
     dispatch: Dispatch
     env: EnvSpec | None
+    # MANIFEST ``retries``: when set, failures the worker calls deterministic are
+    # retried too (up to the job's max_attempts); None: they fail at once.
+    retries: int | None = None
 
 
 @attrs.frozen(kw_only=True)

@@ -138,6 +138,7 @@ class Store:
         now: float,
         outcome: str = "FAILED",
         traceback: str | None = None,
+        final: bool = False,
     ) -> str | None:
         """A counted failure: QUEUED with backoff, FAILED, or CANCELLED; None if stale."""
         return await self._write(
@@ -150,6 +151,7 @@ class Store:
             traceback=traceback,
             backoff_base_s=self.backoff_base_s,
             backoff_cap_s=self.backoff_cap_s,
+            final=final,
         )
 
     async def requeue(

@@ -182,18 +182,19 @@ async def test_memory_limit_arrow_allocation(job_env: JobEnv) -> None:
 
 async def test_schema_violation(job_env: JobEnv) -> None:
     sink = SinkConfig("output", "parquet://out", schema_def='{"id": "int64", "value": "float64"}')
+    rows = ", ".join(["'1.5'"] * 15 + ["'not a number'"] * 5)
     msg = await run_failing(
         job_env,
-        """
+        f"""
         import pyarrow as pa
         class Handler:
             def execute(self, file_path):
-                yield pa.table({"id": [1, 2], "value": ["1.5", "not a number"]})
+                yield pa.table({{"id": list(range(20)), "value": [{rows}]}})
         """,
         sinks=(sink,),
     )
-    # One value in two does not convert: quarantined, but 50 % is over max_invalid_fraction.
-    assert msg.startswith("topic 'output': 1 of 2 rows (50.0%) hold values that do not convert")
+    # Values that do not convert are quarantined, but 25 % is over max_invalid_fraction.
+    assert msg.startswith("topic 'output': 5 of 20 rows (25.0%) hold values that do not convert")
 
 
 async def test_unknown_topic(job_env: JobEnv) -> None:

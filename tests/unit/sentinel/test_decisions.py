@@ -77,6 +77,25 @@ def test_judge_receipt(
     assert judge_receipt(held(reason), receipt) == verdict
 
 
+# (deterministic receipt?, MANIFEST retries set?, timed out?, the action)
+DETERMINISTIC_CASES: list[tuple[bool, bool, bool, Action]] = [
+    (True, False, False, Action.FAIL_NOW),  # the plugin raised: failing again is certain
+    (True, True, False, Action.FAIL),  # MANIFEST retries: retried all the same
+    (False, False, False, Action.FAIL),  # transient (signal, disk): retried with backoff
+    (True, False, True, Action.FAIL),  # a timeout is never deterministic
+]
+
+
+@pytest.mark.parametrize(("deterministic", "retries", "timed_out", "action"), DETERMINISTIC_CASES)
+def test_deterministic_failures_are_not_retried(
+    deterministic: bool, retries: bool, timed_out: bool, action: Action
+) -> None:
+    job = held(AbortReason.TIMEOUT if timed_out else None)
+    job.retry_deterministic = retries
+    receipt = Conclude(status="FAILED", error_message="boom", deterministic=deterministic)
+    assert judge_receipt(job, receipt).action is action
+
+
 SUMMARY_CASES: list[tuple[Conclude, dict[str, object]]] = [
     (
         Conclude(status="SUCCESS"),

@@ -141,9 +141,16 @@ def test_bad_values_against_a_declared_type_are_quarantined() -> None:
 
 def test_max_invalid_fraction_fails_the_job_at_commit() -> None:
     c = Conformer("t", 1, 1, declared=pa.schema([("val", pa.int64())]))
-    c.conform(pa.record_batch({"val": ["1", "x", "y", "z"]}))
-    with pytest.raises(SinkError, match=r"3 of 4 rows \(75\.0%\).*max_invalid_fraction 0\.1"):
+    c.conform(pa.record_batch({"val": ["1"] * 17 + ["x", "y", "z"]}))
+    with pytest.raises(SinkError, match=r"3 of 20 rows \(15\.0%\).*max_invalid_fraction 0\.1"):
         c.check_invalid_fraction()
+
+
+def test_a_handful_of_rows_is_quarantined_whatever_the_share() -> None:
+    c = Conformer("t", 1, 1, declared=pa.schema([("val", pa.int64())]))
+    out = c.conform(pa.record_batch({"val": ["12", "abc"]}))
+    assert out.batch.column(0).to_pylist() == [12]
+    c.check_invalid_fraction()  # 1 of 2 is 50 %, but 2 rows say nothing about a file
 
 
 def test_on_invalid_fail_fails_at_the_first_bad_value() -> None:

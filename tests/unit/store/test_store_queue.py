@@ -150,6 +150,15 @@ def test_default_max_attempts_is_three_failures(run: Run, fv: list[int]) -> None
     assert statuses == ["QUEUED", "QUEUED", "FAILED"]
 
 
+def test_a_final_failure_fails_at_attempt_one_without_backoff(run: Run, fv: list[int]) -> None:
+    job_id, _ = run(queue.enqueue, fv[0], "p", now=NOW)
+    claim(run)
+    status = run(queue.fail, job_id, 1, error="plugin 'p' raised ValueError", now=NOW, final=True)
+    job = run(queue.get_job, job_id)
+    assert (status, job.status, job.retry_count, job.not_before) == ("FAILED", "FAILED", 1, None)
+    assert [a["attempt"] for a in run(queue.attempts, job_id)] == [1]
+
+
 def test_requeue_counted_and_not_counted(run: Run, fv: list[int]) -> None:
     job_id, _ = run(queue.enqueue, fv[0], "p", now=NOW, max_attempts=1)
     claim(run)
