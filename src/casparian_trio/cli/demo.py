@@ -330,6 +330,8 @@ def _summary(layout: DemoLayout, stats: dict[str, int], elapsed: float) -> None:
         table = ds.dataset(path, format="parquet").to_table()
         files = len(list(path.glob("*.parquet")))
         print(f"\n{topic}: {table.num_rows:,} rows in {files} Parquet file(s) under {path}")
+        lineage = [n for n in table.column_names if n.startswith("_cf_")]
+        table = table.drop_columns(lineage[1:])  # the job id stays; the rest is in the files
         columns = [_render.Column(name, shrink="end", min_width=6) for name in table.column_names]
         rows = [[_cell_text(v) for v in row.values()] for row in table.slice(0, 3).to_pylist()]
         print(_render.table(columns, rows))
