@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 
+from casparian_trio.failure_text import split_message
 from casparian_trio.protocol import Conclude, Dispatch
 from casparian_trio.sentinel.registry import AbortReason, HeldJob
 
@@ -25,7 +26,8 @@ class Action(enum.Enum):
 class Verdict:
     action: Action
     outcome: str  # the attempt-history outcome
-    error: str | None = None
+    error: str | None = None  # one line
+    traceback: str | None = None  # a failure's traceback and/or guest output tail
 
 
 def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
@@ -37,11 +39,12 @@ def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
     if receipt.status == "SUCCESS":
         return Verdict(Action.COMPLETE, "COMPLETED")
     if receipt.status == "FAILED":
-        error = receipt.error_message or "the plugin failed without a message"
+        error, traceback = failure_parts(receipt)
         timed_out = held.abort_reason is AbortReason.TIMEOUT or error.startswith("timed out")
-        if receipt.deterministic and not timed_out and not held.retry_deterministic:
-            return Verdict(Action.FAIL_NOW, "FAILED", error)
-        return Verdict(Action.FAIL, "TIMED_OUT" if timed_out else "FAILED", error)
+        retries_left = (held.retries or 0) >= held.attempt  # attempt N is retry N - 1
+        if receipt.deterministic and not timed_out and not retries_left:
+            return Verdict(Action.FAIL_NOW, "FAILED", error, traceback)
+        return Verdict(Action.FAIL, "TIMED_OUT" if timed_out else "FAILED", error, traceback)
     if held.abort_reason is AbortReason.TIMEOUT:
         return Verdict(
             Action.FAIL,
@@ -56,14 +59,30 @@ def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
     )
 
 
+def failure_parts(receipt: Conclude) -> tuple[str, str | None]:
+    """A FAILED receipt's (one-line error, traceback).
+
+    A receipt with ``traceback`` (this worker) still has the whole text in
+    ``error_message``, for old Sentinels: its first line is the error. One
+    without (an old worker) is split at its first newline.
+    """
+    head, body = split_message(receipt.error_message or "the plugin failed without a message")
+    if receipt.traceback is not None:
+        return head, receipt.traceback.strip() or None
+    return head, body
+
+
 def result_summary(receipt: Conclude, worker_id: str) -> dict[str, Any]:
-    """What `job ID` shows for a completed job."""
-    return {
+    """What `job ID` shows for a completed job (and `logs ID`: its plugin's log tail)."""
+    summary: dict[str, Any] = {
         "worker_id": worker_id,
         "metrics": dict(receipt.metrics),
         "artifacts": [a.to_json() for a in receipt.artifacts],
         "rows": receipt.metrics.get("rows"),
     }
+    if receipt.log_tail:
+        summary["log_tail"] = receipt.log_tail
+    return summary
 
 
 def with_defaults(dispatch: Dispatch, *, default_timeout_s: float) -> Dispatch:

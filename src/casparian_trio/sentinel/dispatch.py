@@ -76,7 +76,7 @@ class Dispatcher:
             or self.ctx.registry.get(worker.identity) is not worker
         ):
             return True  # lost meanwhile; whoever removed it has requeued it
-        held.retry_deterministic = plan.retries is not None
+        held.retries = plan.retries
         self._send_or_prepare(worker, held, plan)
         return True
 

@@ -44,8 +44,8 @@ class HeldJob:
     dispatched_at: float | None = None  # None while waiting for ENV_READY
     abort_reason: AbortReason | None = None
     abort_sent_at: float | None = None
-    # MANIFEST ``retries`` set: deterministic failures are retried too
-    retry_deterministic: bool = False
+    # MANIFEST ``retries``: how many times a deterministic failure is retried (None: 0)
+    retries: int | None = None
 
     def deadline(self, grace_s: float) -> float | None:
         """When the watchdog sends ABORT (None: not started yet)."""

@@ -118,6 +118,8 @@ class Conformer:
     max_invalid_fraction: float = DEFAULT_MAX_INVALID_FRACTION
     source_hash: str | None = None
     parser_version: str | None = None
+    # The topic's contract when one exists (lineage stripped): see ``adopt``.
+    contract: pa.Schema | None = None
     target: pa.Schema | None = None
     rows_in: int = 0
     rows_invalid: int = 0
@@ -161,11 +163,13 @@ class Conformer:
         return self._split(out, invalid, first_row, retargeted)
 
     def adopt(self, contract: pa.Schema) -> None:
-        """Conform to a topic contract from the first batch (declared types still win)."""
-        base = strip_lineage(contract)
-        declared = self.declared or pa.schema([])
-        merged = [*declared, *(f for f in base if f.name not in declared.names)]
-        self.declared = pa.schema(merged)
+        """Start from a topic contract: its columns and types, which a batch may only widen.
+
+        Declared (``schema_def``) types stay fixed; a contract column this job
+        sends with a lossless wider type (null → string, int32 → int64) takes it,
+        and the promotion then makes that the contract's next version.
+        """
+        self.contract = strip_lineage(contract)
 
     def for_contract(self, contract: pa.Schema) -> Conformer:
         """A fresh conformer for this job's rows against ``contract`` (a restage)."""
@@ -218,12 +222,16 @@ class Conformer:
         return pa.RecordBatch.from_arrays(batch.columns, names=fixed)
 
     def _fit_target(self, incoming: pa.Schema) -> bool:
-        """Grow the job's own columns to hold ``incoming``; True when the target changed."""
+        """Grow the job's columns to hold ``incoming``; True when a staged target changed.
+
+        Only ``schema_def`` columns are fixed; contract and job columns widen losslessly.
+        """
         declared = self.declared or pa.schema([])
+        first = self.target is None
         if self.target is None:
-            rest = [f for f in incoming if f.name not in declared.names]
-            self.target = pa.schema([*declared, *rest])
-            return False
+            known = [*declared, *(f for f in self.contract or [] if f.name not in declared.names)]
+            names = {f.name for f in known}
+            self.target = pa.schema([*known, *(f for f in incoming if f.name not in names)])
         fields = list(self.target)
         changed = False
         for i, field in enumerate(fields):
@@ -239,7 +247,7 @@ class Conformer:
                 changed = True
         if changed:
             self.target = pa.schema(fields)
-        return changed
+        return changed and not first
 
     def _split(
         self, out: pa.RecordBatch, invalid: list[Invalid], first_row: int, retargeted: bool

@@ -201,8 +201,8 @@ class DispatchPlan:
     job: JobRow
     dispatch: Dispatch
     env: EnvSpec | None
-    # MANIFEST ``retries``: when set, failures the worker calls deterministic are
-    # retried too (up to the job's max_attempts); None: they fail at once.
+    # MANIFEST ``retries``: how many times a failure the worker calls deterministic
+    # is retried (still within the job's max_attempts); None: it fails at once.
     retries: int | None = None
 
 

@@ -186,3 +186,27 @@ async def test_a_zero_row_job_records_its_schema(job_env: JobEnv, tmp_path: Path
     [written] = (job_env.output / "out").glob("*.parquet")
     assert ds.dataset(str(written)).schema.names[:2] == ["id", "name"]
     assert (job_env.output / "out" / "_output.contract.json").exists()
+
+
+async def test_a_null_contract_column_is_widened_by_a_later_job(job_env: JobEnv) -> None:
+    first = """
+    import pyarrow as pa
+    class Handler:
+        def execute(self, file_path):
+            yield pa.table({"id": [1, 2], "note": pa.nulls(2)})
+    """
+    later = """
+    import pyarrow as pa
+    class Handler:
+        def execute(self, file_path):
+            yield pa.table({"id": [3], "note": ["text at last"]})
+    """
+    with trio.fail_after(HANG_GUARD_S):
+        for job_id, source in ((11, first), (12, later)):
+            receipt = await job_env.executor.run(job_id, make_dispatch(textwrap.dedent(source)))
+            assert receipt.status == "SUCCESS", receipt.error_message
+    folder = job_env.output / "out"
+    assert _read_everywhere(folder) == (3, 3, 3)
+    schemas = {str(ds.dataset(str(f)).schema.field("note").type) for f in folder.glob("*.parquet")}
+    assert schemas == {"string"}  # the first job's file was rewritten to contract version 2
+    assert '"version": 2' in (folder / "_output.contract.json").read_text()

@@ -77,21 +77,27 @@ def test_judge_receipt(
     assert judge_receipt(held(reason), receipt) == verdict
 
 
-# (deterministic receipt?, MANIFEST retries set?, timed out?, the action)
-DETERMINISTIC_CASES: list[tuple[bool, bool, bool, Action]] = [
-    (True, False, False, Action.FAIL_NOW),  # the plugin raised: failing again is certain
-    (True, True, False, Action.FAIL),  # MANIFEST retries: retried all the same
-    (False, False, False, Action.FAIL),  # transient (signal, disk): retried with backoff
-    (True, False, True, Action.FAIL),  # a timeout is never deterministic
+# (deterministic receipt?, MANIFEST retries, this attempt, timed out?, the action)
+DETERMINISTIC_CASES: list[tuple[bool, int | None, int, bool, Action]] = [
+    (True, None, 1, False, Action.FAIL_NOW),  # the plugin raised: failing again is certain
+    (True, 0, 1, False, Action.FAIL_NOW),
+    (True, 2, 1, False, Action.FAIL),  # MANIFEST retries: 2 -> attempts 1 and 2 retried
+    (True, 2, 2, False, Action.FAIL),
+    (True, 2, 3, False, Action.FAIL_NOW),
+    (False, None, 1, False, Action.FAIL),  # transient (signal, disk): retried with backoff
+    (True, None, 1, True, Action.FAIL),  # a timeout is never deterministic
 ]
 
 
-@pytest.mark.parametrize(("deterministic", "retries", "timed_out", "action"), DETERMINISTIC_CASES)
+@pytest.mark.parametrize(
+    ("deterministic", "retries", "attempt", "timed_out", "action"), DETERMINISTIC_CASES
+)
 def test_deterministic_failures_are_not_retried(
-    deterministic: bool, retries: bool, timed_out: bool, action: Action
+    deterministic: bool, retries: int | None, attempt: int, timed_out: bool, action: Action
 ) -> None:
     job = held(AbortReason.TIMEOUT if timed_out else None)
-    job.retry_deterministic = retries
+    job.retries = retries
+    job.attempt = attempt
     receipt = Conclude(status="FAILED", error_message="boom", deterministic=deterministic)
     assert judge_receipt(job, receipt).action is action
 
@@ -114,7 +120,38 @@ SUMMARY_CASES: list[tuple[Conclude, dict[str, object]]] = [
             "rows": 3,
         },
     ),
+    # the plugin's log tail is kept with the result, for `logs ID`
+    (
+        Conclude(status="SUCCESS", log_tail="read 3 rows"),
+        {
+            "worker_id": "w1",
+            "metrics": {},
+            "artifacts": [],
+            "rows": None,
+            "log_tail": "read 3 rows",
+        },
+    ),
 ]
+
+BODY = 'Traceback (most recent call last):\n  File "plugin.py", line 3, in f\nValueError: x'
+# (error_message, traceback field) -> (the job's error, its traceback)
+FAILURE_CASES: list[tuple[str | None, str | None, tuple[str, str | None]]] = [
+    # this worker: the whole text in error_message for old Sentinels, the body apart
+    (f"plugin 'p' raised ValueError: x\n{BODY}", BODY, ("plugin 'p' raised ValueError: x", BODY)),
+    # an old worker: split at the first newline
+    (f"plugin 'p' raised ValueError: x\n{BODY}\n", None, ("plugin 'p' raised ValueError: x", BODY)),
+    ("timed out after 30 s", None, ("timed out after 30 s", None)),
+    (None, None, ("the plugin failed without a message", None)),
+]
+
+
+@pytest.mark.parametrize(("message", "traceback", "expected"), FAILURE_CASES)
+def test_a_failure_is_recorded_as_one_line_and_a_traceback(
+    message: str | None, traceback: str | None, expected: tuple[str, str | None]
+) -> None:
+    receipt = Conclude(status="FAILED", error_message=message, traceback=traceback)
+    verdict = judge_receipt(held(), receipt)
+    assert (verdict.error, verdict.traceback) == expected
 
 
 @pytest.mark.parametrize(("receipt", "summary"), SUMMARY_CASES)
