@@ -254,10 +254,11 @@ class Conformer:
     ) -> Conformed:
         import pyarrow.compute as pc  # only when values were invalid (see _conform)
 
-        bad_rows = pc.unique(pa.concat_arrays([v.indices for v in invalid]))
-        self.rows_invalid += len(bad_rows)
-        keep = pc.invert(pc.is_in(pa.array(range(out.num_rows), pa.int64()), value_set=bad_rows))
-        good = out.filter(keep)
+        bad = invalid[0].mask
+        for more in invalid[1:]:
+            bad = pc.or_(bad, more.mask)
+        self.rows_invalid += pc.sum(bad).as_py() or 0
+        good = out.filter(pc.invert(bad))
         rows = pa.concat_arrays([pc.add(v.indices, first_row) for v in invalid])
         n = len(rows)
         lineage = self._lineage_arrays(n)
