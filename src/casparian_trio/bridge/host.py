@@ -47,6 +47,7 @@ from typing import Any, TypeVar
 import attrs
 import trio
 
+from casparian_trio import failure_text
 from casparian_trio.bridge import _failures, _guestproc, _stream
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.bridge._guestdir import (
@@ -191,7 +192,12 @@ class BridgeExecutor:
             rows,
             extra={"event": "job.succeeded", "job_id": job_id},
         )
-        return Conclude(status="SUCCESS", metrics=metrics, artifacts=tuple(artifacts))
+        return Conclude(
+            status="SUCCESS",
+            metrics=metrics,
+            artifacts=tuple(artifacts),
+            log_tail=failure_text.log_tail(job.output.text()),
+        )
 
     # --- phases ------------------------------------------------------------------
 
@@ -316,7 +322,7 @@ class BridgeExecutor:
             await _drain_output(job)
 
     def _failed(self, job: _Job, exc: CasparianError, started: float) -> Conclude:
-        message = _failures.describe(
+        head, body = _failures.describe_parts(
             exc,
             plugin=job.dispatch.plugin_name,
             output_tail=job.output.text(),
@@ -325,14 +331,16 @@ class BridgeExecutor:
         logger.info(
             "job %d failed: %s",
             job.job_id,
-            message.splitlines()[0],
+            head,
             extra={"event": "job.failed", "job_id": job.job_id},
         )
         metrics = {"rows": 0, "bytes": 0, "duration_s": round(time.monotonic() - started, 3)}
         return Conclude(
             status="FAILED",
             metrics=metrics,
-            error_message=message,
+            # the whole text still, for a Sentinel that does not read `traceback`
+            error_message=_failures.join(head, body),
+            traceback=body or None,
             deterministic=_failures.is_deterministic(exc),
         )
 

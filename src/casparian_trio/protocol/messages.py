@@ -266,6 +266,13 @@ class Conclude(_Payload):
     # extension: a FAILED receipt whose cause would recur on a retry (the plugin
     # raised, a contract violation, a parse error): the Sentinel fails the job at once
     deterministic: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
+    # extension: a FAILED receipt's traceback and/or guest output tail, apart from its
+    # one-line error. error_message still holds the whole text for an old Sentinel; a
+    # receipt without it (an old worker) is split at error_message's first newline.
+    traceback: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
+    # extension: a SUCCESS receipt's tail of the plugin's log (its stdout and stderr,
+    # bounded by the worker), kept with the job's result for `logs ID`
+    log_tail: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
 
 
 @attrs.frozen(kw_only=True)

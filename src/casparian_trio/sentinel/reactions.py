@@ -199,6 +199,7 @@ class Reactions:
                 error=error,
                 now=now,
                 outcome=verdict.outcome,
+                traceback=verdict.traceback,
                 final=verdict.action is Action.FAIL_NOW,
             )
             if verdict.action is Action.FAIL_NOW and status == "FAILED":

@@ -198,9 +198,9 @@ def test_job_of_a_failed_job_shows_error_traceback_and_history(
     assert "attempts   3 run(s); 3 of 3 allowed failures used" in out
     assert "worker     w1 (host1, pid 42)" in out
     assert "error      ValueError: bad row 3\n" in out
-    assert "traceback (last 12 lines):" in out
-    assert "ValueError: bad row 3" in out.split("traceback")[1]
-    assert "line 0, in f0" not in out  # only the tail
+    assert 'at         File "plugin.py", line 29, in f29\n' in out  # the last frame
+    assert "           ValueError: bad row 3\n" in out
+    assert "line 0, in f0" not in out  # only the last frame (--full: all: test_detail.py)
     history = out.split("history:")[1].splitlines()
     assert history[1].split()[0] == "#"
     assert [line.split()[0] for line in history[2:]] == ["1", "2", "3"]

@@ -130,8 +130,10 @@ FULL: dict[str, Any] = {
         status="FAILED",
         metrics={"rows": 10, "bytes": 2048, "duration_s": 0.25},
         artifacts=(Artifact(topic="rows", uri="parquet:///out/rows/0.parquet", rows=10),),
-        error_message="ValueError: bad row 11",
+        error_message="ValueError: bad row 11\nTraceback (most recent call last): ...",
         attempt=2,
+        traceback="Traceback (most recent call last): ...",
+        log_tail="reading rows\nrow 11 looks odd",
     ),
     "Err": Err(
         message="boom", traceback="Traceback...", env_hash="e" * 64, code="ENV_BUILD_FAILED"

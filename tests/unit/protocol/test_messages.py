@@ -263,6 +263,23 @@ def test_old_conclude_defaults() -> None:
     assert art.artifacts == (Artifact(topic="t", uri="u", rows=None),)
 
 
+def test_conclude_traceback_and_log_tail_round_trip() -> None:
+    failed = Conclude(
+        status="FAILED",
+        error_message="plugin 'p' raised ValueError: x\nTraceback ...\nValueError: x",
+        traceback="Traceback ...\nValueError: x",
+    )
+    succeeded = Conclude(status="SUCCESS", log_tail="line 1\nline 2")
+    for receipt in (failed, succeeded):
+        assert decode(encode(receipt, 7)) == Message(job_id=7, payload=receipt)
+    assert failed.to_json()["traceback"] == "Traceback ...\nValueError: x"
+    assert succeeded.to_json()["log_tail"] == "line 1\nline 2"
+    # None stays off the wire: an old Sentinel sees exactly the receipt it knows
+    assert not {"traceback", "log_tail"} & set(Conclude(status="SUCCESS").to_json())
+    old = decode_json("Conclude", {"status": "FAILED", "error_message": "boom\nTraceback"})
+    assert (old.traceback, old.log_tail) == (None, None)
+
+
 def test_old_env_ready_is_not_cached() -> None:
     assert decode_json("EnvReady", {"env_hash": "h", "interpreter_path": "/p"}) == EnvReady(
         env_hash="h", interpreter_path="/p", cached=False
@@ -355,6 +372,8 @@ MISTYPED = [
     ("Conclude", {"error_message": 5}, "error_message"),
     ("Conclude", {"attempt": 1.5}, "attempt"),
     ("Conclude", {"attempt": False}, "attempt"),
+    ("Conclude", {"traceback": ["x"]}, "traceback"),
+    ("Conclude", {"log_tail": 3}, "log_tail"),
     ("Err", {"message": 1}, "message"),
     ("Err", {"traceback": []}, "traceback"),
     ("Err", {"code": 404}, "code"),
