@@ -23,11 +23,11 @@ from typing import Any
 import attrs
 import trio
 
-from casparian_trio import _signals, scout
+from casparian_trio import scout
 from casparian_trio.cli import _render
 from casparian_trio.cli._common import EXIT_OK
 from casparian_trio.cli.scan import summary
-from casparian_trio.cli.services import signal_task
+from casparian_trio.cli.services import signal_task, stop_signal_receiver
 from casparian_trio.config import SentinelConfig, WorkerConfig
 from casparian_trio.errors import ConfigError
 from casparian_trio.publish import build_deploy, record_deploy
@@ -132,7 +132,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
         logging.getLogger("casparian_trio").setLevel(logging.WARNING)
     if args.workers < 1:
         raise ConfigError("--workers must be at least 1")
-    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+    with stop_signal_receiver() as signals:
         async with trio.open_nursery() as nursery:
 
             def stop(signum: signal.Signals) -> None:

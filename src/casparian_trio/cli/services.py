@@ -9,9 +9,10 @@ service's start-up. The worker drains (finishes its jobs within its grace).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -163,10 +164,26 @@ async def signal_task(
         on_signal(signal.Signals(signum))
 
 
+@contextlib.contextmanager
+def stop_signal_receiver() -> Iterator[AsyncIterator[int]]:
+    """Trio's receiver for SIGINT and SIGTERM; on the way out, both ignored from then on.
+
+    Leaving the receiver puts back the early Python handler, and trio then closes
+    its wakeup socket before it restores the wakeup fd: a signal in that gap made
+    CPython write to a closed (or reused) fd. Ignoring them first, still inside
+    ``trio.run``, closes the gap; the process is stopping anyway.
+    """
+    try:
+        with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+            yield signals
+    finally:
+        _signals.ignore_from_now()
+
+
 async def _sentinel_main(config: SentinelConfig) -> None:
     from casparian_trio.runtime import serve_sentinel
 
-    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+    with stop_signal_receiver() as signals:
         async with trio.open_nursery() as nursery:
 
             def stop(signum: signal.Signals) -> None:
@@ -204,7 +221,7 @@ async def _worker_main(config: WorkerConfig) -> None:
     from casparian_trio.runtime import open_worker
 
     drain = _Drain()
-    with trio.open_signal_receiver(*_signals.STOP_SIGNALS) as signals:
+    with stop_signal_receiver() as signals:
         async with trio.open_nursery() as nursery:
             await nursery.start(signal_task, signals, drain.on_signal, name="worker.signals")
             if not drain.requested:  # else stopped before it started: nothing to drain
