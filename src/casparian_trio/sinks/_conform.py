@@ -92,9 +92,7 @@ def conform_column(
 # split costs one regex and one cast, not a search, when values do not parse.
 # Padding and empty text pass the pattern (they are trimmed, or null, later).
 _INTEGER_TEXT = r"^\s*([+-]?[0-9]+)?\s*$"
-_FLOAT_TEXT = (
-    r"(?i)^\s*([+-]?(([0-9]+[.]?[0-9]*|[.][0-9]+)(e[+-]?[0-9]+)?|inf|infinity|nan))?\s*$"
-)
+_FLOAT_TEXT = r"(?i)^\s*([+-]?(([0-9]+[.]?[0-9]*|[.][0-9]+)(e[+-]?[0-9]+)?|inf|infinity|nan))?\s*$"
 
 
 def _parse(col: pa.Array, dst: pa.DataType, name: str) -> Column:
