@@ -3,7 +3,7 @@
 ``--log-format json`` uses python-json-logger: each record becomes an object
 with ``time`` (ISO 8601 with zone, UTC), ``level``, ``logger``, ``message``,
 and every ``extra`` field the code attaches (``event``, ``job_id``,
-``worker_id``...: see STYLE.md §6), so a log shipper can filter on
+``worker_id``...: the stable event names of every logger call), so a log shipper can filter on
 ``event == "job.failed"`` without parsing text. Tracebacks go in ``exc_info``.
 """
 

@@ -134,7 +134,7 @@ class PluginError(CasparianError):
 
 
 class ShutdownRequested(CasparianError):
-    """Raised inside an intake nursery to stop taking work (see STYLE.md §4)."""
+    """Raised inside an intake nursery to stop taking work (hypercorn's trio/run.py shape)."""
 
 
 # --- naming a failure in one line ---------------------------------------------
