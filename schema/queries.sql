@@ -175,7 +175,9 @@ SELECT * FROM cf_sentinel WHERE id = 1;
 -- ============================ catalog ========================================
 
 -- name: file_of_version
-SELECT v.id AS file_version_id, v.content_hash, l.id AS location_id, l.rel_path,
+SELECT v.id AS file_version_id, v.content_hash, v.size_bytes, v.modified_time,
+       l.id AS location_id, l.rel_path, l.current_version_id,
+       l.last_known_size, l.last_known_mtime,
        r.id AS source_root_id, r.path AS root_path
   FROM cf_file_version AS v
   LEFT JOIN cf_file_location AS l ON l.id = v.location_id

@@ -2,7 +2,8 @@
 
 The executor's behaviour is spelled in the input file's name, so a test reads
 like the scenario it runs: ``sleep-3.csv`` succeeds after 3 s, ``fail.csv``
-fails, ``hang.csv`` never ends, ``deaf.csv`` ignores cancellation.
+fails, ``gone.csv`` and ``changed.csv`` are refused by the input check (SKIPPED,
+SUPERSEDED), ``hang.csv`` never ends, ``deaf.csv`` ignores cancellation.
 
 Shared by ``tests/unit/sentinel`` and ``tests/unit/worker``: their conftests
 re-export the fixtures at the bottom of this module.
@@ -45,6 +46,12 @@ class ScriptedExecutor:
             await trio.sleep(float(arg))
         elif kind == "fail":
             return Conclude(status="FAILED", error_message="ValueError: boom")
+        elif kind in ("gone", "changed"):  # the worker's input check refused the file
+            return Conclude(
+                status="FAILED",
+                error_message=f"file {kind}: {dispatch.file_path}",
+                skip_reason="gone" if kind == "gone" else "superseded",
+            )
         elif kind == "hang":
             await trio.sleep_forever()
         elif kind == "deaf":

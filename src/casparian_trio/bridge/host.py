@@ -48,7 +48,7 @@ import attrs
 import trio
 
 from casparian_trio import failure_text
-from casparian_trio.bridge import _failures, _guestproc, _stream
+from casparian_trio.bridge import _failures, _guestproc, _input_check, _stream
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.bridge._guestdir import (
     CLEANUP_GRACE_S,
@@ -202,6 +202,7 @@ class BridgeExecutor:
     # --- phases ------------------------------------------------------------------
 
     async def _run_job(self, job: _Job) -> list[Artifact]:
+        await _check_input(job.dispatch)
         try:
             job.sinks = open_sinks(
                 job.dispatch.sinks,
@@ -335,14 +336,32 @@ class BridgeExecutor:
             extra={"event": "job.failed", "job_id": job.job_id},
         )
         metrics = {"rows": 0, "bytes": 0, "duration_s": round(time.monotonic() - started, 3)}
+        refusal = exc.refusal if isinstance(exc, _input_check.InputRefused) else None
         return Conclude(
             status="FAILED",
             metrics=metrics,
             # the whole text still, for a Sentinel that does not read `traceback`
             error_message=_failures.join(head, body),
             traceback=body or None,
-            deterministic=_failures.is_deterministic(exc),
+            deterministic=(
+                refusal.deterministic if refusal is not None else _failures.is_deterministic(exc)
+            ),
+            skip_reason=None if refusal is None else refusal.skip_reason,
         )
+
+
+async def _check_input(dispatch: Dispatch) -> None:
+    """Refuse an input that is not the queued version (``_input_check``) before any guest."""
+    if dispatch.source_root is None:
+        return  # an old Sentinel: nothing to compare with
+    seen = await trio.to_thread.run_sync(
+        _input_check.observe, dispatch.file_path, dispatch.source_root
+    )
+    refusal = _input_check.judge(
+        dispatch.file_path, seen, file_size=dispatch.file_size, file_mtime=dispatch.file_mtime
+    )
+    if refusal is not None:
+        raise _input_check.InputRefused(refusal)
 
 
 async def _while_guest_runs(

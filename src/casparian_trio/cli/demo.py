@@ -39,7 +39,7 @@ from casparian_trio.worker import Worker
 logger = logging.getLogger("casparian_trio")
 
 MARKER = ".casparian-demo"
-TERMINAL = ("COMPLETED", "FAILED", "CANCELLED")
+TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "SUPERSEDED", "SKIPPED")
 # Demo timings: quick heartbeats so the summary never waits on a slow beat.
 HEARTBEAT = 0.5
 DEMO_TIMEOUT = 120.0

@@ -168,6 +168,12 @@ class Dispatch(_Payload):
     # extension: lineage values: the file version's content hash and "plugin version"
     source_hash: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
     parser_version: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
+    # extension: the queued version as scanned, for the worker's input check
+    # (bridge/_input_check.py): the file's source root (absolute), its size and its
+    # mtime in seconds. None (an old Sentinel): the worker checks nothing.
+    source_root: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
+    file_size: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
+    file_mtime: float | None = attrs.field(default=None, metadata=wire(number()))
 
 
 @attrs.frozen
@@ -273,6 +279,10 @@ class Conclude(_Payload):
     # extension: a SUCCESS receipt's tail of the plugin's log (its stdout and stderr,
     # bounded by the worker), kept with the job's result for `logs ID`
     log_tail: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
+    # extension: a FAILED receipt for a job the worker did not start because its
+    # input is no longer the queued version: "superseded" (changed since the scan)
+    # or "gone" (deleted). The Sentinel ends such a job without counting or retrying.
+    skip_reason: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
 
 
 @attrs.frozen(kw_only=True)

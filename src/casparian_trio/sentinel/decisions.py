@@ -20,6 +20,13 @@ class Action(enum.Enum):
     FAIL = "fail"  # a counted failure: retry with backoff, or FAILED after the last attempt
     FAIL_NOW = "fail_now"  # a deterministic failure: FAILED at once, not retried
     REQUEUE = "requeue"  # not the plugin's fault: straight back to QUEUED, attempt not counted
+    # the input is not the queued version: SUPERSEDED/SKIPPED (the outcome), not
+    # counted, not retried
+    END = "end"
+
+
+# Conclude.skip_reason → the job's (and the attempt's) final state.
+SKIP_STATUSES = {"superseded": "SUPERSEDED", "gone": "SKIPPED"}
 
 
 @attrs.frozen
@@ -40,6 +47,9 @@ def judge_receipt(held: HeldJob, receipt: Conclude) -> Verdict:
         return Verdict(Action.COMPLETE, "COMPLETED")
     if receipt.status == "FAILED":
         error, traceback = failure_parts(receipt)
+        skipped = SKIP_STATUSES.get(receipt.skip_reason or "")
+        if skipped is not None:
+            return Verdict(Action.END, skipped, error)
         timed_out = held.abort_reason is AbortReason.TIMEOUT or error.startswith("timed out")
         retries_left = (held.retries or 0) >= held.attempt  # attempt N is retry N - 1
         if receipt.deterministic and not timed_out and not retries_left:

@@ -204,6 +204,14 @@ class Reactions:
             )
             if verdict.action is Action.FAIL_NOW and status == "FAILED":
                 status = "FAILED (deterministic: not retried; set MANIFEST retries to retry)"
+        elif verdict.action is Action.END:
+            status = await self.ctx.store.end_unretried(
+                job_id,
+                held.attempt,
+                status=verdict.outcome,
+                reason=verdict.error or "",
+                now=now,
+            )
         else:
             status = await self.ctx.store.requeue(
                 job_id,

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sqlite3
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -67,6 +68,41 @@ def _file_path(conn: sqlite3.Connection, job: JobRow) -> str:
 def _content_hash(conn: sqlite3.Connection, job: JobRow) -> str | None:
     row = conn.execute(q("file_of_version"), {"file_version_id": job.file_version_id}).fetchone()
     return None if row is None or row["content_hash"] is None else str(row["content_hash"])
+
+
+def _scanned_state(
+    conn: sqlite3.Connection, job: JobRow
+) -> tuple[str | None, int | None, float | None]:
+    """(source root, size, mtime in seconds) of the queued version, for the worker's check.
+
+    While the version is its location's current one, the location's last scan has
+    the exact size and mtime (a ``touch`` that left the content alone updates them
+    without a new version). Otherwise the version's own columns: ``modified_time``
+    is whole seconds (the seed's TEXT format), which the worker's check allows for.
+    """
+    row = conn.execute(q("file_of_version"), {"file_version_id": job.file_version_id}).fetchone()
+    if row is None or row["root_path"] is None:
+        return None, None, None
+    root = str(row["root_path"])
+    current = row["current_version_id"] == row["file_version_id"]
+    if current and row["last_known_mtime"] is not None and row["last_known_size"] is not None:
+        return root, int(row["last_known_size"]), float(row["last_known_mtime"])
+    return root, _int_or_none(row["size_bytes"]), _seconds(row["modified_time"])
+
+
+def _int_or_none(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def _seconds(text: Any) -> float | None:
+    """'2026-03-01 14:03:07' (UTC, as ``queue.iso_time`` writes it) as a unix time."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.strptime(text, "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return moment.timestamp()
 
 
 # MANIFEST topic keys that travel to the worker as SinkConfig.options.
@@ -161,6 +197,7 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
             manifest of the plugin is missing (``job_id`` set).
     """
     file_path = _file_path(conn, job)
+    source_root, file_size, file_mtime = _scanned_state(conn, job)
     manifest = _manifest(conn, job)
     declared = decode_json(manifest["manifest_json"], column="manifest_json") or {}
     try:
@@ -185,6 +222,9 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         config=dict(config) if isinstance(config, dict) else {},
         source_hash=_content_hash(conn, job),
         parser_version=f"{job.plugin_name} {manifest['version']}",
+        source_root=source_root,
+        file_size=file_size,
+        file_mtime=file_mtime,
     )
     retries = declared.get("retries")
     return DispatchPlan(

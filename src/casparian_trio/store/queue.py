@@ -324,6 +324,33 @@ def fail(
     )
 
 
+def end_unretried(
+    conn: sqlite3.Connection,
+    job_id: int,
+    attempt: int,
+    *,
+    status: str,
+    reason: str,
+    now: float,
+) -> str | None:
+    """End a RUNNING attempt as SUPERSEDED or SKIPPED; return the new status (None: stale).
+
+    The input is no longer the queued version, so the attempt is not counted
+    (retry_count unchanged) and never retried; the attempt's outcome is the same
+    word. A job whose cancel was requested ends CANCELLED.
+    """
+    ended = JobStatus(status)
+    if ended not in (JobStatus.SUPERSEDED, JobStatus.SKIPPED):
+        raise ValueError(f"end_unretried: {status!r} is not SUPERSEDED or SKIPPED")
+    job = _running(conn, job_id, attempt)
+    if job is None:
+        return None
+    final = JobStatus.CANCELLED if job.cancel_requested else ended
+    _conclude(conn, job, final, now=now, error_message=reason, error_traceback=None)
+    _end_attempt(conn, job, Outcome(str(ended)), reason, now)
+    return str(final)
+
+
 # --- operator actions -------------------------------------------------------------
 
 
@@ -415,7 +442,7 @@ def data_version(conn: sqlite3.Connection) -> int:
 
 
 def stats(conn: sqlite3.Connection) -> dict[str, int]:
-    """Job count per status; all five JobStatus keys are always present."""
+    """Job count per status; every JobStatus key is always present."""
     counts = {str(s): 0 for s in JobStatus}
     for status, count in conn.execute(q("count_by_status")):
         counts[status] = count

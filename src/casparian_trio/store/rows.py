@@ -25,16 +25,30 @@ BACKOFF_MAX_EXPONENT = 62
 
 
 class JobStatus(enum.StrEnum):
-    """Job states: QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED (retry: → QUEUED)."""
+    """Job states: QUEUED → RUNNING → COMPLETED | FAILED | CANCELLED (retry: → QUEUED).
+
+    SUPERSEDED and SKIPPED end a job whose input is no longer the queued version
+    (changed since the scan, or gone), uncounted and never retried.
+    """
 
     QUEUED = "QUEUED"
     RUNNING = "RUNNING"
     COMPLETED = "COMPLETED"
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
+    SUPERSEDED = "SUPERSEDED"
+    SKIPPED = "SKIPPED"
 
 
-TERMINAL_STATUSES = frozenset({JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED})
+TERMINAL_STATUSES = frozenset(
+    {
+        JobStatus.COMPLETED,
+        JobStatus.FAILED,
+        JobStatus.CANCELLED,
+        JobStatus.SUPERSEDED,
+        JobStatus.SKIPPED,
+    }
+)
 
 
 class Outcome(enum.StrEnum):
@@ -47,6 +61,8 @@ class Outcome(enum.StrEnum):
     ABORTED = "ABORTED"
     HANDED_BACK = "HANDED_BACK"
     CANCELLED = "CANCELLED"
+    SUPERSEDED = "SUPERSEDED"
+    SKIPPED = "SKIPPED"
 
 
 def backoff_delay(failures: int, *, base_s: float = 2.0, cap_s: float = 300.0) -> float:

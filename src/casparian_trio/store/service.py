@@ -154,6 +154,14 @@ class Store:
             final=final,
         )
 
+    async def end_unretried(
+        self, job_id: int, attempt: int, *, status: str, reason: str, now: float
+    ) -> str | None:
+        """SUPERSEDED or SKIPPED: not counted, not retried; None if stale."""
+        return await self._write(
+            queue.end_unretried, job_id, attempt, status=status, reason=reason, now=now
+        )
+
     async def requeue(
         self, job_id: int, attempt: int, *, reason: str, now: float, counted: bool, outcome: str
     ) -> str | None:

@@ -134,6 +134,33 @@ def test_a_failure_without_output_shows_no_stderr_tail(
     assert (doc["stderr_tail"], doc["log_tail"]) == (None, None)
 
 
+@pytest.mark.parametrize("status", ["SUPERSEDED", "SKIPPED"])
+def test_a_job_whose_input_changed_or_went_shows_in_job_jobs_and_status(
+    cli: Cli, queued: None, ops_db: Database, status: str
+) -> None:
+    job = claim(ops_db)
+    reason = "file gone: /d/2024/b.csv (deleted since scan)"
+    ops_db.run_sync(
+        partial(
+            queue.end_unretried,
+            job_id=job.id,
+            attempt=job.attempt,
+            status=status,
+            reason=reason,
+            now=time.time(),
+        )
+    )
+    out = cli("job", str(job.id)).out
+    assert status in out
+    assert f"  error      {reason}\n" in out
+    doc = cli("job", str(job.id), "--json").json()
+    assert (doc["status"], doc["retry_count"]) == (status, 0)
+    listed = cli("jobs", "--status", status, "--json").json()
+    assert [j["id"] for j in listed] == [job.id]
+    assert f"1 {status.lower()}" in cli("status").out
+    assert cli("status", "--json").json()["jobs"][status] == 1
+
+
 def test_a_completed_job_points_at_its_log(cli: Cli, queued: None, ops_db: Database) -> None:
     complete(ops_db, "reading\ndone")
     assert "  log        2 lines: `logs 1` prints it\n" in cli("job", "1").out

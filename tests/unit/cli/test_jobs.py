@@ -357,7 +357,10 @@ def test_status(cli: Cli, two_jobs: None, ops_db: Database) -> None:
     add_worker(ops_db, "w3", "STOPPED")
     out = cli("status").out.splitlines()
     assert out[0] == "sentinel   running on tcp://127.0.0.1:5555 (pid 4711 on ctl-host, up 5m)"
-    assert out[1] == "jobs       1 queued · 0 running · 1 completed · 0 failed · 0 cancelled"
+    assert out[1] == (
+        "jobs       1 queued · 0 running · 1 completed · 0 failed · 0 cancelled"
+        " · 0 superseded · 0 skipped"
+    )
     assert out[2] == "last 60 s  1 completed (120 rows) · 0 failed"
     assert out[3] == "workers    1 alive (3 slots) · 1 stopped · 1 gone or lost"
     assert out[4].startswith("queue      oldest queued job waiting ")

@@ -102,6 +102,35 @@ def test_deterministic_failures_are_not_retried(
     assert judge_receipt(job, receipt).action is action
 
 
+GONE = "file gone: /r/a.csv (deleted since scan)"
+CHANGED = "file changed since scan: /r/a.csv; the next scan queues the new version"
+
+# (skip_reason, deterministic?, the verdict): the input was not the queued version
+SKIP_CASES: list[tuple[str | None, bool, Verdict]] = [
+    ("gone", False, Verdict(Action.END, "SKIPPED", GONE)),
+    ("superseded", False, Verdict(Action.END, "SUPERSEDED", CHANGED)),
+    # the skip wins over whatever else the receipt says: not counted, not retried
+    ("superseded", True, Verdict(Action.END, "SUPERSEDED", CHANGED)),
+    # a reason this Sentinel does not know: an ordinary failure
+    ("vanished", False, Verdict(Action.FAIL, "FAILED", CHANGED)),
+    (None, True, Verdict(Action.FAIL_NOW, "FAILED", CHANGED)),
+]
+
+
+@pytest.mark.parametrize(("skip_reason", "deterministic", "verdict"), SKIP_CASES)
+def test_skipped_inputs_end_the_job(
+    skip_reason: str | None, deterministic: bool, verdict: Verdict
+) -> None:
+    error = verdict.error or ""
+    receipt = Conclude(
+        status="FAILED",
+        error_message=error,
+        deterministic=deterministic,
+        skip_reason=skip_reason,
+    )
+    assert judge_receipt(held(), receipt) == verdict
+
+
 SUMMARY_CASES: list[tuple[Conclude, dict[str, object]]] = [
     (
         Conclude(status="SUCCESS"),

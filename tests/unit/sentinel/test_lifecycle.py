@@ -64,6 +64,26 @@ async def test_job_timeout_enforced_by_sentinel_when_worker_ignores_it(
     await cluster.quiet()
 
 
+@pytest.mark.parametrize(
+    ("name", "status"), [("gone.csv", "SKIPPED"), ("changed.csv", "SUPERSEDED")]
+)
+async def test_an_input_no_longer_queued_ends_uncounted_at_attempt_one(
+    cluster: Cluster, autojump_clock: MockClock, name: str, status: str
+) -> None:
+    await cluster.start_sentinel()
+    await cluster.start_worker("w1")
+    [job_id] = await cluster.add_jobs(name)
+    row = await cluster.wait_status(job_id, status)
+    assert (row.attempt, row.retry_count) == (1, 0)
+    assert row.error_message is not None
+    assert row.error_message.startswith("file ")
+    assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == [status]
+    await trio.sleep(60)  # never retried
+    assert len([c for c in cluster.executor.calls if c[1] == job_id]) == 1
+    assert (await cluster.job(job_id)).status == status
+    await cluster.quiet()
+
+
 async def test_retry_backoff_schedule_is_exact(cluster: Cluster, autojump_clock: MockClock) -> None:
     await cluster.start_sentinel()
     await cluster.start_worker("w1")

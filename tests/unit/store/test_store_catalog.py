@@ -64,6 +64,50 @@ async def test_resolve_full_dispatch(store: Store) -> None:
     assert plan.env == EnvSpec(env_hash="e1", lockfile="lock", python_version="3.11")
 
 
+async def test_dispatch_carries_the_queued_version_for_the_input_check(store: Store) -> None:
+    await queued_job(store)
+    await publish(store)
+    d = (await store.resolve_dispatch(await claimed(store))).dispatch
+    assert (d.source_root, d.file_size, d.file_mtime) == ("/data", 3, NOW)
+
+
+async def test_a_touch_without_new_content_keeps_the_queued_version_current(
+    store: Store,
+) -> None:
+    await queued_job(store)
+    await publish(store)
+    root_id, _ = await store.add_source_root("/data")
+    # rescanned after a touch: same content, so the same version, with the new mtime
+    await store.record_file(
+        source_root_id=root_id,
+        rel_path="in/a.csv",
+        size=3,
+        mtime=NOW + 60.5,
+        content_hash="h1",
+        now=NOW,
+    )
+    d = (await store.resolve_dispatch(await claimed(store))).dispatch
+    assert (d.file_size, d.file_mtime) == (3, NOW + 60.5)
+
+
+async def test_an_older_version_carries_its_own_size_and_whole_second_mtime(
+    store: Store,
+) -> None:
+    await queued_job(store)
+    await publish(store)
+    root_id, _ = await store.add_source_root("/data")
+    await store.record_file(
+        source_root_id=root_id,
+        rel_path="in/a.csv",
+        size=9,
+        mtime=NOW + 60.5,
+        content_hash="h2",
+        now=NOW,
+    )
+    d = (await store.resolve_dispatch(await claimed(store))).dispatch
+    assert (d.source_root, d.file_size, d.file_mtime) == ("/data", 3, NOW)
+
+
 async def test_config_overrides_replace_sinks_by_topic(store: Store) -> None:
     overrides = {
         "sinks": [

@@ -159,6 +159,41 @@ def test_a_final_failure_fails_at_attempt_one_without_backoff(run: Run, fv: list
     assert [a["attempt"] for a in run(queue.attempts, job_id)] == [1]
 
 
+@pytest.mark.parametrize("status", ["SUPERSEDED", "SKIPPED"])
+def test_end_unretried_keeps_retry_count_and_ends_the_job(
+    run: Run, fv: list[int], status: str
+) -> None:
+    job_id, _ = run(queue.enqueue, fv[0], "p", now=NOW)
+    claim(run)
+    run(queue.fail, job_id, 1, error="boom", now=NOW)  # one counted failure first
+    claim(run, now=NOW + 1000)
+    reason = "file changed since scan: /r/a.csv; the next scan queues the new version"
+    assert run(queue.end_unretried, job_id, 2, status=status, reason=reason, now=NOW + 1000) == (
+        status
+    )
+    job = run(queue.get_job, job_id)
+    assert (job.status, job.retry_count, job.error_message, job.not_before) == (
+        status,
+        1,
+        reason,
+        None,
+    )
+    assert job.end_time is not None
+    assert [(a["attempt"], a["outcome"]) for a in run(queue.attempts, job_id)] == [
+        (1, "FAILED"),
+        (2, status),
+    ]
+    assert claim(run, now=NOW + 5000) is None  # never retried
+    assert run(queue.stats)[status] == 1
+    # stale: a second receipt for the same attempt changes nothing
+    assert run(queue.end_unretried, job_id, 2, status=status, reason="x", now=NOW) is None
+
+
+def test_end_unretried_refuses_other_statuses(run: Run, fv: list[int]) -> None:
+    with pytest.raises(ValueError, match="not SUPERSEDED or SKIPPED"):
+        run(queue.end_unretried, 1, 1, status="FAILED", reason="x", now=NOW)
+
+
 def test_requeue_counted_and_not_counted(run: Run, fv: list[int]) -> None:
     job_id, _ = run(queue.enqueue, fv[0], "p", now=NOW, max_attempts=1)
     claim(run)
@@ -266,6 +301,8 @@ def test_stats_has_all_statuses(run: Run, fv: list[int]) -> None:
         "COMPLETED": 0,
         "FAILED": 0,
         "CANCELLED": 0,
+        "SUPERSEDED": 0,
+        "SKIPPED": 0,
     }
 
 

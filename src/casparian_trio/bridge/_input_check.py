@@ -1,0 +1,112 @@
+"""Is the file a DISPATCH names still the version the Sentinel queued? (pure, plus one probe)
+
+Before a guest starts, the worker looks at the input (``observe``: one
+``os.lstat`` and two ``realpath`` calls, run in a thread) and ``judge`` decides:
+
+- missing → ``gone`` (deleted since the scan): not the plugin's fault, not retried;
+- a symlink, not a regular file, or resolving outside its source root → a
+  deterministic failure (a security refusal: the scan never follows links, so
+  neither does the worker);
+- size or mtime differ from the queued version's → ``superseded``: the next scan
+  queues the new version.
+
+A DISPATCH without ``source_root`` (an old Sentinel) is not checked at all. The
+mtime matches when equal, or, when the recorded one is whole seconds (the
+version's TEXT column), when the file's mtime truncated to seconds equals it.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+
+import attrs
+
+from casparian_trio.errors import CasparianError
+
+SKIP_GONE = "gone"
+SKIP_SUPERSEDED = "superseded"
+
+
+@attrs.frozen
+class Observed:
+    """What ``os.lstat`` and ``realpath`` said about the input (``exists`` False: no file)."""
+
+    exists: bool
+    mode: int = 0
+    size: int = 0
+    mtime: float = 0.0
+    real_path: str = ""
+    real_root: str = ""
+
+
+@attrs.frozen
+class Refusal:
+    """Why the guest must not start: the receipt's error, and how the Sentinel treats it."""
+
+    message: str
+    skip_reason: str | None = None  # SKIP_GONE / SKIP_SUPERSEDED; None: a FAILED refusal
+    deterministic: bool = True
+
+
+class InputRefused(CasparianError):
+    """The input check refused the file (see ``Refusal``)."""
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__(refusal.message)
+        self.refusal = refusal
+
+
+def observe(path: str, source_root: str) -> Observed:
+    """The I/O half: lstat the path, resolve it and its root (run in a thread)."""
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return Observed(exists=False)
+    return Observed(
+        exists=True,
+        mode=st.st_mode,
+        size=st.st_size,
+        mtime=st.st_mtime,
+        real_path=os.path.realpath(path),
+        real_root=os.path.realpath(source_root),
+    )
+
+
+def judge(
+    path: str, seen: Observed, *, file_size: int | None, file_mtime: float | None
+) -> Refusal | None:
+    """None when the guest may start; else why not."""
+    if not seen.exists:
+        return Refusal(f"file gone: {path} (deleted since scan)", SKIP_GONE, deterministic=False)
+    if stat.S_ISLNK(seen.mode):
+        return Refusal(f"refusing {path}: a symlink (the worker does not follow links)")
+    if not stat.S_ISREG(seen.mode):
+        return Refusal(f"refusing {path}: not a regular file")
+    if not _inside(seen.real_path, seen.real_root):
+        return Refusal(
+            f"refusing {path}: it resolves to {seen.real_path}, outside its source root "
+            f"{seen.real_root}"
+        )
+    size_changed = file_size is not None and seen.size != file_size
+    if size_changed or (file_mtime is not None and not _same_mtime(seen.mtime, file_mtime)):
+        return Refusal(
+            f"file changed since scan: {path}; the next scan queues the new version",
+            SKIP_SUPERSEDED,
+            deterministic=False,
+        )
+    return None
+
+
+def _inside(real_path: str, real_root: str) -> bool:
+    try:
+        return os.path.commonpath([real_path, real_root]) == real_root and real_path != real_root
+    except ValueError:  # one relative, one absolute
+        return False
+
+
+def _same_mtime(actual: float, recorded: float) -> bool:
+    if actual == recorded:
+        return True
+    return recorded == math.floor(recorded) and math.floor(actual) == recorded
