@@ -376,8 +376,9 @@ class Cluster:
                     conn,
                     source_root_id=root_id,
                     rel_path=name,
-                    size=len(content.encode()),
-                    mtime=now,
+                    # what a scan would record: the worker checks both before it runs
+                    size=(self.inputs / name).stat().st_size,
+                    mtime=(self.inputs / name).stat().st_mtime,
                     content_hash=hashlib.sha256(content.encode()).hexdigest(),
                     now=now,
                 )

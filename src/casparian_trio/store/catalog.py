@@ -87,6 +87,10 @@ def _scanned_state(
     current = row["current_version_id"] == row["file_version_id"]
     if current and row["last_known_mtime"] is not None and row["last_known_size"] is not None:
         return root, int(row["last_known_size"]), float(row["last_known_mtime"])
+    if current or row["current_version_id"] is None:
+        # Recorded by another system (the seed's database) and never scanned by us:
+        # its size and mtime are not ours to trust; only the file itself is checked.
+        return root, None, None
     return root, _int_or_none(row["size_bytes"]), _seconds(row["modified_time"])
 
 
