@@ -41,8 +41,11 @@ DEFAULT_TOPIC = "output"  # the topic a seed-style Handler.execute() writes
 # --- dispatch resolution ---------------------------------------------------------
 
 
-def _file_path(conn: sqlite3.Connection, job: JobRow) -> str:
-    row = conn.execute(q("file_of_version"), {"file_version_id": job.file_version_id}).fetchone()
+def _file_row(conn: sqlite3.Connection, job: JobRow) -> sqlite3.Row:
+    """The queued version's file row (path parts, hash, scan state), checked to be complete."""
+    row: sqlite3.Row | None = conn.execute(
+        q("file_of_version"), {"file_version_id": job.file_version_id}
+    ).fetchone()
     if row is None:
         raise CatalogError(
             f"job {job.id}: file version {job.file_version_id} does not exist "
@@ -61,18 +64,19 @@ def _file_path(conn: sqlite3.Connection, job: JobRow) -> str:
             "— add it again with `casparian-trio source add`",
             job_id=job.id,
         )
+    return row
+
+
+def _file_path(row: sqlite3.Row) -> str:
     root: str = row["root_path"]
     return os.path.join(root, row["rel_path"])
 
 
-def _content_hash(conn: sqlite3.Connection, job: JobRow) -> str | None:
-    row = conn.execute(q("file_of_version"), {"file_version_id": job.file_version_id}).fetchone()
-    return None if row is None or row["content_hash"] is None else str(row["content_hash"])
+def _content_hash(row: sqlite3.Row) -> str | None:
+    return None if row["content_hash"] is None else str(row["content_hash"])
 
 
-def _scanned_state(
-    conn: sqlite3.Connection, job: JobRow
-) -> tuple[str | None, int | None, float | None]:
+def _scanned_state(row: sqlite3.Row) -> tuple[str | None, int | None, float | None]:
     """(source root, size, mtime in seconds) of the queued version, for the worker's check.
 
     While the version is its location's current one, the location's last scan has
@@ -80,9 +84,6 @@ def _scanned_state(
     without a new version). Otherwise the version's own columns: ``modified_time``
     is whole seconds (the seed's TEXT format), which the worker's check allows for.
     """
-    row = conn.execute(q("file_of_version"), {"file_version_id": job.file_version_id}).fetchone()
-    if row is None or row["root_path"] is None:
-        return None, None, None
     root = str(row["root_path"])
     current = row["current_version_id"] == row["file_version_id"]
     if current and row["last_known_mtime"] is not None and row["last_known_size"] is not None:
@@ -200,8 +201,9 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         CatalogError: the file version, its location or source root, or an ACTIVE
             manifest of the plugin is missing (``job_id`` set).
     """
-    file_path = _file_path(conn, job)
-    source_root, file_size, file_mtime = _scanned_state(conn, job)
+    file_row = _file_row(conn, job)
+    file_path = _file_path(file_row)
+    source_root, file_size, file_mtime = _scanned_state(file_row)
     manifest = _manifest(conn, job)
     declared = decode_json(manifest["manifest_json"], column="manifest_json") or {}
     try:
@@ -224,7 +226,7 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         timeout_s=_timeout(job, declared),
         memory_limit_mb=_memory_limit(declared),
         config=dict(config) if isinstance(config, dict) else {},
-        source_hash=_content_hash(conn, job),
+        source_hash=_content_hash(file_row),
         parser_version=f"{job.plugin_name} {manifest['version']}",
         source_root=source_root,
         file_size=file_size,
