@@ -20,15 +20,39 @@ UPDATE cf_processing_queue
 -- name: enqueue_job
 INSERT INTO cf_processing_queue
     (file_version_id, plugin_name, config_overrides, status, priority,
-     max_attempts, timeout_s, created_at, updated_at)
+     max_attempts, timeout_s, created_at, updated_at, kind)
 VALUES
     (:file_version_id, :plugin_name, :config_overrides, 'QUEUED', :priority,
-     :max_attempts, :timeout_s, :now, :now)
-ON CONFLICT (file_version_id, plugin_name) DO NOTHING;
+     :max_attempts, :timeout_s, :now, :now, :kind)
+ON CONFLICT (file_version_id, plugin_name, kind) DO NOTHING;
 
 -- name: job_id_by_file_plugin
 SELECT id FROM cf_processing_queue
- WHERE file_version_id = :file_version_id AND plugin_name = :plugin_name;
+ WHERE file_version_id = :file_version_id AND plugin_name = :plugin_name AND kind = :kind;
+
+-- name: requeue_job
+-- Re-run an ended job (retry --force, reprocess, a file that came back): a fresh
+-- retry budget, the attempt counter keeps counting.
+UPDATE cf_processing_queue
+   SET status = 'QUEUED', retry_count = 0, cancel_requested = 0, not_before = NULL,
+       error_message = NULL, error_traceback = NULL, worker_id = NULL,
+       worker_host = NULL, worker_pid = NULL, end_time = NULL, updated_at = :now,
+       priority = :priority
+ WHERE id = :id AND status NOT IN ('QUEUED', 'RUNNING');
+
+-- name: jobs_of_location
+-- Every job of a plugin on any version of one file location (output identity).
+SELECT q.id, q.kind, q.status, q.file_version_id, q.priority FROM cf_processing_queue AS q
+  JOIN cf_file_version AS v ON v.id = q.file_version_id
+ WHERE v.location_id = :location_id AND q.plugin_name = :plugin_name
+ ORDER BY q.id;
+
+-- name: plugins_of_location
+-- The plugins that ever parsed a version of one file location.
+SELECT DISTINCT q.plugin_name FROM cf_processing_queue AS q
+  JOIN cf_file_version AS v ON v.id = q.file_version_id
+ WHERE v.location_id = :location_id AND q.kind = 'parse'
+ ORDER BY q.plugin_name;
 
 -- The claim walks ix_queue_claim in order (status, priority DESC, id): no sort.
 -- name: claim_next_any
@@ -258,6 +282,13 @@ SELECT id FROM cf_source_root WHERE path = :path;
 -- name: source_roots
 SELECT id, path, type, active FROM cf_source_root ORDER BY id;
 
+-- name: cancel_queued_retractions
+-- The file is back: a retraction still waiting would remove its rows again.
+UPDATE cf_processing_queue
+   SET status = 'CANCELLED', error_message = 'the file is back', updated_at = :now
+ WHERE kind = 'retract' AND status = 'QUEUED'
+   AND file_version_id IN (SELECT id FROM cf_file_version WHERE location_id = :location_id);
+
 -- name: location_by_path
 SELECT id, current_version_id FROM cf_file_location
  WHERE source_root_id = :source_root_id AND rel_path = :rel_path;
@@ -287,12 +318,30 @@ VALUES (:location_id, :content_hash, :size, :modified_time, :iso);
 -- name: touch_location
 UPDATE cf_file_location
    SET last_known_mtime = :mtime, last_known_size = :size,
-       current_version_id = :version_id, last_seen_time = :iso
+       current_version_id = :version_id, last_seen_time = :iso, deleted_at = NULL
  WHERE id = :location_id;
 
 -- name: file_location_state
-SELECT rel_path, last_known_mtime, last_known_size FROM cf_file_location
+SELECT id, rel_path, last_known_mtime, last_known_size, deleted_at FROM cf_file_location
  WHERE source_root_id = :source_root_id;
+
+-- name: mark_location_deleted
+UPDATE cf_file_location SET deleted_at = :now WHERE id = :location_id AND deleted_at IS NULL;
+
+-- name: version_location
+SELECT location_id FROM cf_file_version WHERE id = :id;
+
+-- name: location_current
+SELECT l.id, l.current_version_id, l.deleted_at, l.rel_path FROM cf_file_location AS l
+ WHERE l.id = :location_id;
+
+-- name: current_files_of_root
+-- The current version of every file of a root that exists (reprocessing).
+SELECT l.id AS location_id, l.rel_path, l.current_version_id AS file_version_id
+  FROM cf_file_location AS l
+ WHERE l.source_root_id = :source_root_id AND l.deleted_at IS NULL
+   AND l.current_version_id IS NOT NULL
+ ORDER BY l.rel_path;
 
 -- Reads for people (store/reports.py): the command line's listings and status numbers.
 

@@ -104,6 +104,14 @@ class SinkError(CasparianError):
     """Output could not be written, or a sink URI or schema is invalid."""
 
 
+class OutputSuperseded(SinkError):
+    """A newer version of the job's source file already has its output promoted.
+
+    The job's own output is stale: the worker drops it and the receipt ends the
+    job SUPERSEDED (not counted, not retried), like an input changed since scan.
+    """
+
+
 class BridgeError(CasparianError):
     """The guest process misbehaved (bad frames, no end frame, crash)."""
 

@@ -41,7 +41,11 @@ from casparian_trio.store import EnvSpec, PluginRelease, TopicSink
 
 MANIFEST_KEYS = frozenset(
     {"name", "version", "pattern", "topic", "topics", "priority", "timeout", "memory_mb", "retries"}
+    | {"verify"}
 )
+# MANIFEST/topic ``verify``: how the worker checks the input is the queued version:
+# "stat" (size and mtime, the default) or "hash" (also its sha256).
+VERIFY_MODES = ("stat", "hash")
 
 
 @attrs.frozen(kw_only=True)
@@ -138,12 +142,15 @@ def _checked_manifest(value: object, filename: str) -> dict[str, Any]:
     for key in ("timeout", "memory_mb"):
         if key in value and value[key] <= 0:
             raise PluginError(f"{filename}: MANIFEST[{key!r}] must be > 0")
+    _check_choice(value, "verify", VERIFY_MODES, f"{filename}: MANIFEST")
     for topic, spec in value.get("topics", {}).items():
         _topic_sink(str(topic), spec, filename)
     return value
 
 
-TOPIC_KEYS = frozenset({"uri", "mode", "schema", "evolve", "on_invalid", "max_invalid_fraction"})
+TOPIC_KEYS = frozenset(
+    {"uri", "mode", "schema", "evolve", "on_invalid", "max_invalid_fraction", "verify"}
+)
 SINK_SCHEMES = ("parquet", "sqlite")
 EVOLVE_MODES = ("none", "add_columns")
 ON_INVALID = ("quarantine", "fail")
@@ -172,6 +179,7 @@ def _topic_sink(topic: str, spec: object, filename: str) -> tuple[str, str, str 
     if mode not in SINK_MODES:
         raise PluginError(f"{where}: mode {mode!r} must be one of {', '.join(SINK_MODES)}")
     _check_choice(spec, "evolve", EVOLVE_MODES, where)
+    _check_choice(spec, "verify", VERIFY_MODES, where)
     _check_choice(spec, "on_invalid", ON_INVALID, where)
     fraction = spec.get("max_invalid_fraction", 0.1)
     if (

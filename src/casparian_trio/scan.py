@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import attrs
 
@@ -23,6 +22,7 @@ from casparian_trio.store import Database, catalog
 from casparian_trio.store.scans import (
     BatchCounts,
     ScannedFile,
+    record_deletions,
     record_scan_batch,
     record_submission,
 )
@@ -46,6 +46,8 @@ class ScanCounts:
     unchanged: int = 0
     unreadable: int = 0
     queued: int = 0
+    deleted: int = 0
+    retractions: int = 0
 
     def add(self, other: ScanCounts | BatchCounts) -> None:
         for field in attrs.fields(type(other)):
@@ -67,9 +69,16 @@ def scan_root(
     *,
     progress: Progress = _no_progress,
 ) -> ScanCounts:
-    """Record new and changed files of one root and queue their jobs."""
-    known = db.run_sync(partial(catalog.file_location_state, source_root_id=root_id), readonly=True)
-    candidates = list(scout.walk(root))
+    """Record new, changed and deleted files of one root and queue their jobs.
+
+    A file the catalog knows that the walk no longer finds is deleted (unless it
+    sits under a directory that could not be listed): its location is marked
+    and each plugin that parsed it gets a retraction job (``store.scans``).
+    """
+    states = db.run_sync(partial(catalog.location_states, source_root_id=root_id), readonly=True)
+    known = {path: (s.mtime, s.size) for path, s in states.items() if not s.deleted}
+    unlisted: list[str] = []
+    candidates = list(scout.walk(root, unlisted=unlisted))
     counts = ScanCounts(files=len(candidates))
     batch: list[ScannedFile] = []
     for done, candidate in enumerate(candidates, start=1):
@@ -77,7 +86,7 @@ def scan_root(
         if scout.is_unchanged(candidate, known):
             counts.unchanged += 1
             continue
-        scanned = _hash(root, candidate, known, rules)
+        scanned = _hash(root, candidate, states, rules)
         if scanned is None:
             counts.unreadable += 1
             continue
@@ -86,11 +95,39 @@ def scan_root(
             counts.add(_flush(db, root_id, batch))
             batch = []
     counts.add(_flush(db, root_id, batch))
+    gone = deleted_locations(states, {c.rel_path for c in candidates}, unlisted)
+    for start in range(0, len(gone), RECORD_BATCH):
+        record = partial(
+            record_deletions, location_ids=gone[start : start + RECORD_BATCH], now=time.time()
+        )
+        counts.add(db.run_sync(record))
     return counts
 
 
+def deleted_locations(
+    states: dict[str, catalog.LocationState], found: set[str], unlisted: Sequence[str]
+) -> list[int]:
+    """Location ids of known, not yet deleted files the walk did not find.
+
+    A path under an ``unlisted`` prefix (a directory that could not be listed;
+    "" is the root itself) is unknown, not deleted.
+    """
+    return [
+        state.location_id
+        for path, state in states.items()
+        if not state.deleted
+        and path not in found
+        and not any(path.startswith(prefix) for prefix in unlisted)
+    ]
+
+
 def _scanned(
-    candidate: scout.Candidate, digest: str, *, known: bool, rules: Sequence[scout.Rule]
+    candidate: scout.Candidate,
+    digest: str,
+    *,
+    known: bool,
+    rules: Sequence[scout.Rule],
+    revived: bool = False,
 ) -> ScannedFile:
     routes = tuple((r.plugin_name, r.priority) for r in scout.matches(rules, candidate.rel_path))
     return ScannedFile(
@@ -100,18 +137,29 @@ def _scanned(
         content_hash=digest,
         known=known,
         routes=routes,
+        revived=revived,
     )
 
 
 def _hash(
-    root: Path, candidate: scout.Candidate, known: dict[str, Any], rules: Sequence[scout.Rule]
+    root: Path,
+    candidate: scout.Candidate,
+    states: dict[str, catalog.LocationState],
+    rules: Sequence[scout.Rule],
 ) -> ScannedFile | None:
     try:
         digest = scout.hash_file(root / candidate.rel_path)
     except OSError as exc:  # vanished or unreadable: report it, keep scanning
         logger.warning("cannot read %s: %s", root / candidate.rel_path, exc.strerror)
         return None
-    return _scanned(candidate, digest, known=candidate.rel_path in known, rules=rules)
+    state = states.get(candidate.rel_path)
+    return _scanned(
+        candidate,
+        digest,
+        known=state is not None,
+        rules=rules,
+        revived=state is not None and state.deleted,
+    )
 
 
 def _flush(db: Database, root_id: int, batch: list[ScannedFile]) -> BatchCounts:

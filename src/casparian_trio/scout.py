@@ -109,17 +109,27 @@ def parse_ignore_file(text: str) -> list[str]:
     ]
 
 
-def walk(root: Path, ignore: IgnoreRules | None = None) -> Iterator[Candidate]:
-    """Yield every regular, not-ignored file under ``root``, in sorted path order."""
+def walk(
+    root: Path, ignore: IgnoreRules | None = None, *, unlisted: list[str] | None = None
+) -> Iterator[Candidate]:
+    """Yield every regular, not-ignored file under ``root``, in sorted path order.
+
+    ``unlisted`` collects the relative prefixes ("" for the root itself, else
+    "dir/") of directories that could not be listed: what is under them is
+    unknown, not deleted.
+    """
     rules = ignore or IgnoreRules.for_root(root)
-    yield from _walk_dir(root, "", rules)
+    yield from _walk_dir(root, "", rules, [] if unlisted is None else unlisted)
 
 
-def _walk_dir(directory: Path, prefix: str, rules: IgnoreRules) -> Iterator[Candidate]:
+def _walk_dir(
+    directory: Path, prefix: str, rules: IgnoreRules, unlisted: list[str]
+) -> Iterator[Candidate]:
     try:
         entries = sorted(os.scandir(directory), key=lambda e: e.name)
     except OSError as exc:  # unreadable or vanished: skip it, keep scanning the rest
         logger.warning("cannot list %s: %s", directory, exc.strerror, extra={"event": "scan.skip"})
+        unlisted.append(prefix)
         return
     for entry in entries:
         rel = f"{prefix}{entry.name}"
@@ -135,7 +145,7 @@ def _walk_dir(directory: Path, prefix: str, rules: IgnoreRules) -> Iterator[Cand
         try:
             if entry.is_dir(follow_symlinks=False):
                 if not rules.ignores(rel, is_dir=True):
-                    yield from _walk_dir(Path(entry.path), f"{rel}/", rules)
+                    yield from _walk_dir(Path(entry.path), f"{rel}/", rules, unlisted)
             elif entry.is_file(follow_symlinks=False) and not rules.ignores(rel):
                 stat = entry.stat(follow_symlinks=False)
                 yield Candidate(rel_path=rel, size=stat.st_size, mtime=stat.st_mtime)

@@ -10,6 +10,10 @@ Before a guest starts, the worker looks at the input (``observe``: one
 - size or mtime differ from the queued version's → ``superseded``: the next scan
   queues the new version.
 
+With ``verify_hash`` (MANIFEST or topic ``verify: hash``) the file's sha256
+must also equal the queued version's (``digest``, then ``judge_hash``): a
+rewrite that kept size and mtime is caught too, at the cost of reading the file.
+
 A DISPATCH without ``source_root`` (an old Sentinel) is not checked at all. The
 mtime matches when equal, or, when the recorded one is whole seconds (the
 version's TEXT column), when the file's mtime truncated to seconds equals it.
@@ -17,6 +21,7 @@ version's TEXT column), when the file's mtime truncated to seconds equals it.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import stat
@@ -93,6 +98,36 @@ def judge(
     if size_changed or (file_mtime is not None and not _same_mtime(seen.mtime, file_mtime)):
         return Refusal(
             f"file changed since scan: {path}; the next scan queues the new version",
+            SKIP_SUPERSEDED,
+            deterministic=False,
+        )
+    return None
+
+
+# Bytes read per step while hashing: memory stays flat for any file size.
+HASH_CHUNK = 1024 * 1024
+
+
+def digest(path: str) -> str | None:
+    """The file's sha256 (hex), None when it vanished (run in a thread)."""
+    sha = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(HASH_CHUNK):
+                sha.update(chunk)
+    except FileNotFoundError:
+        return None
+    return sha.hexdigest()
+
+
+def judge_hash(path: str, actual: str | None, expected: str) -> Refusal | None:
+    """None when the content is the queued version's (sha256 equal); else SUPERSEDED/SKIPPED."""
+    if actual is None:
+        return Refusal(f"file gone: {path} (deleted since scan)", SKIP_GONE, deterministic=False)
+    if actual != expected:
+        return Refusal(
+            f"file changed since scan: {path} (its sha256 is not the queued version's); "
+            "the next scan queues the new version",
             SKIP_SUPERSEDED,
             deterministic=False,
         )

@@ -60,7 +60,14 @@ from casparian_trio.bridge._guestdir import (
 )
 from casparian_trio.bridge._warm import MAX_WARM, WarmPool
 from casparian_trio.envs import EnvManager
-from casparian_trio.errors import BridgeError, CasparianError, GuestCrashed, first_cause, one_line
+from casparian_trio.errors import (
+    BridgeError,
+    CasparianError,
+    GuestCrashed,
+    OutputSuperseded,
+    first_cause,
+    one_line,
+)
 from casparian_trio.protocol.messages import Artifact, Conclude, Dispatch
 from casparian_trio.sinks import Sink, open_sinks, sink_errors
 
@@ -83,6 +90,7 @@ class _Job:
     dispatch: Dispatch
     sinks: dict[str, Sink] = attrs.field(factory=dict)
     guest: Guest | None = None
+    retracted: int | None = None  # a retraction job: files or rows removed
     output: _guestproc.OutputTail = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -186,6 +194,8 @@ class BridgeExecutor:
             "bytes": size,
             "duration_s": round(time.monotonic() - started, 3),
         }
+        if job.retracted is not None:
+            metrics["retracted"] = job.retracted
         logger.info(
             "job %d succeeded: %d rows",
             job_id,
@@ -201,17 +211,33 @@ class BridgeExecutor:
 
     # --- phases ------------------------------------------------------------------
 
+    def _open_sinks(self, job: _Job) -> None:
+        d = job.dispatch
+        job.sinks = open_sinks(
+            d.sinks,
+            output_root=self.output_root,
+            job_id=job.job_id,
+            file_version_id=d.file_version_id,
+            source_hash=d.source_hash,
+            parser_version=d.parser_version,
+            source_file_id=d.source_file_id,
+            plugin=d.plugin_name,
+            replaces_jobs=d.replaces_jobs,
+        )
+
+    async def _retract(self, job: _Job) -> list[Artifact]:
+        """A retraction job: the file was deleted; remove its output from every topic."""
+        self._open_sinks(job)
+        with trio.CancelScope(shield=True):  # a deletion is a few unlinks or one transaction
+            job.retracted = await trio.to_thread.run_sync(_retract_sinks, job.sinks)
+        return []
+
     async def _run_job(self, job: _Job) -> list[Artifact]:
-        await _check_input(job.dispatch)
+        if job.dispatch.retract:
+            return await self._retract(job)
+        await _check_input(job.dispatch, content=True)
         try:
-            job.sinks = open_sinks(
-                job.dispatch.sinks,
-                output_root=self.output_root,
-                job_id=job.job_id,
-                file_version_id=job.dispatch.file_version_id,
-                source_hash=job.dispatch.source_hash,
-                parser_version=job.dispatch.parser_version,
-            )
+            self._open_sinks(job)
             await trio.to_thread.run_sync(_prepare_sinks, job.sinks)
             env_hash = job.dispatch.env_hash
             with self.envs.using(env_hash) as python:
@@ -224,6 +250,9 @@ class BridgeExecutor:
             # failed or aborted receipt. A promote is a rename or one SQLite
             # transaction; the thread is never abandoned, so this shield adds no
             # wait a cancellation would not already have.
+            # The file must still be the version parsed: a rewrite during the run
+            # would label new content with the old version (SUPERSEDED instead).
+            await _check_input(job.dispatch)
             with trio.CancelScope(shield=True):
                 artifacts = await trio.to_thread.run_sync(_commit_sinks, job.sinks)
             return artifacts
@@ -337,6 +366,8 @@ class BridgeExecutor:
         )
         metrics = {"rows": 0, "bytes": 0, "duration_s": round(time.monotonic() - started, 3)}
         refusal = exc.refusal if isinstance(exc, _input_check.InputRefused) else None
+        if isinstance(exc, OutputSuperseded):
+            refusal = _input_check.Refusal(str(exc), _input_check.SKIP_SUPERSEDED, False)
         return Conclude(
             status="FAILED",
             metrics=metrics,
@@ -350,8 +381,12 @@ class BridgeExecutor:
         )
 
 
-async def _check_input(dispatch: Dispatch) -> None:
-    """Refuse an input that is not the queued version (``_input_check``) before any guest."""
+async def _check_input(dispatch: Dispatch, *, content: bool = False) -> None:
+    """Refuse an input that is not the queued version (``_input_check``).
+
+    ``content``: also its sha256 when the DISPATCH asks for ``verify_hash``
+    (before the guest; the check after it compares size and mtime only).
+    """
     if dispatch.source_root is None:
         return  # an old Sentinel: nothing to compare with
     seen = await trio.to_thread.run_sync(
@@ -360,6 +395,9 @@ async def _check_input(dispatch: Dispatch) -> None:
     refusal = _input_check.judge(
         dispatch.file_path, seen, file_size=dispatch.file_size, file_mtime=dispatch.file_mtime
     )
+    if refusal is None and content and dispatch.verify_hash and dispatch.source_hash:
+        actual = await trio.to_thread.run_sync(_input_check.digest, dispatch.file_path)
+        refusal = _input_check.judge_hash(dispatch.file_path, actual, dispatch.source_hash)
     if refusal is not None:
         raise _input_check.InputRefused(refusal)
 
@@ -463,6 +501,14 @@ def _commit_sinks(sinks: dict[str, Sink]) -> list[Artifact]:
             artifact = sink.commit()
         artifacts.extend(a for a in (artifact, sink.quarantine_artifact) if a is not None)
     return artifacts
+
+
+def _retract_sinks(sinks: dict[str, Sink]) -> int:
+    removed = 0
+    for sink in sinks.values():
+        with sink_errors(sink, "retracting"):
+            removed += sink.retract()
+    return removed
 
 
 def _abort_sinks(job: _Job) -> None:

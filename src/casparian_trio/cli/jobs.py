@@ -47,6 +47,11 @@ def add_commands(sub: Any) -> None:
     _selection(p)
     p = command(sub, "retry", cmd_retry, "queue FAILED or CANCELLED jobs again")
     _selection(p)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="also re-run COMPLETED, SUPERSEDED or SKIPPED jobs (their output is replaced)",
+    )
 
 
 def _selection(p: argparse.ArgumentParser) -> None:
@@ -127,6 +132,7 @@ def _steer(args: argparse.Namespace, action: str) -> list[tuple[int, str, str]]:
         status=args.status,
         plugin=args.plugin,
         now=time.time(),
+        force=getattr(args, "force", False),
     )
     with session(args) as db:
         return db.run_sync(steer)
@@ -182,7 +188,10 @@ def cmd_retry(args: argparse.Namespace) -> int:
     refused = [r for r in results if r["outcome"] == "refused"]
     if len(results) == 1 and refused and not args.json:
         job_id, before = refused[0]["job_id"], refused[0]["before"]
-        raise ConfigError(f"job {job_id} is {before}; only FAILED or CANCELLED jobs can be retried")
+        raise ConfigError(
+            f"job {job_id} is {before}; only FAILED or CANCELLED jobs can be retried "
+            "(`retry --force` re-runs it anyway)"
+        )
     _report(args, results)
     for r in [] if args.json else results:
         if r["outcome"] == "queued":
@@ -193,7 +202,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
             print(f"job {r['job_id']} is already {r['before']}: nothing to do")
         else:
             print(
-                f"job {r['job_id']} is {r['before']}: not retried (only FAILED or CANCELLED jobs)",
+                f"job {r['job_id']} is {r['before']}: not retried "
+                "(only FAILED or CANCELLED jobs; --force re-runs it)",
                 file=sys.stderr,
             )
     return 1 if refused else 0

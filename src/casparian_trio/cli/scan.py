@@ -61,6 +61,11 @@ def summary(counts: ScanCounts, elapsed: float | None = None) -> str:
     """'scanned 7 files (...) in 0.1 s; queued 6 jobs' (no time when ``elapsed`` is None)."""
     took = "" if elapsed is None else f" in {elapsed:.1f} s"
     text = f"scanned {files_text(counts)}{took}; queued {_render.plural(counts.queued, 'job')}"
+    if counts.deleted:
+        text += (
+            f"; {counts.deleted} deleted ({_render.plural(counts.retractions, 'retraction job')} "
+            "to remove their rows)"
+        )
     if counts.unreadable:
         text += f"; {counts.unreadable} unreadable (see warnings)"
     return text

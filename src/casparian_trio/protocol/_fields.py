@@ -106,6 +106,14 @@ def list_of(
     return tuple(item(v, f"{name}[{i}]") for i, v in enumerate(value))
 
 
+def int_item(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise RemoteProtocolError(
+            f"{where} must be an integer, got {_type_name(value)}", field=where
+        )
+    return value
+
+
 def str_item(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise RemoteProtocolError(f"{where} must be a string, got {_type_name(value)}", field=where)

@@ -119,6 +119,15 @@ def strings(*, when_empty: tuple[str, ...] = (), nullable: bool = False) -> Read
     return read
 
 
+def integers() -> Reader:
+    """A list of integers (absent or null: empty)."""
+    return lambda obj, name: f.list_of(obj, name, f.int_item)
+
+
+def integers_or_omit(value: tuple[int, ...]) -> Any:
+    return list(value) or OMIT
+
+
 def objects(cls: type[Any], *, required: bool = False) -> Reader:
     """A list of nested payloads (``cls.from_json(value, where)``)."""
     return lambda obj, name: f.list_of(obj, name, cls.from_json, required)

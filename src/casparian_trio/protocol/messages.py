@@ -29,6 +29,8 @@ from casparian_trio.protocol._wire import (
     flag_out,
     from_json,
     integer,
+    integers,
+    integers_or_omit,
     mapping,
     mapping_or_omit,
     mapping_out,
@@ -174,6 +176,22 @@ class Dispatch(_Payload):
     source_root: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
     file_size: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
     file_mtime: float | None = attrs.field(default=None, metadata=wire(number()))
+    # extension: output identity (README "One current version per source file").
+    # ``source_file_id`` is the file's location id: a Parquet topic's output for it is
+    # one file named by (topic, source file, plugin), which a newer version's
+    # promotion replaces by one rename. ``replaces_jobs`` lists this plugin's jobs
+    # for earlier versions of the same file (their SQLite rows and job-named
+    # Parquet files are replaced in the same promotion).
+    source_file_id: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
+    replaces_jobs: tuple[int, ...] = attrs.field(
+        default=(), metadata=wire(integers(), integers_or_omit)
+    )
+    # extension: a retraction job (the file was deleted): no guest runs; the
+    # worker removes the file's output from every topic of the plugin.
+    retract: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
+    # extension: also compare the file's sha256 with ``source_hash`` before the
+    # guest starts (MANIFEST or topic ``verify: hash``).
+    verify_hash: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
 
 
 @attrs.frozen

@@ -54,6 +54,10 @@ class Sink(Protocol):
     rows_quarantined: int
     bytes_written: int
     quarantine_artifact: Artifact | None
+    # The file version this job parsed, and the plugin's jobs for earlier versions
+    # of the same source file (whose output this job's promotion replaces).
+    file_version_id: int
+    replaces_jobs: tuple[int, ...]
 
     @property
     def location(self) -> str:
@@ -70,6 +74,9 @@ class Sink(Protocol):
 
     def commit(self) -> Artifact | None:
         """Promote the staged output; None when the topic produced nothing."""
+
+    def retract(self) -> int:
+        """Remove this source file's output of the topic (and its quarantine): files or rows."""
 
     def abort(self) -> None:
         """Delete whatever was staged. Idempotent; never raises."""
@@ -104,11 +111,16 @@ def open_sinks(
     file_version_id: int,
     source_hash: str | None = None,
     parser_version: str | None = None,
+    source_file_id: int | None = None,
+    plugin: str = "",
+    replaces_jobs: tuple[int, ...] = (),
 ) -> dict[str, Sink]:
     """Validate every sink of a job and build its Sink objects (no I/O yet).
 
     ``source_hash`` and ``parser_version`` fill the lineage columns of the
-    same names. Each config's ``options`` set the topic's contract policy:
+    same names. ``source_file_id``, ``plugin`` and ``replaces_jobs`` give the
+    output its identity (topic, source file): see ``parquet.py`` and
+    ``sqlite.py`` for how a promotion replaces the file's earlier output. Each config's ``options`` set the topic's contract policy:
     ``evolve`` (none | add_columns), ``on_invalid`` (quarantine | fail),
     ``max_invalid_fraction`` (0 to 1, default 0.1).
 
@@ -134,6 +146,10 @@ def open_sinks(
         sink = _build(cfg, target, job_id, conformer)
         if isinstance(sink, ParquetSink):
             sink.evolve = evolve
+            sink.source_file_id = source_file_id
+            sink.plugin = plugin
+        sink.file_version_id = file_version_id
+        sink.replaces_jobs = tuple(replaces_jobs)
         sinks[cfg.topic] = sink
     return sinks
 

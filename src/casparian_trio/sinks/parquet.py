@@ -1,20 +1,35 @@
-"""Parquet sink: one file per (job, topic), staged then promoted by rename.
+"""Parquet sink: one file per (topic, source file, plugin), staged then promoted by rename.
 
 Role: receives conformed record batches (in a writer thread), coalesces them
 into row groups, and on commit renames the staged file into place.
 
 Invariants:
-- The final name is a function of (dataset dir, topic, job id) only:
-  ``DIR/<topic>.job-<job_id>.parquet``, so a re-run replaces its own file.
+- Output identity is (topic, source file): the final name is a function of the
+  dataset dir, the topic, the file's location id and the plugin only:
+  ``DIR/<topic>.src-<location id>.<plugin>.parquet``. A job for a newer version
+  of the file, or a re-run by a newer plugin version, replaces the earlier
+  output with one ``os.replace``: readers see the old rows or the new ones,
+  never both and never neither. A Dispatch without ``source_file_id`` (an old
+  Sentinel) gets the job-named ``DIR/<topic>.job-<job_id>.parquet``.
+- Each file records the file version it was parsed from (key-value metadata
+  ``casparian.file_version_id``, read from the footer only). A job whose
+  version is older than the promoted one is stale: it raises
+  ``OutputSuperseded`` and promotes nothing. No other file of the topic is read.
+- A job that produced no rows and no schema for a topic removes that source
+  file's earlier output of the topic (and of its quarantine): the dataset holds
+  the file's current rows, which are none. ``retract()`` does the same for a
+  deleted source file.
+- Job-named files of the jobs in ``replaces_jobs`` (written before output
+  identity existed) are deleted right after the rename.
 - Until commit the data lives in ``DIR/.<final name>.<random>.staging`` (a dot
   file in the same directory: ``*.parquet`` globs never see it and the final
   ``os.replace`` is atomic). abort() deletes it; nothing partial is ever visible.
-- Modes: ``append`` adds this job's file next to other jobs' files;
+- Modes: ``append`` keeps other source files' outputs beside this one;
   ``replace`` makes this job's file the topic's only file in DIR (the others are
   deleted after the rename, so readers never see an empty dataset);
-  ``error`` refuses to run when another job's file for the topic is already in
-  DIR (checked at open and again at commit; the job's own earlier file is
-  replaced, so retries stay idempotent).
+  ``error`` refuses to run when another source file's output for the topic is
+  already in DIR (checked at open and again at commit; the file's own earlier
+  output is replaced, so retries stay idempotent).
 - Row groups: batches are buffered up to ROW_GROUP_ROWS rows or
   ROW_GROUP_BYTES bytes, then written as one row group (per-batch row groups
   make files ~20% larger than ``pq.write_table``).
@@ -45,7 +60,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from casparian_trio.errors import SinkError
+from casparian_trio.errors import OutputSuperseded, SinkError
 from casparian_trio.protocol.messages import Artifact
 from casparian_trio.sinks._contract import (
     Contract,
@@ -64,6 +79,8 @@ ROW_GROUP_ROWS = 1024 * 1024
 # Also flush on bytes: the buffer is the bulk of the host's memory per job, and
 # 32 MiB groups compress within ~1-2% of 1 Mi-row groups on typical tables.
 ROW_GROUP_BYTES = 32 * 1024 * 1024
+# Footer key-value metadata: the file version a promoted file was parsed from.
+VERSION_KEY = b"casparian.file_version_id"
 # A column is "unique" when this share of the first row group's values are distinct.
 UNIQUE_RATIO = 0.9
 # Decide only on a sample this large; smaller files keep pyarrow's default.
@@ -88,6 +105,11 @@ class ParquetSink:
     quarantine_artifact: Artifact | None = None
     evolve: str = "none"
     contract_version: int | None = None
+    # Output identity (see the module docstring); None: job-named files.
+    source_file_id: int | None = None
+    plugin: str = ""
+    file_version_id: int = 0
+    replaces_jobs: tuple[int, ...] = ()
     _current: Contract | None = None
     _writer: pq.ParquetWriter | None = None
     _staging: Path | None = None
@@ -103,10 +125,33 @@ class ParquetSink:
 
     @property
     def final_path(self) -> Path:
-        return self.directory / f"{safe_name(self.topic)}.job-{self.job_id}.parquet"
+        if self.source_file_id is None:
+            return self._job_path(self.job_id)
+        name = f"{safe_name(self.topic)}.src-{self.source_file_id}.{safe_name(self.plugin)}"
+        return self.directory / f"{name}.parquet"
+
+    def _job_path(self, job_id: int) -> Path:
+        return self.directory / f"{safe_name(self.topic)}.job-{job_id}.parquet"
+
+    def _replaced_paths(self) -> list[Path]:
+        """Job-named files this promotion supersedes (this job's and ``replaces_jobs``')."""
+        if self.source_file_id is None:
+            return []
+        return [self._job_path(j) for j in (self.job_id, *self.replaces_jobs)]
 
     def check(self) -> None:
-        """Fail early (before the guest runs) if mode=error forbids writing."""
+        """Fail early (before the guest runs) if the output is stale or mode=error forbids it.
+
+        Raises:
+            OutputSuperseded: a newer version of the source file is already promoted.
+            SinkError: mode 'error' and another source file's output is in DIR.
+        """
+        promoted = promoted_version(self.final_path)
+        if promoted is not None and promoted > self.file_version_id:
+            raise OutputSuperseded(
+                f"topic {self.topic!r}: {self.final_path.name} already holds a newer version "
+                f"of the file (version {promoted} > {self.file_version_id})"
+            )
         if self.mode == "error":
             others = self._other_files()
             if others:
@@ -148,14 +193,19 @@ class ParquetSink:
             self._writer.close()
             self._writer = None
         if self._staging is None and self.mode != "replace":
-            return None  # nothing to promote: leave no empty topic folder behind
+            # Nothing to promote: the file's earlier output (if any) goes, and no
+            # empty topic folder is left behind.
+            self.retract()
+            return None
         # check → contract → rename → delete-others as one step per sink directory:
         # two jobs promoting into one topic at once must not both decide its schema.
         contract: dict[str, Any] = {}  # for the Sentinel to record (Artifact.contract)
         with _dir_lock(self.directory):
             self.check()
             if self._staging is None:
+                self._forget_own()
                 self._delete_others_if_replace()
+                self._retract_quarantine()
                 return None
             if self.conformer is not None:
                 decided = self._meet_contract(self.conformer)
@@ -164,14 +214,48 @@ class ParquetSink:
                 contract = contract_report(decided.contract)
             if self._quarantine is not None:
                 self.quarantine_artifact = self._quarantine.commit()
+            else:
+                self._retract_quarantine()
             self.bytes_written = self._staging.stat().st_size
             os.replace(self._staging, self.final_path)
             self._staging = None
+            for path in self._replaced_paths():
+                if path != self.final_path:
+                    path.unlink(missing_ok=True)
             self._delete_others_if_replace()
         logger.debug("promoted %s (%d rows)", self.final_path, self.rows)
         return Artifact(
             topic=self.topic, uri=str(self.final_path), rows=self.rows, contract=contract
         )
+
+    def retract(self) -> int:
+        """Remove this source file's output of the topic and of its quarantine.
+
+        Under the directory lock; nothing is removed when a newer version of the
+        file is promoted (``OutputSuperseded`` is not raised: a retraction that
+        lost the race changes nothing). Returns the number of files removed.
+        """
+        if not self.directory.is_dir():
+            return self._retract_quarantine()
+        with _dir_lock(self.directory):
+            promoted = promoted_version(self.final_path)
+            if promoted is not None and promoted > self.file_version_id:
+                return 0
+            removed = self._forget_own()
+        return removed + self._retract_quarantine()
+
+    def _forget_own(self) -> int:
+        removed = 0
+        for path in {self.final_path, *self._replaced_paths()}:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed += 1
+        return removed
+
+    def _retract_quarantine(self) -> int:
+        if self.conformer is None or self.source_file_id is None:
+            return 0  # a quarantine sink has none of its own; job-named files stay
+        return self._quarantine_sink(create=False).retract()
 
     def prepare(self) -> None:
         """The mode check, then conform from the first batch to the topic's contract if any."""
@@ -238,8 +322,11 @@ class ParquetSink:
             if table.schema.equals(schema):
                 continue
             tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.migrating")
+            kept = schema.with_metadata(table.schema.metadata)  # its file version stays
             try:
-                pq.write_table(_cast_table(table, schema), tmp)
+                pq.write_table(
+                    _cast_table(table, schema).replace_schema_metadata(kept.metadata), tmp
+                )
                 os.replace(tmp, path)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -260,12 +347,25 @@ class ParquetSink:
             self._staging.unlink(missing_ok=True)
             self._staging = None
 
-    def _quarantine_sink(self) -> ParquetSink:
-        if self._quarantine is None:
-            name = f"{self.topic}{QUARANTINE_SUFFIX}"
-            directory = self.directory.with_name(f"{self.directory.name}{QUARANTINE_SUFFIX}")
-            self._quarantine = ParquetSink(name, directory, self.job_id, "append", None)
-        return self._quarantine
+    def _quarantine_sink(self, *, create: bool = True) -> ParquetSink:
+        if self._quarantine is not None:
+            return self._quarantine
+        name = f"{self.topic}{QUARANTINE_SUFFIX}"
+        directory = self.directory.with_name(f"{self.directory.name}{QUARANTINE_SUFFIX}")
+        sink = ParquetSink(
+            name,
+            directory,
+            self.job_id,
+            "append",
+            None,
+            source_file_id=self.source_file_id,
+            plugin=self.plugin,
+            file_version_id=self.file_version_id,
+            replaces_jobs=self.replaces_jobs,
+        )
+        if create:
+            self._quarantine = sink
+        return sink
 
     def _retarget(self, schema: pa.Schema) -> None:
         """The job's schema grew (lossless): recast what is buffered and what is staged."""
@@ -299,20 +399,44 @@ class ParquetSink:
         self.directory.mkdir(parents=True, exist_ok=True)
         name = f".{self.final_path.name}.{secrets.token_hex(4)}.staging"
         self._staging = self.directory / name
-        self._writer = pq.ParquetWriter(self._staging, schema, use_dictionary=use_dictionary)
+        stamped = schema.with_metadata(
+            {**(schema.metadata or {}), VERSION_KEY: str(self.file_version_id).encode()}
+        )
+        self._writer = pq.ParquetWriter(self._staging, stamped, use_dictionary=use_dictionary)
 
     def _other_files(self) -> list[Path]:
+        """The topic's files in DIR of other source files (both naming schemes)."""
         if not self.directory.is_dir():
             return []
-        mine = self.final_path
-        pattern = f"{safe_name(self.topic)}.job-*.parquet"
-        return sorted(p for p in self.directory.glob(pattern) if p != mine)
+        mine = {self.final_path, *self._replaced_paths()}
+        topic = safe_name(self.topic)
+        found = [
+            *self.directory.glob(f"{topic}.job-*.parquet"),
+            *self.directory.glob(f"{topic}.src-*.parquet"),
+        ]
+        return sorted(p for p in found if p not in mine)
 
     def _delete_others_if_replace(self) -> None:
         if self.mode != "replace":
             return
         for path in self._other_files():
             path.unlink(missing_ok=True)
+
+
+def promoted_version(path: Path) -> int | None:
+    """The file version a promoted file was parsed from (its footer), None if unknown/absent."""
+    try:
+        metadata = pq.read_schema(path).metadata or {}
+    except FileNotFoundError:
+        return None
+    except (OSError, pa.ArrowException):
+        logger.warning("cannot read the footer of %s; replacing it", path)
+        return None
+    value = metadata.get(VERSION_KEY)
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 def contract_report(contract: Contract) -> dict[str, Any]:

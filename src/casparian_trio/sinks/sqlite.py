@@ -6,9 +6,14 @@ same database; commit() moves them into TABLE and drops the staging table in a
 single ``BEGIN IMMEDIATE ... COMMIT``, so readers of TABLE see all of a job's
 rows or none. abort() drops the staging table.
 
-Modes: ``append`` first deletes TABLE's rows of this job (``_cf_job_id``), so a
-re-run replaces instead of duplicating; ``replace`` empties TABLE first;
-``error`` refuses when TABLE already holds rows of another job.
+Output identity is (topic, source file): ``append`` first deletes TABLE's rows
+of this job and of ``replaces_jobs`` (the plugin's jobs for earlier versions of
+the same file, ``_cf_job_id``), in the same transaction that inserts the new
+rows, so a re-run or a new version replaces instead of duplicating. Rows of a
+newer version of the file already in TABLE make the job stale
+(``OutputSuperseded``). ``replace`` empties TABLE first; ``error`` refuses
+when TABLE already holds rows of another source file. ``retract()`` deletes
+the file's rows (a deleted source file).
 Arrow types map to INTEGER (ints, bools), REAL (floats), BLOB (binary) and
 TEXT (strings and anything else, cast to its string form).
 """
@@ -26,7 +31,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.types as pat
 
-from casparian_trio.errors import SinkError
+from casparian_trio.errors import OutputSuperseded, SinkError
 from casparian_trio.protocol.messages import Artifact
 from casparian_trio.sinks._schema import QUARANTINE_SUFFIX, Conformer
 
@@ -51,6 +56,8 @@ class SqliteSink:
     rows_quarantined: int = 0
     bytes_written: int = 0
     quarantine_artifact: Artifact | None = None
+    file_version_id: int = 0
+    replaces_jobs: tuple[int, ...] = ()
     _conn: sqlite3.Connection | None = None
     _stage: str | None = None
     _columns: list[str] = attrs.field(factory=list)
@@ -66,10 +73,21 @@ class SqliteSink:
         self.check()
 
     def check(self) -> None:
-        if self.mode != "error":
-            return
+        """Raise if the job's output is stale or mode 'error' forbids writing.
+
+        Raises:
+            OutputSuperseded: TABLE holds rows of a newer version of the file.
+            SinkError: mode 'error' and TABLE holds rows of another source file.
+        """
         conn = self._connect()
-        if _exists(conn, self.table) and self._other_rows(conn):
+        if not _exists(conn, self.table):
+            return
+        if self._newer_rows(conn):
+            raise OutputSuperseded(
+                f"topic {self.topic!r}: {self.location} already holds rows of a newer "
+                f"version of the file than version {self.file_version_id}"
+            )
+        if self.mode == "error" and self._other_rows(conn):
             raise SinkError(
                 f"topic {self.topic!r}: mode 'error' and table {self.table!r} in "
                 f"{self.db_path} already holds rows of another job"
@@ -110,11 +128,15 @@ class SqliteSink:
             self.conformer.check_invalid_fraction()
         if self._quarantine is not None:
             self.quarantine_artifact = self._quarantine.commit()
+        elif self.conformer is not None:
+            self._quarantine_sink(create=False).retract()
         conn = self._connect()
         if self._stage is None:
             if self.conformer is None or self.conformer.target is None:
+                # nothing arrived and no schema is known: the file's earlier rows go
+                self._delete_own(conn, check=True)
                 self._close()
-                return None  # nothing arrived and no schema is known
+                return None
             self._create_stage(conn, self.conformer.output_schema())
         cols = ", ".join(quote(c) for c in self._columns)
         table, stage = quote(self.table), quote(self._stage_name())
@@ -126,7 +148,10 @@ class SqliteSink:
             if self.mode == "replace":
                 conn.execute(f"DELETE FROM {table}")
             else:
-                conn.execute(f'DELETE FROM {table} WHERE "_cf_job_id" = ?', (self.job_id,))
+                conn.execute(
+                    f'DELETE FROM {table} WHERE "_cf_job_id" IN ({_marks(self._own_jobs())})',
+                    self._own_jobs(),
+                )
             conn.execute(f"INSERT INTO {table} ({cols}) SELECT {cols} FROM {stage}")
             conn.execute(f"DROP TABLE {stage}")
             conn.execute("COMMIT")
@@ -147,6 +172,57 @@ class SqliteSink:
             rows=self.rows,
             contract=contract,
         )
+
+    def retract(self) -> int:
+        """Delete this source file's rows from TABLE and its quarantine; the row count.
+
+        Nothing is deleted when TABLE holds rows of a newer version of the file.
+        """
+        removed = self._delete_own(self._connect(), check=False)
+        if self.conformer is not None:
+            removed += self._quarantine_sink(create=False).retract()
+        self._close()
+        return removed
+
+    def _own_jobs(self) -> tuple[int, ...]:
+        return (self.job_id, *self.replaces_jobs)
+
+    def _delete_own(self, conn: sqlite3.Connection, *, check: bool) -> int:
+        """One transaction: unless a newer version is in TABLE, delete the file's rows."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if not _exists(conn, self.table) or self._newer_rows(conn):
+                conn.execute("ROLLBACK")
+                return 0
+            if check:
+                self.check()
+            jobs = self._own_jobs()
+            cursor = conn.execute(
+                f'DELETE FROM {quote(self.table)} WHERE "_cf_job_id" IN ({_marks(jobs)})', jobs
+            )
+            conn.execute("COMMIT")
+        except (sqlite3.Error, SinkError) as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            if isinstance(exc, SinkError):
+                raise
+            raise SinkError(
+                f"topic {self.topic!r}: removing earlier rows from {self.location} failed: {exc}"
+            ) from exc
+        return max(cursor.rowcount, 0)
+
+    def _newer_rows(self, conn: sqlite3.Connection) -> bool:
+        if not self.replaces_jobs:
+            return False
+        jobs = self.replaces_jobs
+        sql = (
+            f'SELECT 1 FROM {quote(self.table)} WHERE "_cf_job_id" IN ({_marks(jobs)}) '
+            'AND "_cf_file_version_id" > ? LIMIT 1'
+        )
+        try:
+            return conn.execute(sql, (*jobs, self.file_version_id)).fetchone() is not None
+        except sqlite3.OperationalError:  # a table without lineage: not ours to judge
+            return False
 
     def abort(self) -> None:
         if self._quarantine is not None:
@@ -171,17 +247,22 @@ class SqliteSink:
         assert self._stage is not None
         return self._stage
 
-    def _quarantine_sink(self) -> SqliteSink:
-        if self._quarantine is None:
-            self._quarantine = SqliteSink(
-                f"{self.topic}{QUARANTINE_SUFFIX}",
-                self.db_path,
-                f"{self.table}{QUARANTINE_SUFFIX}",
-                self.job_id,
-                "append",
-                None,
-            )
-        return self._quarantine
+    def _quarantine_sink(self, *, create: bool = True) -> SqliteSink:
+        if self._quarantine is not None:
+            return self._quarantine
+        sink = SqliteSink(
+            f"{self.topic}{QUARANTINE_SUFFIX}",
+            self.db_path,
+            f"{self.table}{QUARANTINE_SUFFIX}",
+            self.job_id,
+            "append",
+            None,
+            file_version_id=self.file_version_id,
+            replaces_jobs=self.replaces_jobs,
+        )
+        if create:
+            self._quarantine = sink
+        return sink
 
     def _connect(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -225,11 +306,19 @@ class SqliteSink:
 
     def _other_rows(self, conn: sqlite3.Connection) -> bool:
         table = quote(self.table)
+        jobs = self._own_jobs()
         try:
-            sql = f'SELECT 1 FROM {table} WHERE "_cf_job_id" IS NOT ? LIMIT 1'
-            return conn.execute(sql, (self.job_id,)).fetchone() is not None
+            sql = (
+                f'SELECT 1 FROM {table} WHERE "_cf_job_id" IS NULL '
+                f'OR "_cf_job_id" NOT IN ({_marks(jobs)}) LIMIT 1'
+            )
+            return conn.execute(sql, jobs).fetchone() is not None
         except sqlite3.OperationalError:  # a table without lineage: someone else's
             return conn.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone() is not None
+
+
+def _marks(values: tuple[int, ...]) -> str:
+    return ", ".join("?" * len(values))
 
 
 def quote(identifier: str) -> str:

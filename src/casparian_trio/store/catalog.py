@@ -25,6 +25,7 @@ from casparian_trio.protocol.messages import Dispatch, SinkConfig
 from casparian_trio.store._sql import q
 from casparian_trio.store.queue import iso_time
 from casparian_trio.store.rows import (
+    JOB_RETRACT,
     DispatchPlan,
     EnvSpec,
     JobRow,
@@ -108,6 +109,24 @@ def _seconds(text: Any) -> float | None:
     except ValueError:
         return None
     return moment.timestamp()
+
+
+def replaced_jobs(conn: sqlite3.Connection, job: JobRow, location_id: int) -> tuple[int, ...]:
+    """The plugin's other parse jobs on any version of the job's file (output identity)."""
+    rows = conn.execute(
+        q("jobs_of_location"), {"location_id": location_id, "plugin_name": job.plugin_name}
+    )
+    return tuple(int(r["id"]) for r in rows if r["kind"] != JOB_RETRACT and r["id"] != job.id)
+
+
+def wants_hash_check(declared: dict[str, Any]) -> bool:
+    """MANIFEST ``verify: hash`` (top level, or on any of its topics)."""
+    if declared.get("verify") == "hash":
+        return True
+    topics = declared.get("topics")
+    if isinstance(topics, dict):
+        return any(isinstance(t, dict) and t.get("verify") == "hash" for t in topics.values())
+    return False
 
 
 # MANIFEST topic keys that travel to the worker as SinkConfig.options.
@@ -214,6 +233,8 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         raise CatalogError(f"job {job.id}: {exc}", job_id=job.id) from None
     config = (job.config_overrides or {}).get("config") or {}
     env_hash = manifest["env_hash"] or SYSTEM_ENV
+    location_id = int(file_row["location_id"])
+    replaces = replaced_jobs(conn, job, location_id)
     dispatch = Dispatch(
         plugin_name=job.plugin_name,
         file_path=file_path,
@@ -231,6 +252,10 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         source_root=source_root,
         file_size=file_size,
         file_mtime=file_mtime,
+        source_file_id=location_id,
+        replaces_jobs=replaces,
+        retract=job.kind == JOB_RETRACT,
+        verify_hash=wants_hash_check(declared),
     )
     retries = declared.get("retries")
     return DispatchPlan(
@@ -473,9 +498,30 @@ def record_file(
     return version_id, is_new
 
 
+@attrs.frozen
+class LocationState:
+    """What the catalog knows of one file location of a root (for the scanner)."""
+
+    location_id: int
+    mtime: float | None
+    size: int | None
+    deleted: bool
+
+
+def location_states(conn: sqlite3.Connection, source_root_id: int) -> dict[str, LocationState]:
+    """rel_path → its location's state, deleted ones included."""
+    rows = conn.execute(q("file_location_state"), {"source_root_id": source_root_id})
+    return {
+        r["rel_path"]: LocationState(
+            int(r["id"]), r["last_known_mtime"], r["last_known_size"], r["deleted_at"] is not None
+        )
+        for r in rows
+    }
+
+
 def file_location_state(
     conn: sqlite3.Connection, source_root_id: int
 ) -> dict[str, tuple[float | None, int | None]]:
-    """rel_path → (last known mtime, size): lets the scanner skip unchanged files."""
-    rows = conn.execute(q("file_location_state"), {"source_root_id": source_root_id})
-    return {r["rel_path"]: (r["last_known_mtime"], r["last_known_size"]) for r in rows}
+    """rel_path → (last known mtime, size) of files not deleted: lets the scanner skip them."""
+    states = location_states(conn, source_root_id)
+    return {p: (s.mtime, s.size) for p, s in states.items() if not s.deleted}

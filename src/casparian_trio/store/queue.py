@@ -61,9 +61,14 @@ def enqueue(
     config_overrides: dict[str, Any] | None = None,
     max_attempts: int | None = None,
     timeout_s: float | None = None,
+    kind: str = "parse",
 ) -> tuple[int, bool]:
-    """Queue a job unless one exists for (file version, plugin); return (id, created)."""
+    """Queue a job unless one exists for (file version, plugin, kind); return (id, created).
+
+    ``kind`` is 'parse' or 'retract' (remove a deleted file's output).
+    """
     params = {
+        "kind": kind,
         "file_version_id": file_version_id,
         "plugin_name": plugin_name,
         "config_overrides": _json(config_overrides),
@@ -400,17 +405,31 @@ def request_cancel(conn: sqlite3.Connection, job_id: int, *, now: float) -> str:
     return str(job.status)
 
 
-def retry(conn: sqlite3.Connection, job_id: int, *, now: float) -> str:
+# What ``retry --force`` also re-runs: the job ended without failing.
+FORCE_RETRYABLE = (JobStatus.COMPLETED, JobStatus.SUPERSEDED, JobStatus.SKIPPED)
+
+
+def retry(conn: sqlite3.Connection, job_id: int, *, now: float, force: bool = False) -> str:
     """Operator retry: FAILED/CANCELLED → QUEUED with a fresh retry budget; else unchanged.
+
+    ``force`` also re-runs a COMPLETED, SUPERSEDED or SKIPPED job (its output is
+    replaced by the new run's: output identity is (topic, source file)).
 
     Raises:
         StoreError: no such job.
     """
     job = _require_job(conn, job_id)
-    if job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+    allowed = (JobStatus.FAILED, JobStatus.CANCELLED, *(FORCE_RETRYABLE if force else ()))
+    if job.status not in allowed:
         return str(job.status)
     conn.execute(q("retry_job"), {"id": job_id, "now": now})
     return str(JobStatus.QUEUED)
+
+
+def rerun(conn: sqlite3.Connection, job_id: int, *, now: float, priority: int) -> bool:
+    """Re-run an ended job (any state but QUEUED/RUNNING) at ``priority``; False if not ended."""
+    params = {"id": job_id, "now": now, "priority": priority}
+    return conn.execute(q("requeue_job"), params).rowcount == 1
 
 
 def cancel_queued_requests(conn: sqlite3.Connection, *, now: float) -> int:

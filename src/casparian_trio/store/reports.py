@@ -65,15 +65,20 @@ def job_ids(
     return matching
 
 
-def steer(conn: sqlite3.Connection, job_id: int, action: str, *, now: float) -> tuple[str, str]:
+def steer(
+    conn: sqlite3.Connection, job_id: int, action: str, *, now: float, force: bool = False
+) -> tuple[str, str]:
     """(status before, status after) of ``action`` ('cancel' or 'retry') on one job.
+
+    ``force`` (retry only): re-run a COMPLETED, SUPERSEDED or SKIPPED job too.
 
     Raises:
         StoreError: no such job.
     """
     before = job_view(conn, job_id).job.status  # the friendly "no job" error
-    act = queue.request_cancel if action == "cancel" else queue.retry
-    return str(before), act(conn, job_id, now=now)
+    if action == "cancel":
+        return str(before), queue.request_cancel(conn, job_id, now=now)
+    return str(before), queue.retry(conn, job_id, now=now, force=force)
 
 
 def steer_jobs(
@@ -84,6 +89,7 @@ def steer_jobs(
     status: str | None = None,
     plugin: str | None = None,
     now: float,
+    force: bool = False,
 ) -> list[tuple[int, str, str]]:
     """(id, status before, status after) of ``action`` on every selected job, in one transaction.
 
@@ -91,7 +97,7 @@ def steer_jobs(
         StoreError: one of ``ids`` is no job (then nothing changes).
     """
     selected = job_ids(conn, ids=ids, status=status, plugin=plugin)
-    return [(job_id, *steer(conn, job_id, action, now=now)) for job_id in selected]
+    return [(job_id, *steer(conn, job_id, action, now=now, force=force)) for job_id in selected]
 
 
 def active_manifest(conn: sqlite3.Connection, plugin_name: str) -> dict[str, Any] | None:

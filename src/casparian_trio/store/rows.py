@@ -122,6 +122,8 @@ class JobRow:
     updated_at: float | None
     claim_time: str | None
     end_time: str | None
+    # 'parse' (run the plugin) or 'retract' (remove a deleted file's output)
+    kind: str = "parse"
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> JobRow:
@@ -149,7 +151,19 @@ class JobRow:
             updated_at=row["updated_at"],
             claim_time=row["claim_time"],
             end_time=row["end_time"],
+            kind=_kind(row),
         )
+
+
+def _kind(row: Mapping[str, Any]) -> str:
+    try:
+        return str(row["kind"] or JOB_PARSE)
+    except (IndexError, KeyError):  # a row from before migration 006
+        return JOB_PARSE
+
+
+JOB_PARSE = "parse"
+JOB_RETRACT = "retract"
 
 
 @attrs.frozen(kw_only=True)

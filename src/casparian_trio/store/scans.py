@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import attrs
 
 from casparian_trio.store import catalog, queue
+from casparian_trio.store._sql import q
+from casparian_trio.store.rows import JOB_RETRACT
 
 
 @attrs.frozen(kw_only=True)
@@ -27,6 +29,7 @@ class ScannedFile:
     content_hash: str
     known: bool  # the catalog had this path before
     routes: tuple[tuple[str, int], ...] = ()
+    revived: bool = False  # the catalog had it as deleted: it is back
 
 
 @attrs.frozen(kw_only=True)
@@ -37,6 +40,8 @@ class BatchCounts:
     changed: int = 0
     unchanged: int = 0
     queued: int = 0
+    deleted: int = 0
+    retractions: int = 0
 
 
 def _record(
@@ -60,15 +65,58 @@ def record_scan_batch(
     new = changed = unchanged = queued = 0
     for item in batch:
         version_id, is_new = _record(conn, root_id, item, now)
-        if not is_new:  # touched, same content: no new version, no job
+        if not is_new and not item.revived:  # touched, same content: no new version, no job
             unchanged += 1
             continue
-        changed += item.known
-        new += not item.known
+        changed += item.known and not item.revived
+        new += not item.known or item.revived
+        if item.revived:
+            location = conn.execute(q("version_location"), {"id": version_id}).fetchone()[0]
+            conn.execute(q("cancel_queued_retractions"), {"location_id": location, "now": now})
         for plugin, priority in item.routes:
-            _, created = queue.enqueue(conn, version_id, plugin, now=now, priority=priority)
+            job_id, created = queue.enqueue(conn, version_id, plugin, now=now, priority=priority)
+            if not created and item.revived:  # the same content is back: parse it again
+                created = queue.rerun(conn, job_id, now=now, priority=priority)
             queued += created
     return BatchCounts(new=new, changed=changed, unchanged=unchanged, queued=queued)
+
+
+def record_deletions(
+    conn: sqlite3.Connection, *, location_ids: Sequence[int], now: float
+) -> BatchCounts:
+    """Mark each location deleted and queue one retraction job per plugin that parsed it.
+
+    A retraction job (kind 'retract', on the location's current version) makes a
+    worker remove the file's output from every topic of the plugin. A plugin's
+    earlier retraction job of the same version is queued again (deleted, back,
+    deleted again).
+    """
+    deleted = retractions = 0
+    for location_id in location_ids:
+        marked = conn.execute(q("mark_location_deleted"), {"location_id": location_id, "now": now})
+        deleted += marked.rowcount
+        row = conn.execute(q("location_current"), {"location_id": location_id}).fetchone()
+        version_id = None if row is None else row["current_version_id"]
+        if version_id is None:
+            continue
+        for (plugin,) in conn.execute(q("plugins_of_location"), {"location_id": location_id}):
+            retractions += _queue_retraction(conn, location_id, int(version_id), plugin, now)
+    return BatchCounts(deleted=deleted, retractions=retractions)
+
+
+def _queue_retraction(
+    conn: sqlite3.Connection, location_id: int, version_id: int, plugin: str, now: float
+) -> int:
+    jobs = conn.execute(
+        q("jobs_of_location"), {"location_id": location_id, "plugin_name": plugin}
+    ).fetchall()
+    priority = max((int(r["priority"] or 0) for r in jobs), default=0)
+    job_id, created = queue.enqueue(
+        conn, version_id, plugin, now=now, priority=priority, kind=JOB_RETRACT
+    )
+    if not created:
+        created = queue.rerun(conn, job_id, now=now, priority=priority)
+    return int(created)
 
 
 def record_submission(

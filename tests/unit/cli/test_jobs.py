@@ -302,7 +302,18 @@ def test_retry_completed_is_an_error(cli: Cli, two_jobs: None, ops_db: Database)
     complete(ops_db)
     result = cli("retry", "1")
     assert result.rc == 1
-    assert result.err == "error: job 1 is COMPLETED; only FAILED or CANCELLED jobs can be retried\n"
+    assert result.err == (
+        "error: job 1 is COMPLETED; only FAILED or CANCELLED jobs can be retried "
+        "(`retry --force` re-runs it anyway)\n"
+    )
+
+
+def test_retry_force_reruns_a_completed_job(cli: Cli, two_jobs: None, ops_db: Database) -> None:
+    complete(ops_db)
+    result = cli("retry", "--force", "1")
+    assert result.rc == 0, result.err
+    assert result.out == "job 1 queued again (COMPLETED before; its failure budget is reset)\n"
+    assert cli("jobs", "--status", "QUEUED", "--json").json()[-1]["id"] == 1
 
 
 # --- workers / status -----------------------------------------------------------------------------
