@@ -335,13 +335,22 @@ SELECT location_id FROM cf_file_version WHERE id = :id;
 SELECT l.id, l.current_version_id, l.deleted_at, l.rel_path FROM cf_file_location AS l
  WHERE l.id = :location_id;
 
--- name: current_files_of_root
--- The current version of every file of a root that exists (reprocessing).
-SELECT l.id AS location_id, l.rel_path, l.current_version_id AS file_version_id
+-- name: current_files
+-- The current version of every file that exists (reprocessing). Seed databases
+-- leave current_version_id NULL: then the newest version.
+SELECT l.id AS location_id, l.rel_path,
+       COALESCE(l.current_version_id,
+                (SELECT max(v.id) FROM cf_file_version AS v WHERE v.location_id = l.id))
+           AS file_version_id
   FROM cf_file_location AS l
- WHERE l.source_root_id = :source_root_id AND l.deleted_at IS NULL
-   AND l.current_version_id IS NOT NULL
- ORDER BY l.rel_path;
+ WHERE l.deleted_at IS NULL
+ ORDER BY l.id;
+
+-- name: parsed_locations
+-- Locations a plugin has parse jobs for (files it took by `submit` too).
+SELECT DISTINCT v.location_id FROM cf_processing_queue AS q
+  JOIN cf_file_version AS v ON v.id = q.file_version_id
+ WHERE q.plugin_name = :plugin_name AND q.kind = 'parse';
 
 -- Reads for people (store/reports.py): the command line's listings and status numbers.
 

@@ -287,14 +287,22 @@ def release_of(deploy: Deploy) -> PluginRelease:
         topics=tuple(TopicSink(t, *sink) for t, sink in topic_sinks(info).items()),
         pattern=info.manifest.get("pattern"),
         priority=int(info.manifest.get("priority", 0)),
+        reprocess=not deploy.no_reprocess,
     )
 
 
-def deploy_summary(release: PluginRelease, manifest_id: int, created: bool) -> dict[str, Any]:
-    """The CONCLUDE metrics (and `publish --json`) of a recorded deploy."""
+def deploy_summary(
+    release: PluginRelease, manifest_id: int, created: bool, requeued: int = 0
+) -> dict[str, Any]:
+    """The CONCLUDE metrics (and `publish --json`) of a recorded deploy.
+
+    ``requeued``: jobs queued again to reprocess the plugin's files with this version.
+    """
     return {
         "manifest_id": manifest_id,
         "created": created,
+        "reprocess": release.reprocess,
+        "requeued": requeued,
         "plugin_name": release.plugin_name,
         "version": release.version,
         "artifact_hash": release.artifact_hash,

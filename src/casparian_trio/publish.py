@@ -40,9 +40,16 @@ logger = logging.getLogger(__name__)
 
 
 def build_deploy(
-    plugin: Path, *, lockfile: Path | None = None, version: str | None = None
+    plugin: Path,
+    *,
+    lockfile: Path | None = None,
+    version: str | None = None,
+    reprocess: bool = True,
 ) -> Deploy:
-    """Read a plugin (and its uv project) from disk into a DEPLOY message."""
+    """Read a plugin (and its uv project) from disk into a DEPLOY message.
+
+    ``reprocess`` False: a new version does not queue its files again.
+    """
     try:
         source = plugin.read_text(encoding="utf-8")
     except OSError as exc:
@@ -63,6 +70,7 @@ def build_deploy(
         env_hash=env_hash,
         artifact_hash=info.artifact_hash,
         manifest=info.manifest,
+        no_reprocess=not reprocess,
     )
 
 
@@ -88,5 +96,5 @@ async def record_deploy(store: Store, deploy: Deploy, *, now: float) -> dict[str
         StoreError: the store refused it (e.g. the source is another plugin's).
     """
     release = release_of(deploy)
-    manifest_id, created = await store.record_deploy(release, now=now)
-    return deploy_summary(release, manifest_id, created)
+    manifest_id, created, requeued = await store.record_deploy(release, now=now)
+    return deploy_summary(release, manifest_id, created, requeued)

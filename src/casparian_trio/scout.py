@@ -133,15 +133,6 @@ def _walk_dir(
         return
     for entry in entries:
         rel = f"{prefix}{entry.name}"
-        if not is_valid_name(entry.name):
-            # os.scandir hands undecodable bytes over as surrogates: such a name can
-            # be neither stored as text nor matched; the files beside it still can.
-            logger.warning(
-                "skipping %r: its name is not valid UTF-8; rename it (e.g. convmv -f latin1 -t utf8)",
-                os.fsencode(os.path.join(directory, entry.name)),
-                extra={"event": "scan.skip"},
-            )
-            continue
         try:
             if entry.is_dir(follow_symlinks=False):
                 if not rules.ignores(rel, is_dir=True):
@@ -151,15 +142,6 @@ def _walk_dir(
                 yield Candidate(rel_path=rel, size=stat.st_size, mtime=stat.st_mtime)
         except OSError as exc:  # vanished between listing and stat
             logger.debug("skipping %s: %s", rel, exc, extra={"event": "scan.skip"})
-
-
-def is_valid_name(name: str) -> bool:
-    """True when a file name is valid UTF-8 (no surrogate escapes from undecodable bytes)."""
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def is_unchanged(

@@ -21,6 +21,7 @@ from casparian_trio.cli import _render
 from casparian_trio.cli._common import command, json_flag
 from casparian_trio.cli._db import session
 from casparian_trio.errors import StoreError
+from casparian_trio.filenames import shown
 from casparian_trio.store import JobRow, JobStatus, queue, reports, topics
 from casparian_trio.store.rows import JobView
 
@@ -170,7 +171,11 @@ def describe_job(
 
 
 def _file_text(view: JobView) -> str:
-    path = view.file_path or f"(file version {view.job.file_version_id}: location unknown)"
+    path = (
+        shown(view.file_path)
+        if view.file_path
+        else f"(file version {view.job.file_version_id}: location unknown)"
+    )
     extras = [f"version {view.job.file_version_id}"]
     if view.content_hash:
         extras.append(f"sha256 {view.content_hash[:12]}…")

@@ -20,6 +20,7 @@ from casparian_trio.cli._common import command, json_flag
 from casparian_trio.cli._db import session
 from casparian_trio.cli.detail import status_text
 from casparian_trio.errors import ConfigError
+from casparian_trio.filenames import shown
 from casparian_trio.store import JobStatus, reports
 
 DEFAULT_LIMIT = 50  # a screenful; --limit raises it
@@ -109,7 +110,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
             status_text(v.job),
             v.job.plugin_name,
             str(v.job.attempt),
-            v.rel_path or f"(file version {v.job.file_version_id})",
+            shown(v.rel_path) if v.rel_path else f"(file version {v.job.file_version_id})",
             _render.time_text(v.job.updated_at or v.job.created_at),
             _render.first_line(v.job.error_message),
         ]

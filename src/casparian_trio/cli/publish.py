@@ -42,6 +42,15 @@ def add_commands(sub: Any) -> None:
     )
     p.add_argument("--version", help="version to publish (default MANIFEST['version'], else 0)")
     p.add_argument(
+        "--no-reprocess",
+        dest="reprocess",
+        action="store_false",
+        help=(
+            "a new version does not queue the files it matches again "
+            "(default: they are reprocessed and their rows replaced)"
+        ),
+    )
+    p.add_argument(
         "--sentinel",
         metavar="ADDR",
         default=os.environ.get(CONNECT_ENV) or None,
@@ -57,6 +66,7 @@ async def cmd_publish(args: argparse.Namespace) -> int:
         Path(args.plugin),
         lockfile=Path(args.lockfile) if args.lockfile else None,
         version=args.version,
+        reprocess=args.reprocess,
     )
     if args.sentinel:
         result = await deploy_via_sentinel(args.sentinel, deploy)
@@ -64,6 +74,8 @@ async def cmd_publish(args: argparse.Namespace) -> int:
     else:
         result, previous = await _record_locally(args, deploy)
     print(describe_result(result, previous))
+    if result.get("created"):
+        print(reprocess_text(result))
     pattern = deploy.manifest.get("pattern")
     if result.get("created") and pattern:
         print(f"files matching {pattern!r} will be routed to {result['plugin_name']} on `scan`")
@@ -95,6 +107,18 @@ def describe_result(result: dict[str, Any], previous: str | None = None) -> str:
     env = env if env == "system" else f"{env[:ARTIFACT_SHOWN]}…"
     line = f"published {name} {version} (artifact {artifact}, env {env})"
     return line + (f", superseding {previous}" if previous else "")
+
+
+def reprocess_text(result: dict[str, Any]) -> str:
+    """What a new version did to the files already scanned (``reprocess`` / ``requeued``)."""
+    if not result.get("reprocess", True):
+        return (
+            "not reprocessing (--no-reprocess): files parsed by earlier versions keep their "
+            f"rows; `casparian-trio reprocess --plugin {result['plugin_name']}` does it later"
+        )
+    jobs = int(result.get("requeued") or 0)
+    job_word = "job" if jobs == 1 else "jobs"
+    return f"reprocessing: queued {jobs} {job_word} for the files it matches"
 
 
 # --- via a running Sentinel -------------------------------------------------------------

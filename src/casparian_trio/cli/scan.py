@@ -19,8 +19,10 @@ from casparian_trio.cli import _render
 from casparian_trio.cli._common import command, json_flag
 from casparian_trio.cli._db import session
 from casparian_trio.errors import ConfigError, PluginError
+from casparian_trio.filenames import shown
 from casparian_trio.scan import ScanCounts, scan_root, submit_file
 from casparian_trio.store import Database, catalog, reports
+from casparian_trio.store.scans import record_reprocess
 
 # The current file's name is cut to this width on the progress line.
 PROGRESS_NAME_WIDTH = 40
@@ -41,6 +43,21 @@ def add_commands(sub: Any) -> None:
     p.add_argument(
         "source", nargs="?", metavar="SOURCE", help="one source id or path (default: every source)"
     )
+    json_flag(p)
+
+    p = command(
+        sub, "reprocess", cmd_reprocess, "queue a plugin's files again (their rows are replaced)"
+    )
+    p.add_argument("--plugin", required=True, metavar="NAME", help="a published plugin (required)")
+    p.add_argument(
+        "--glob",
+        metavar="PATTERN",
+        help=(
+            "only files whose path matches (git's pattern rules, like MANIFEST['pattern']; "
+            "default: all the plugin's files)"
+        ),
+    )
+    p.add_argument("--priority", type=int, help="default: the plugin's routing priority")
     json_flag(p)
 
     p = command(sub, "submit", cmd_submit, "queue one file for one plugin")
@@ -79,7 +96,7 @@ def scan_with_progress(
 
     def progress(done: int, total: int, rel_path: str) -> None:
         bar.total = total
-        bar.update(done, _render.truncate_middle(rel_path, PROGRESS_NAME_WIDTH))
+        bar.update(done, _render.truncate_middle(shown(rel_path), PROGRESS_NAME_WIDTH))
 
     try:
         return scan_root(db, root_id, root, rules, progress=progress)
@@ -171,18 +188,43 @@ def _roots_to_scan(roots: list[dict[str, Any]], wanted: str | None) -> list[dict
 # --- submit ---------------------------------------------------------------------------
 
 
+def _require_published(db: Database, plugin: str) -> None:
+    manifest = db.run_sync(partial(reports.active_manifest, plugin_name=plugin), readonly=True)
+    if manifest is None:
+        raise PluginError(
+            f"plugin {plugin!r} is not published; run `casparian-trio publish PLUGIN.py` first"
+        )
+
+
+def cmd_reprocess(args: argparse.Namespace) -> int:
+    with session(args) as db:
+        _require_published(db, args.plugin)
+        queued = db.run_sync(
+            partial(
+                record_reprocess,
+                plugin=args.plugin,
+                glob=args.glob,
+                priority=args.priority,
+                now=time.time(),
+            )
+        )
+    if args.json:
+        print(_render.dumps({"plugin": args.plugin, "glob": args.glob, "queued": queued}))
+        return 0
+    which = f" matching {args.glob!r}" if args.glob else ""
+    print(
+        f"queued {_render.plural(queued, 'job')} to reprocess {args.plugin}'s files{which}; "
+        "each replaces that file's rows when it completes"
+    )
+    return 0
+
+
 def cmd_submit(args: argparse.Namespace) -> int:
     path = Path(args.file).expanduser().resolve()
     if not path.is_file():
         raise ConfigError(f"{args.file} is not a file")
     with session(args) as db:
-        manifest = db.run_sync(
-            partial(reports.active_manifest, plugin_name=args.plugin), readonly=True
-        )
-        if manifest is None:
-            raise PluginError(
-                f"plugin {args.plugin!r} is not published; run `casparian-trio publish PLUGIN.py` first"
-            )
+        _require_published(db, args.plugin)
         job_id, created, status = submit_file(db, path, args.plugin, priority=args.priority)
     if args.json:
         print(_render.dumps({"job_id": job_id, "created": created, "status": status}))

@@ -359,6 +359,9 @@ class Deploy(_Payload):
     artifact_hash: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
     # pattern, topic, priority, timeout
     manifest: Mapping[str, Any] = attrs.field(factory=dict, metadata=wire(mapping(), mapping_out))
+    # extension: a new version does not queue the files it matches again
+    # (``publish --no-reprocess``); off the wire when unset
+    no_reprocess: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
 
 
 Payload = (

@@ -266,7 +266,9 @@ class Reactions:
     async def deploy(self, identity: bytes, msg: Deploy) -> None:
         try:
             release = release_of(msg)
-            manifest_id, created = await self.ctx.store.record_deploy(release, now=self.ctx.wall())
+            manifest_id, created, requeued = await self.ctx.store.record_deploy(
+                release, now=self.ctx.wall()
+            )
         except Exception as exc:  # any rejection is the client's answer, not our crash
             logger.warning(
                 "DEPLOY of %s rejected: %s",
@@ -276,7 +278,7 @@ class Reactions:
             )
             self.ctx.outbox.put(Outgoing(identity, Err(message=str(exc), code=ERR_DEPLOY)))
             return
-        result = deploy_summary(release, manifest_id, created)
+        result = deploy_summary(release, manifest_id, created, requeued)
         self.ctx.outbox.put(Outgoing(identity, Conclude(status="SUCCESS", metrics=result)))
         if created:  # republishing the same artifact changes nothing
             for worker in self.ctx.registry.workers.values():

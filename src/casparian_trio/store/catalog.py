@@ -20,6 +20,7 @@ from typing import Any
 
 import attrs
 
+from casparian_trio import filenames
 from casparian_trio.errors import CatalogError, LocalProtocolError, StoreError
 from casparian_trio.protocol.messages import Dispatch, SinkConfig
 from casparian_trio.store._sql import q
@@ -61,16 +62,20 @@ def _file_row(conn: sqlite3.Connection, job: JobRow) -> sqlite3.Row:
         )
     if row["root_path"] is None:
         raise CatalogError(
-            f"job {job.id}: the source root of {row['rel_path']!r} is missing "
+            f"job {job.id}: the source root of {filenames.shown(_file_path_rel(row))!r} is missing "
             "— add it again with `casparian-trio source add`",
             job_id=job.id,
         )
     return row
 
 
+def _file_path_rel(row: sqlite3.Row) -> str:
+    return filenames.from_db(row["rel_path"])
+
+
 def _file_path(row: sqlite3.Row) -> str:
     root: str = row["root_path"]
-    return os.path.join(root, row["rel_path"])
+    return os.path.join(root, filenames.from_db(row["rel_path"]))
 
 
 def _content_hash(row: sqlite3.Row) -> str | None:
@@ -353,6 +358,7 @@ def record_deploy(
     """Record a release (env, manifest, topics, routing rule); return (manifest_id, changed).
 
     One transaction: a failure anywhere leaves nothing of the deploy behind.
+    Reprocessing a new version's files is the caller's (``scans.record_release``).
 
     Raises:
         StoreError: as ``publish_manifest``; sqlite3 errors roll everything back.
@@ -477,8 +483,8 @@ def record_file(
     """
     params: dict[str, Any] = {
         "source_root_id": source_root_id,
-        "rel_path": rel_path,
-        "filename": os.path.basename(rel_path),
+        "rel_path": filenames.to_db(rel_path),
+        "filename": filenames.to_db(os.path.basename(rel_path)),
         "size": size,
         "mtime": mtime,
         "content_hash": content_hash,
@@ -512,7 +518,7 @@ def location_states(conn: sqlite3.Connection, source_root_id: int) -> dict[str, 
     """rel_path → its location's state, deleted ones included."""
     rows = conn.execute(q("file_location_state"), {"source_root_id": source_root_id})
     return {
-        r["rel_path"]: LocationState(
+        filenames.from_db(r["rel_path"]): LocationState(
             int(r["id"]), r["last_known_mtime"], r["last_known_size"], r["deleted_at"] is not None
         )
         for r in rows

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from casparian_trio.errors import CatalogError, StoreError
+from casparian_trio.filenames import shown
 from casparian_trio.store._sql import q
 from casparian_trio.store.rows import (
     TERMINAL_STATUSES,
@@ -164,7 +165,7 @@ def _end_attempt(
             "job_id": job.id,
             "attempt": job.attempt,
             "outcome": str(Outcome(outcome)),
-            "error_message": error,
+            "error_message": None if error is None else shown(error),
             "now": now,
         },
     )
@@ -195,6 +196,10 @@ def _conclude(
         "now": now,
     }
     params.update(changes)
+    for key in ("error_message", "error_traceback"):  # a path with undecodable bytes in it
+        value = params[key]
+        if isinstance(value, str):
+            params[key] = shown(value)
     conn.execute(q("job_conclude"), params)
     logger.info(
         "job %d attempt %d → %s",

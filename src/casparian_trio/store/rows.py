@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from casparian_trio.filenames import from_db, shown
 from casparian_trio.protocol.messages import Dispatch
 
 logger = logging.getLogger(__name__)
@@ -216,6 +217,9 @@ class PluginRelease:
     topics: tuple[TopicSink, ...] = ()
     pattern: str | None = None
     priority: int = 0
+    # A new version queues the current version of every file the plugin's rules
+    # match (or that it parsed before) again; False: ``publish --no-reprocess``.
+    reprocess: bool = True
 
 
 @attrs.frozen(kw_only=True)
@@ -279,7 +283,7 @@ class JobView:
     def from_row(cls, row: Mapping[str, Any]) -> JobView:
         return cls(
             job=JobRow.from_row(row),
-            rel_path=row["file_rel_path"],
+            rel_path=None if row["file_rel_path"] is None else from_db(row["file_rel_path"]),
             root_path=row["file_root_path"],
             content_hash=row["file_content_hash"],
             size=row["file_size"],
@@ -293,9 +297,10 @@ class JobView:
 
     def to_json(self) -> dict[str, Any]:
         doc = attrs.asdict(self.job)
+        path = self.file_path
         doc.update(
-            file_rel_path=self.rel_path,
-            file_path=self.file_path,
+            file_rel_path=None if self.rel_path is None else shown(self.rel_path),
+            file_path=None if path is None else shown(path),
             file_content_hash=self.content_hash,
             file_size=self.size,
         )

@@ -14,9 +14,10 @@ from collections.abc import Sequence
 
 import attrs
 
+from casparian_trio import filenames, scout
 from casparian_trio.store import catalog, queue
 from casparian_trio.store._sql import q
-from casparian_trio.store.rows import JOB_RETRACT
+from casparian_trio.store.rows import JOB_RETRACT, PluginRelease
 
 
 @attrs.frozen(kw_only=True)
@@ -133,3 +134,55 @@ def record_submission(
     job_id, created = queue.enqueue(conn, version_id, plugin, now=now, priority=priority)
     job = queue.get_job(conn, job_id)
     return job_id, created, job.status if job else "?"
+
+
+def record_release(
+    conn: sqlite3.Connection, release: PluginRelease, *, now: float
+) -> tuple[int, bool, int]:
+    """Record a release and, when it is new, reprocess its files: (manifest id, created, requeued).
+
+    One transaction (``catalog.record_deploy`` then ``record_reprocess``), so a
+    new version is never ACTIVE without its files queued again, unless the
+    release opts out (``publish --no-reprocess``).
+    """
+    manifest_id, created = catalog.record_deploy(conn, release, now=now)
+    requeued = 0
+    if created and release.reprocess:
+        requeued = record_reprocess(conn, plugin=release.plugin_name, now=now)
+    return manifest_id, created, requeued
+
+
+def record_reprocess(
+    conn: sqlite3.Connection,
+    *,
+    plugin: str,
+    now: float,
+    glob: str | None = None,
+    priority: int | None = None,
+) -> int:
+    """Queue the current version of the plugin's files again; return how many jobs.
+
+    The plugin's files: those its enabled routing rules match and those it parsed
+    before (``submit``), not deleted; ``glob`` (git's pattern rules, like routing
+    patterns) narrows them. A job already QUEUED or RUNNING stays as it is; one
+    that ended is queued again (its output is replaced when it commits: output
+    identity is (topic, source file)). Priority: ``priority``, else the highest
+    of the plugin's rules that match the file, else the plugin's highest rule's, else 0.
+    """
+    rules = [r for r in scout.Rule.enabled(catalog.routing_rules(conn)) if r.plugin_name == plugin]
+    parsed = {int(r[0]) for r in conn.execute(q("parsed_locations"), {"plugin_name": plugin})}
+    fallback = max((r.priority for r in rules), default=0)
+    queued = 0
+    for row in conn.execute(q("current_files")).fetchall():
+        rel_path, version_id = filenames.from_db(row["rel_path"]), row["file_version_id"]
+        if version_id is None or (glob is not None and not scout.pattern_matches(glob, rel_path)):
+            continue
+        matched = scout.matches(rules, rel_path)
+        if not matched and int(row["location_id"]) not in parsed:
+            continue
+        level = priority if priority is not None else (matched[0].priority if matched else fallback)
+        job_id, created = queue.enqueue(conn, int(version_id), plugin, now=now, priority=level)
+        if not created:
+            created = queue.rerun(conn, job_id, now=now, priority=level)
+        queued += created
+    return queued

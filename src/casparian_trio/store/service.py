@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import attrs
 
-from casparian_trio.store import catalog, queue, sentinels, topics, workers
+from casparian_trio.store import catalog, queue, scans, sentinels, topics, workers
 from casparian_trio.store._db import Database
 from casparian_trio.store.rows import (
     DispatchPlan,
@@ -300,13 +300,14 @@ class Store:
             now=now,
         )
 
-    async def record_deploy(self, release: PluginRelease, *, now: float) -> tuple[int, bool]:
-        """Record a checked plugin release in one transaction.
+    async def record_deploy(self, release: PluginRelease, *, now: float) -> tuple[int, bool, int]:
+        """Record a checked plugin release in one transaction, reprocessing its files if new.
 
         Returns:
-            (manifest_id, created): created is False when this artifact was already ACTIVE.
+            (manifest_id, created, requeued): created is False when this artifact was
+            already ACTIVE; requeued counts the jobs queued again (``scans.record_release``).
         """
-        return await self._write(catalog.record_deploy, release, now=now)
+        return await self._write(scans.record_release, release, now=now)
 
     async def set_topic(
         self,

@@ -43,14 +43,14 @@ def counts(db: Database) -> dict[str, int]:
 
 
 async def test_a_deploy_records_env_manifest_topics_and_rule(db: Database, store: Store) -> None:
-    manifest_id, created = await store.record_deploy(release(), now=NOW)
+    manifest_id, created, _ = await store.record_deploy(release(), now=NOW)
     assert created
     assert counts(db) == dict.fromkeys(TABLES, 1) | {"cf_topic_config": 2}
     rules = await store.routing_rules()
     assert [(r["pattern"], r["plugin_name"], r["priority"]) for r in rules] == [
         ("*.csv", "sales", 3)
     ]
-    assert await store.record_deploy(release(), now=NOW) == (manifest_id, False)
+    assert await store.record_deploy(release(), now=NOW) == (manifest_id, False, 0)
 
 
 async def test_a_failure_part_way_leaves_nothing_of_the_deploy(db: Database, store: Store) -> None:

@@ -1,0 +1,38 @@
+"""Names that are not valid UTF-8 survive the catalog and print escaped (issue 11)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from casparian_trio.filenames import from_db, shown, to_db
+
+names = st.binary(min_size=1, max_size=40).filter(lambda b: b"/" not in b and b"\0" not in b)
+
+
+@given(names)
+def test_any_name_round_trips_through_sqlite(raw: bytes) -> None:
+    name = os.fsdecode(raw)
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (rel_path TEXT NOT NULL)")
+    conn.execute("INSERT INTO t VALUES (?)", (to_db(name),))
+    (stored,) = conn.execute("SELECT rel_path FROM t").fetchone()
+    assert os.fsencode(from_db(stored)) == raw
+    assert conn.execute("SELECT count(*) FROM t WHERE rel_path = ?", (to_db(name),)).fetchone()[0]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"caf\xe9.csv", "caf\\xe9.csv"),
+        ("café.csv".encode(), "café.csv"),
+        (b"a\xff\xfeb", "a\\xff\\xfeb"),
+    ],
+)
+def test_shown_escapes_only_undecodable_bytes(raw: bytes, expected: str) -> None:
+    assert shown(os.fsdecode(raw)) == expected
+    shown(os.fsdecode(raw)).encode("utf-8")  # printable and storable as TEXT
