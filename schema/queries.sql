@@ -427,9 +427,24 @@ ON CONFLICT (job_id, attempt, topic_name) DO UPDATE
 
 -- name: topic_summaries
 -- One row per (topic, sink) that received output, then configured topics that
--- never did (their configured URI, zero counts).
-WITH latest AS (
+-- never did (their configured URI, zero counts). Only current output counts
+-- (README "One current version per source file"): per (file location, plugin),
+-- the job of the newest file version that completed or recorded output, and
+-- nothing of a deleted file. Of that job, its latest recorded attempt.
+WITH ranked AS (
+    SELECT q.id,
+           row_number() OVER (PARTITION BY v.location_id, q.plugin_name
+                              ORDER BY q.file_version_id DESC, q.id DESC) AS n
+      FROM cf_processing_queue AS q
+      JOIN cf_file_version AS v ON v.id = q.file_version_id
+      JOIN cf_file_location AS loc ON loc.id = v.location_id
+     WHERE q.kind = 'parse' AND loc.deleted_at IS NULL
+       AND (q.status = 'COMPLETED'
+            OR EXISTS (SELECT 1 FROM cf_job_topic_output AS e WHERE e.job_id = q.id))
+),
+latest AS (
     SELECT o.* FROM cf_job_topic_output AS o
+      JOIN ranked AS r ON r.id = o.job_id AND r.n = 1
      WHERE o.attempt = (SELECT max(m.attempt) FROM cf_job_topic_output AS m
                          WHERE m.job_id = o.job_id)
 )
