@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -439,6 +440,28 @@ async def _drain_output(job: _Job) -> None:
     job.output.drain_nowait()
 
 
+def openable_input(path: str, folder: Path) -> str:
+    """``path``, or for a name that is not valid UTF-8 a symlink to it in ``folder``.
+
+    Such a name reaches Python as surrogate escapes, which ``open`` accepts but
+    libraries that encode paths as UTF-8 (pyarrow, polars) refuse. The alias
+    ``folder/input<suffix>`` keeps the extension when that is valid UTF-8.
+    """
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        suffix = os.path.splitext(path)[1]
+        try:
+            suffix.encode("utf-8")
+        except UnicodeEncodeError:
+            suffix = ""
+        alias = folder / f"input{suffix}"
+        alias.unlink(missing_ok=True)
+        alias.symlink_to(path)
+        return str(alias)
+    return path
+
+
 def _or_inf(seconds: float | None) -> float:
     return math.inf if seconds is None else seconds
 
@@ -447,7 +470,7 @@ def _job_spec(job: _Job) -> bytes:
     assert job.guest is not None
     spec: dict[str, Any] = {
         "plugin": str(job.guest.dir / "plugin.py"),
-        "input": job.dispatch.file_path,
+        "input": openable_input(job.dispatch.file_path, job.guest.dir),
         "job_id": job.job_id,
         "file_version_id": job.dispatch.file_version_id,
         "topics": sorted(job.sinks),
