@@ -229,3 +229,103 @@ def test_submit_errors(cli: Cli, data_dir: Path, published: None) -> None:
     assert unknown.err == (
         "error: plugin 'ghost' is not published; run `casparian-trio publish PLUGIN.py` first\n"
     )
+
+
+# --- deletions, files that come back, reprocessing (issue 11) ----------------------------
+
+
+def jobs_by_kind(db_path: Path) -> list[tuple[str, str, str]]:
+    return query(
+        db_path,
+        "SELECT l.rel_path, q.kind, q.status FROM cf_processing_queue q"
+        " JOIN cf_file_version v ON v.id = q.file_version_id"
+        " JOIN cf_file_location l ON l.id = v.location_id ORDER BY q.id",
+    )
+
+
+def complete_all(db_path: Path) -> None:
+    conn = sqlite3.connect(db_path)
+    with conn:
+        conn.execute("UPDATE cf_processing_queue SET status = 'COMPLETED'")
+    conn.close()
+
+
+def test_a_deleted_file_gets_one_retraction_job_per_plugin(
+    cli: Cli, data_dir: Path, db_path: Path, published: None
+) -> None:
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    (data_dir / "a.csv").unlink()
+    result = cli("scan", "--json")
+    assert (result.json()["deleted"], result.json()["retractions"]) == (1, 1)
+    assert jobs_by_kind(db_path)[-1] == ("a.csv", "retract", "QUEUED")
+    again = cli("scan", "--json").json()
+    assert (again["deleted"], again["retractions"]) == (0, 0)  # noticed once
+
+
+def test_a_file_that_comes_back_is_parsed_again_and_its_retraction_cancelled(
+    cli: Cli, data_dir: Path, db_path: Path, published: None
+) -> None:
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    content = (data_dir / "a.csv").read_bytes()
+    (data_dir / "a.csv").unlink()
+    cli("scan")
+    (data_dir / "a.csv").write_bytes(content)  # the same content is back
+    result = cli("scan", "--json").json()
+    assert (result["new"], result["queued"]) == (1, 1)
+    kinds = [j for j in jobs_by_kind(db_path) if j[0] == "a.csv"]
+    assert kinds == [("a.csv", "parse", "QUEUED"), ("a.csv", "retract", "CANCELLED")]
+
+
+def test_an_unlistable_folder_is_not_a_deletion(
+    cli: Cli, data_dir: Path, db_path: Path, published: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    real = os.scandir
+
+    def refuse_2024(path: object) -> object:
+        if str(path).endswith("2024"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(scout.os, "scandir", refuse_2024)
+    result = cli("scan", "--json")
+    assert result.json()["deleted"] == 0
+    assert "cannot list" in result.err
+
+
+def test_a_new_plugin_version_reprocesses_its_files(
+    cli: Cli, data_dir: Path, db_path: Path, published: None, write_plugin: Callable[..., Path]
+) -> None:
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    newer = write_plugin(version="2.0.0")
+    result = cli("publish", str(newer))
+    assert result.rc == 0, result.err
+    assert "reprocessing: queued 2 jobs" in result.out
+    assert [s for _, _, s in jobs_by_kind(db_path)] == ["QUEUED", "QUEUED"]
+
+
+def test_publish_no_reprocess_says_so(
+    cli: Cli, data_dir: Path, db_path: Path, published: None, write_plugin: Callable[..., Path]
+) -> None:
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    result = cli("publish", str(write_plugin(version="2.0.0")), "--no-reprocess")
+    assert "not reprocessing (--no-reprocess)" in result.out
+    assert [s for _, _, s in jobs_by_kind(db_path)] == ["COMPLETED", "COMPLETED"]
+    forced = cli("reprocess", "--plugin", "sales", "--glob", "2024/", "--json")
+    assert forced.json()["queued"] == 1
+    assert jobs_by_kind(db_path)[0] == ("2024/b.csv", "parse", "QUEUED")
+
+
+def test_reprocess_names_an_unpublished_plugin(cli: Cli, db_path: Path, ops_db: object) -> None:
+    result = cli("reprocess", "--plugin", "nope")
+    assert result.rc != 0
+    assert "plugin 'nope' is not published" in result.err
