@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -39,8 +40,18 @@ class Handler:
 """
 
 
+CPU: dict[str, list[float]] = {}  # the last run's CPU seconds (user + system), per src
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run(src: Path, *argv: str) -> tuple[float, str]:
+    """(wall seconds, stdout) of one command; its CPU seconds go to ``CPU[str(src)]``."""
     env = {**os.environ, "PYTHONPATH": str(src)}
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "casparian_trio", *argv],
@@ -50,6 +61,7 @@ def run(src: Path, *argv: str) -> tuple[float, str]:
         check=False,
     )
     elapsed = time.perf_counter() - started
+    CPU.setdefault(str(src), []).append(_children_cpu() - cpu)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed with {src}: {done.stderr.strip()}")
     return elapsed, done.stdout
@@ -77,6 +89,7 @@ def bench(src: Path, files: int, repeat: int, work: Path) -> dict[str, float]:
             os.utime(path, (now, now))
         touched.append(run(src, "scan", "--db", db)[0])
     figures["touched"] = statistics.median(touched)
+    figures["touched_cpu"] = statistics.median(CPU[str(src)][-repeat:])
     (folder / "f000000.csv").write_text("id,val\n0,1\n1,2\n")
     figures["one_changed"], out = run(src, "scan", "--db", db, "--json")
     assert json.loads(out)["queued"] == 1, out
@@ -100,16 +113,23 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="bench-scan-") as tmp:
             results[str(src)] = bench(src, args.files, args.repeat, Path(tmp))
     base = results[str(sources[0])]
-    print(f"scan of {args.files:,} small files (seconds, median of {args.repeat}; fresh process)")
-    print(f"{'src':50} {'first':>8} {'unchanged':>10} {'touched':>8} {'1 changed':>10}")
+    print(
+        f"scan of {args.files:,} small files (seconds, median of {args.repeat}; a fresh "
+        "process each; cpu = user + system of the process, steadier on a busy machine)"
+    )
+    print(
+        f"{'src':40} {'first':>7} {'unchanged':>10} {'(cpu)':>6} {'touched':>8} {'(cpu)':>6} "
+        f"{'1 changed':>10}"
+    )
     for src, fig in results.items():
         print(
-            f"{src[-50:]:50} {fig['first']:8.2f} {fig['unchanged']:10.2f} "
-            f"{fig['touched']:8.2f} {fig['one_changed']:10.2f}"
+            f"{src[-40:]:40} {fig['first']:7.2f} {fig['unchanged']:10.2f} "
+            f"{fig['unchanged_cpu']:6.2f} {fig['touched']:8.2f} {fig['touched_cpu']:6.2f} "
+            f"{fig['one_changed']:10.2f}"
         )
         if fig is not base:
             ratios = "  ".join(f"{k} {fig[k] / base[k]:.2f}x" for k in fig)
-            print(f"{'':50} vs first src: {ratios}")
+            print(f"{'':40} vs first src: {ratios}")
 
 
 if __name__ == "__main__":

@@ -31,7 +31,6 @@ from typing import Any
 
 import attrs
 
-from casparian_trio.sinks._uri import safe_name
 from casparian_trio.store.topics import SQLITE_SCHEME
 
 # The two file-name schemes of a Parquet topic (sinks/parquet.py).
@@ -56,6 +55,8 @@ class CatalogPlan:
 
 def plan_views(topics: Sequence[dict[str, Any]]) -> CatalogPlan:
     """The views for ``list_topics`` rows (looks at the folders for files, nothing else)."""
+    from casparian_trio.sinks._uri import safe_name  # not at import: sinks load pyarrow
+
     parquet = [t for t in topics if not str(t["sink_uri"]).startswith(SQLITE_SCHEME)]
     skipped = [
         f"{t['topic_name']}: a SQLite table ({t['sink_uri']}); query it with sqlite3 or DuckDB's "
