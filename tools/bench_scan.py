@@ -82,6 +82,7 @@ def bench(src: Path, files: int, repeat: int, work: Path) -> dict[str, float]:
     figures["first"], out = run(src, "scan", "--db", db, "--json")
     assert json.loads(out)["queued"] == files, out
     figures["unchanged"] = statistics.median(run(src, "scan", "--db", db)[0] for _ in range(repeat))
+    figures["unchanged_cpu"] = statistics.median(CPU[str(src)][-repeat:])
     touched = []
     for _ in range(repeat):
         now = time.time() + len(touched) + 1
