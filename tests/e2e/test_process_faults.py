@@ -49,7 +49,16 @@ def outcomes(cluster: Cluster, job_id: int) -> list[tuple[int, str | None, str |
 
 def assert_output_once(cluster: Cluster, job_id: int, rows: int) -> None:
     files = cluster.parquet_files(PLUGIN)
-    assert [f.name for f in files] == [f"output.job-{job_id}.parquet"]
+    # one file per (topic, source file, plugin): the job's file version's location
+    location = cluster.db.run_sync(
+        lambda conn: conn.execute(
+            "SELECT v.location_id FROM cf_processing_queue q"
+            " JOIN cf_file_version v ON v.id = q.file_version_id WHERE q.id = ?",
+            (job_id,),
+        ).fetchone()[0],
+        readonly=True,
+    )
+    assert [f.name for f in files] == [f"output.src-{location}.{PLUGIN}.parquet"]
     table = cluster.read_output(PLUGIN)
     assert table.column("id").to_pylist() == list(range(rows))
     assert table.column("value").to_pylist() == [i * 1.5 for i in range(rows)]
