@@ -33,6 +33,8 @@ import attrs
 
 from casparian_trio.store.topics import SQLITE_SCHEME
 
+# Characters DuckDB's globbing gives a meaning to.
+GLOB_CHARACTERS = "*?[]{}"
 # The two file-name schemes of a Parquet topic (sinks/parquet.py).
 FILE_PATTERNS = ("{topic}.src-*.parquet", "{topic}.job-*.parquet")
 
@@ -70,14 +72,19 @@ def plan_views(topics: Sequence[dict[str, Any]]) -> CatalogPlan:
     views = []
     for t in parquet:
         topic, folder = str(t["topic_name"]), str(t["sink_uri"])
-        # safe_name leaves no glob character in the topic part; the folder is escaped
-        # for Python's check (DuckDB reads the folder literally up to the first '*').
+        # safe_name leaves no glob character in the topic part. A folder with one
+        # ([, *, ? or {) cannot be globbed by DuckDB: the view then lists the files
+        # as they are now (write the catalog again after new files arrive).
         names_in = [p.format(topic=safe_name(topic)) for p in FILE_PATTERNS]
-        present = tuple(
-            os.path.join(folder, n)
-            for n in names_in
-            if glob.glob(os.path.join(glob.escape(folder), n))
-        )
+        escaped = glob.escape(folder)
+        if any(ch in folder for ch in GLOB_CHARACTERS):
+            present = tuple(
+                sorted(f for n in names_in for f in glob.glob(os.path.join(escaped, n)))
+            )
+        else:
+            present = tuple(
+                os.path.join(folder, n) for n in names_in if glob.glob(os.path.join(escaped, n))
+            )
         if not present:
             skipped.append(f"{topic}: no Parquet file in {folder} yet")
             continue
