@@ -124,7 +124,9 @@ def _topic_families(rows: list[dict[str, Any]]) -> Iterator[Metric]:
     yield from (written, quarantined)
 
 
-def _status_families(status: reports.StatusSnapshot, slots: dict[str, Slots], *, now: float) -> Iterator[Metric]:
+def _status_families(
+    status: reports.StatusSnapshot, slots: dict[str, Slots], *, now: float
+) -> Iterator[Metric]:
     jobs = GaugeMetricFamily("casparian_jobs", "Jobs in each state.", labels=["state"])
     for known_state in JobStatus:
         jobs.add_metric([str(known_state)], status.jobs.get(str(known_state), 0))
