@@ -1,0 +1,107 @@
+"""``/metrics`` families from a known store: parsed back with prometheus_client's own parser."""
+
+from __future__ import annotations
+
+from functools import partial
+
+from http_seed import NOW, Seeded
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
+from casparian_trio.http._live import live_slots
+from casparian_trio.http.metrics import BUCKETS_S, Metrics, StoreCollector
+from casparian_trio.protocol import Identify
+from casparian_trio.sentinel.registry import HeldJob, Registry
+from casparian_trio.store import Database
+from casparian_trio.store import dashboard as reads
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(db: Database, registry: Registry | None = None) -> tuple[Samples, set[str]]:
+    snapshot = db.run_sync(
+        partial(reads.metrics_snapshot, bounds=BUCKETS_S, now=NOW, window_s=60.0), readonly=True
+    )
+    metrics = Metrics(
+        collector=StoreCollector(slots=lambda: live_slots(registry), clock=lambda: NOW)
+    )
+    metrics.collector.snapshot = snapshot
+    text = generate_latest(metrics.registry).decode()
+    samples: Samples = {}
+    kinds = set()
+    for family in text_string_to_metric_families(text):
+        kinds.add(f"{family.name}:{family.type}")
+        for s in family.samples:
+            samples[(s.name, frozenset(s.labels.items()))] = s.value
+    return samples, kinds
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+def test_job_counts_and_counters_equal_the_store(db: Database, seeded: Seeded) -> None:
+    samples, kinds = scrape(db)
+    assert value(samples, "casparian_jobs", state="COMPLETED") == 2
+    assert value(samples, "casparian_jobs", state="FAILED") == 1
+    assert value(samples, "casparian_jobs", state="QUEUED") == 1
+    assert value(samples, "casparian_jobs", state="RUNNING") == 0
+    assert value(samples, "casparian_jobs_completed_total", plugin="sales") == 2
+    assert value(samples, "casparian_jobs_failed_total", plugin="sales") == 1
+    assert value(samples, "casparian_job_attempts_total", plugin="sales", outcome="FAILED") == 1
+    assert ("casparian_jobs_completed_total", frozenset({("plugin", "logs")})) not in samples
+    assert {
+        "casparian_jobs:gauge",
+        "casparian_jobs_completed:counter",
+        "casparian_job_duration_seconds:histogram",
+        "casparian_dispatch_conclude_latency_seconds:histogram",
+        "casparian_rows_written:counter",
+        "casparian_queue_oldest_age_seconds:gauge",
+        "casparian_worker_slots:gauge",
+    } <= kinds
+
+
+def test_rows_per_topic_leave_the_quarantine_topic_out(db: Database, seeded: Seeded) -> None:
+    samples, _ = scrape(db)
+    assert value(samples, "casparian_rows_written_total", topic="sales") == 15
+    assert value(samples, "casparian_rows_quarantined_total", topic="sales") == 2
+    assert not any(
+        name == "casparian_rows_written_total" and ("topic", "sales_quarantine") in labels
+        for name, labels in samples
+    )
+
+
+def test_histograms_bucket_run_time_and_dispatch_latency(db: Database, seeded: Seeded) -> None:
+    samples, _ = scrape(db)
+    run = "casparian_job_duration_seconds"
+    assert value(samples, f"{run}_count", plugin="sales") == 2
+    assert value(samples, f"{run}_sum", plugin="sales") == 2.3
+    assert value(samples, f"{run}_bucket", plugin="sales", le="0.25") == 0
+    assert value(samples, f"{run}_bucket", plugin="sales", le="0.5") == 1
+    assert value(samples, f"{run}_bucket", plugin="sales", le="2.5") == 2
+    assert value(samples, f"{run}_bucket", plugin="sales", le="+Inf") == 2
+    lat = "casparian_dispatch_conclude_latency_seconds"
+    assert value(samples, f"{lat}_count") == 3  # two receipts and one failure
+    assert value(samples, f"{lat}_sum") == 1.0 + 4.0 + 2.0
+    assert value(samples, f"{lat}_bucket", le="1.0") == 1
+    assert value(samples, f"{lat}_bucket", le="2.5") == 2
+    assert value(samples, f"{lat}_bucket", le="5.0") == 3
+
+
+def test_queue_age_and_live_slots(db: Database, seeded: Seeded) -> None:
+    registry = Registry()
+    hello = Identify(worker_id="w1", capabilities=["sales"], slots=3)
+    worker, _ = registry.register(b"w1", hello, now=0.0)
+    worker.jobs[9] = HeldJob(job_id=9, attempt=1, plugin_name="sales", timeout_s=60)
+    samples, _ = scrape(db, registry)
+    assert value(samples, "casparian_queue_oldest_age_seconds") == 30
+    assert value(samples, "casparian_worker_slots", state="busy") == 1
+    assert value(samples, "casparian_worker_slots", state="free") == 2
+
+
+def test_an_empty_store_reports_zeros(db: Database) -> None:
+    samples, _ = scrape(db)
+    assert value(samples, "casparian_jobs", state="QUEUED") == 0
+    assert value(samples, "casparian_queue_oldest_age_seconds") == 0
+    assert value(samples, "casparian_dispatch_conclude_latency_seconds_count") == 0
+    assert value(samples, "casparian_worker_slots", state="free") == 0
