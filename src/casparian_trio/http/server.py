@@ -1,8 +1,10 @@
 """``serve_http``: the dashboard as one task of the Sentinel's nursery (hypercorn on Trio).
 
 Theory of operation: the task opens a second connection to the Sentinel's
-database (no migrations: the Sentinel did them), builds the Starlette app and
-runs ``hypercorn.trio.serve`` in a nursery of its own. ``task_status.started``
+database (no migrations: the Sentinel did them), binds the listening socket
+itself (so a port in use is one clear line, and no socket is left to the
+garbage collector), builds the Starlette app and runs ``hypercorn.trio.serve``
+on that socket (``fd://``) in a nursery of its own. ``task_status.started``
 hands back the URL actually bound (``:0`` asks for a free port), after it is
 logged as ``dashboard on http://HOST:PORT`` (event ``http.started``). It
 returns only when cancelled, with the rest of the Sentinel; hypercorn's
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import socket
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,7 +25,7 @@ import trio
 from hypercorn.config import Config as HypercornConfig
 from hypercorn.trio import serve
 
-from casparian_trio.errors import ConfigError, leaves
+from casparian_trio.errors import ConfigError
 from casparian_trio.http._address import HttpAddress
 from casparian_trio.http.app import Dashboard, build_app
 from casparian_trio.sentinel.registry import Registry
@@ -35,10 +38,31 @@ logger = logging.getLogger(__name__)
 GRACEFUL_S = 1.0
 
 
-def hypercorn_config(address: HttpAddress) -> HypercornConfig:
-    """One plain-HTTP listener on ``address``, hypercorn's logs through ours, no access log."""
+def bound_socket(address: HttpAddress) -> socket.socket:
+    """A TCP socket bound to ``address`` (not listening yet), closed again if binding fails.
+
+    Raises:
+        ConfigError: the port is in use, or the address is not one of this host's.
+    """
+    try:
+        infos = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ConfigError(f"--http {address.bind}: unknown host ({exc.strerror})") from exc
+    family, kind, proto, _, where = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(where)
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(_bind_error(address, exc)) from exc
+    return sock
+
+
+def hypercorn_config(sock: socket.socket) -> HypercornConfig:
+    """hypercorn on our bound socket (it takes the descriptor over), our logs, no access log."""
     config = HypercornConfig()
-    config.bind = [address.bind]
+    config.bind = [f"fd://{sock.detach()}"]
     config.accesslog = None
     # Its warnings and errors in our log format; its "Running on" line is ours (http.started).
     errorlog = logging.getLogger("casparian_trio.http.hypercorn")
@@ -73,19 +97,11 @@ async def serve_http(
         raise ConfigError("--http needs the sentinel's database file, not :memory:")
     db = open_database(db_path, migrate=False)
     try:
+        config = hypercorn_config(bound_socket(address))  # a bind error is ours, and one line
         app = build_app(Dashboard(db=db, token=token, registry=registry, wall=wall))
         async with trio.open_nursery() as nursery:
-            try:
-                # hypercorn's ASGI type is a union its Starlette-typed callers cannot name.
-                binds = await nursery.start(
-                    partial(serve, app, hypercorn_config(address))  # type: ignore[arg-type]
-                )
-            except (OSError, BaseExceptionGroup) as exc:
-                # hypercorn binds inside its own nurseries: the OSError comes grouped.
-                failed = next((e for e in leaves(exc) if isinstance(e, OSError)), None)
-                if failed is None:
-                    raise
-                raise ConfigError(_bind_error(address, failed)) from failed
+            # hypercorn's ASGI type is a union its Starlette-typed callers cannot name.
+            binds = await nursery.start(partial(serve, app, config))  # type: ignore[arg-type]
             url = str(binds[0])
             logger.info(
                 "dashboard on %s (%s)",
