@@ -449,41 +449,19 @@ SELECT CAST((ended_at - :since) / :bucket_s AS INTEGER) AS bucket, outcome, coun
  WHERE ended_at >= :since
  GROUP BY bucket, outcome;
 
--- name: dashboard_attempt_outcomes
--- Every ended attempt, per plugin and outcome: the completed and failed counters.
-SELECT q.plugin_name AS plugin, a.outcome, count(*) AS n
+-- name: dashboard_attempts_ended_since
+-- Attempts that ended after :after (unix time): the /metrics counters and the
+-- dispatch-to-receipt latency are fed with these, a scrape at a time.
+SELECT a.id, q.plugin_name AS plugin, a.outcome, a.ended_at,
+       a.ended_at - a.started_at AS took_s
   FROM cf_job_attempt AS a JOIN cf_processing_queue AS q ON q.id = a.job_id
- WHERE a.outcome IS NOT NULL
- GROUP BY q.plugin_name, a.outcome;
+ WHERE a.ended_at > :after AND a.outcome IS NOT NULL;
 
--- name: dashboard_duration_buckets
--- Cumulative ("le") counts of completed jobs' run time as the worker measured it,
--- per plugin; :bounds is a JSON list of upper bounds in seconds.
-WITH d AS (
-    SELECT plugin_name AS plugin,
-           json_extract(result_summary, '$.metrics.duration_s') AS s
-      FROM cf_processing_queue
-     WHERE status = 'COMPLETED' AND json_valid(result_summary)
-)
-SELECT d.plugin, b.value AS le, count(*) AS n
-  FROM d JOIN json_each(:bounds) AS b ON d.s <= b.value
- GROUP BY d.plugin, b.value;
-
--- name: dashboard_duration_totals
-SELECT plugin_name AS plugin, count(s) AS n, coalesce(sum(s), 0.0) AS total
-  FROM (SELECT plugin_name, json_extract(result_summary, '$.metrics.duration_s') AS s
-          FROM cf_processing_queue
-         WHERE status = 'COMPLETED' AND json_valid(result_summary))
- GROUP BY plugin_name;
-
--- name: dashboard_latency_buckets
--- Cumulative counts of dispatch (claim) to conclusion (receipt) per ended attempt.
-SELECT b.value AS le, count(*) AS n
-  FROM cf_job_attempt AS a JOIN json_each(:bounds) AS b
-    ON a.ended_at - a.started_at <= b.value
- WHERE a.ended_at IS NOT NULL
- GROUP BY b.value;
-
--- name: dashboard_latency_totals
-SELECT count(*) AS n, coalesce(sum(ended_at - started_at), 0.0) AS total
-  FROM cf_job_attempt WHERE ended_at IS NOT NULL;
+-- name: dashboard_completed_since
+-- Jobs completed after :after with their run time as the worker measured it
+-- (NULL: a legacy summary); JSON is read only for these rows.
+SELECT id, plugin_name AS plugin, updated_at,
+       CASE WHEN json_valid(result_summary)
+            THEN json_extract(result_summary, '$.metrics.duration_s') END AS run_s
+  FROM cf_processing_queue
+ WHERE status = 'COMPLETED' AND updated_at > :after;

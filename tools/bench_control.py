@@ -13,6 +13,14 @@ A printer only: no assertions.
 
 Usage:
     python tools/bench_control.py [--jobs 5000] [--workers 2] [--slots 4] [--repeat 1]
+        [--http | --compare] [--poll-interval 0.5]
+
+``--http`` runs the Sentinel with its dashboard (``--http 127.0.0.1:0``) and a
+poller thread that fetches ``/`` and ``/metrics`` every ``--poll-interval``
+seconds during the run (a browser tab reloading every 5 s and a Prometheus
+scraping every 15 s ask ten to thirty times less). ``--compare`` alternates a
+run without and a run with the dashboard ``--repeat`` times and prints both
+medians and their ratio (issue 14: within 10 %).
 
 Structure (for options added later): ``sentinel_argv`` and ``worker_argv``
 build the two command lines, ``start_sentinel`` / ``start_worker`` launch and
@@ -31,7 +39,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -166,10 +176,45 @@ def _wait_for(log: Path, popen: subprocess.Popen[bytes], text: str) -> None:
         time.sleep(0.02)
 
 
-def start_sentinel(root: Path, db: Path, address: str) -> subprocess.Popen[bytes]:
-    popen, log = _spawn(sentinel_argv(db, address), root, "sentinel")
+def start_sentinel(
+    root: Path, db: Path, address: str, extra: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    popen, log = _spawn(sentinel_argv(db, address, extra), root, "sentinel")
     _wait_for(log, popen, "sentinel serving")
     return popen
+
+
+def dashboard_url(root: Path) -> str:
+    """The address the Sentinel logged for its dashboard (``--http 127.0.0.1:0``)."""
+    for line in (root / "sentinel.log").read_text(errors="replace").splitlines():
+        if "dashboard on http://" in line:
+            return line.split("dashboard on ", 1)[1].split()[0]
+    raise SystemExit("the sentinel did not log its dashboard address")
+
+
+class Poller(threading.Thread):
+    """Fetches the overview and /metrics every ``interval_s`` until stopped."""
+
+    PATHS = ("/", "/metrics")
+
+    def __init__(self, url: str, interval_s: float) -> None:
+        super().__init__(daemon=True, name="dashboard-poller")
+        self.url = url
+        self.interval_s = interval_s
+        self.stopped = threading.Event()
+        self.requests = 0
+        self.failures = 0
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            for path in self.PATHS:
+                try:
+                    with urllib.request.urlopen(self.url + path, timeout=HANG_S) as answer:
+                        answer.read()
+                    self.requests += 1
+                except OSError:
+                    self.failures += 1
+            self.stopped.wait(self.interval_s)
 
 
 def start_worker(root: Path, address: str, worker_id: str, slots: int) -> subprocess.Popen[bytes]:
@@ -266,15 +311,20 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def run_once(jobs: int, workers: int, slots: int) -> float:
-    """One measured run; returns dispatch → conclude cycles/s."""
+def run_once(
+    jobs: int, workers: int, slots: int, *, http: bool = False, poll_s: float = 0.5
+) -> float:
+    """One measured run; returns dispatch → conclude cycles/s (``http``: dashboard polled)."""
     with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
         root = Path(tmp)
         db = root / "casparian.db"
         init_db(db)
         seed(db, root, jobs)
         address = f"tcp://127.0.0.1:{free_port()}"
-        procs = [start_sentinel(root, db, address)]
+        procs = [start_sentinel(root, db, address, ["--http", "127.0.0.1:0"] if http else [])]
+        poller = Poller(dashboard_url(root), poll_s) if http else None
+        if poller is not None:
+            poller.start()
         try:
             procs += [start_worker(root, address, f"w{i}", slots) for i in range(workers)]
             deadline = time.monotonic() + HANG_S
@@ -288,6 +338,13 @@ def run_once(jobs: int, workers: int, slots: int) -> float:
                     raise SystemExit(f"a process exited early:\n{logs}")
                 time.sleep(0.05)
         finally:
+            if poller is not None:
+                poller.stopped.set()
+                poller.join(HANG_S)
+                print(
+                    f"  dashboard polled: {poller.requests} requests, {poller.failures} failed",
+                    flush=True,
+                )
             _stop(procs[1:])
             _stop(procs[:1])
         times = completed_times(db)
@@ -302,6 +359,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slots", type=int, default=4, help="slots per worker")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median is printed")
+    parser.add_argument(
+        "--http", action="store_true", help="run the dashboard and poll it during each run"
+    )
+    parser.add_argument(
+        "--compare", action="store_true", help="each repeat: a run without, then one with --http"
+    )
+    parser.add_argument(
+        "--poll-interval", type=float, default=0.5, help="seconds between dashboard polls"
+    )
     # worker mode (what worker_argv runs)
     parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--connect", help=argparse.SUPPRESS)
@@ -309,17 +375,29 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.as_worker:
         return worker_main(args)
-    figures = []
+    modes = [False, True] if args.compare else [args.http]
+    figures: dict[bool, list[float]] = {mode: [] for mode in modes}
     for i in range(args.repeat):
-        rate = run_once(args.jobs, args.workers, args.slots)
-        figures.append(rate)
-        print(f"run {i + 1}: {rate:,.0f} cycles/s", flush=True)
-    median = statistics.median(figures)
-    print(
-        f"control plane: {median:,.0f} dispatch→conclude cycles/s "
-        f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; goal 2,000/s, "
-        f"{median / 2000:.2f}x of it)"
-    )
+        for mode in modes:
+            rate = run_once(
+                args.jobs, args.workers, args.slots, http=mode, poll_s=args.poll_interval
+            )
+            figures[mode].append(rate)
+            label = "with dashboard" if mode else "without dashboard"
+            print(f"run {i + 1} {label}: {rate:,.0f} cycles/s", flush=True)
+    for mode in modes:
+        median = statistics.median(figures[mode])
+        label = (
+            f"with the dashboard polled every {args.poll_interval:g} s" if mode else "no dashboard"
+        )
+        print(
+            f"control plane ({label}): {median:,.0f} dispatch→conclude cycles/s "
+            f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; goal 2,000/s, "
+            f"{median / 2000:.2f}x of it)"
+        )
+    if args.compare:
+        ratio = statistics.median(figures[True]) / statistics.median(figures[False])
+        print(f"dashboard on / off: {ratio:.3f} of the throughput ({(ratio - 1) * 100:+.1f} %)")
     return 0
 
 

@@ -47,7 +47,7 @@ from casparian_trio.errors import StoreError
 from casparian_trio.http import _auth
 from casparian_trio.http._chart import throughput_svg
 from casparian_trio.http._live import live_slots
-from casparian_trio.http.metrics import BUCKETS_S, WINDOW_S, Metrics, StoreCollector
+from casparian_trio.http.metrics import WINDOW_S, Metrics, StoreCollector
 from casparian_trio.sentinel.registry import Registry
 from casparian_trio.store import Database, JobStatus, reports, topics
 from casparian_trio.store import dashboard as reads
@@ -107,6 +107,7 @@ class Dashboard:
     wall: Callable[[], float] = time.time
     env: jinja2.Environment = attrs.field(factory=_environment)
     metrics: Metrics = attrs.field(init=False)
+    scrape_lock: trio.Lock = attrs.field(factory=trio.Lock)
 
     def __attrs_post_init__(self) -> None:
         collector = StoreCollector(slots=lambda: live_slots(self.registry), clock=self.wall)
@@ -269,12 +270,19 @@ class Dashboard:
         )
 
     async def scrape(self, request: Request) -> Response:
-        snapshot = await self.read(
-            reads.metrics_snapshot, bounds=BUCKETS_S, now=self.wall(), window_s=WINDOW_S
-        )
-        # No await between setting the snapshot and generating: one scrape, one snapshot.
-        self.metrics.collector.snapshot = snapshot
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        collector = self.metrics.collector
+        async with self.scrape_lock:  # each ended row is added to the tally once
+            snapshot = await self.read(
+                reads.metrics_snapshot,
+                attempts_after=collector.tally.attempts_after(),
+                completions_after=collector.tally.completions_after(),
+                now=self.wall(),
+                window_s=WINDOW_S,
+            )
+            # No await between taking the snapshot and generating: one scrape, one snapshot.
+            collector.take(snapshot)
+            text = generate_latest(self.metrics.registry)
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     async def static(self, request: Request) -> Response:
         name = request.path_params["name"]

@@ -10,9 +10,7 @@ command that prints the same facts cannot disagree.
 
 from __future__ import annotations
 
-import json
 import sqlite3
-from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -103,69 +101,53 @@ def throughput(
 
 
 @attrs.frozen(kw_only=True)
-class Histogram:
-    """Cumulative bucket counts as Prometheus wants them.
-
-    Attributes:
-        buckets: (upper bound in seconds, observations at or below it), bounds ascending.
-        count: all observations; total: their sum in seconds.
-    """
-
-    buckets: tuple[tuple[float, int], ...]
-    count: int
-    total: float
-
-
-def _histogram(
-    rows: Sequence[sqlite3.Row], bounds: Sequence[float], count: int, total: float
-) -> Histogram:
-    at = {float(r["le"]): int(r["n"]) for r in rows}
-    return Histogram(
-        buckets=tuple((b, at.get(float(b), 0)) for b in bounds), count=count, total=total
-    )
-
-
-@attrs.frozen(kw_only=True)
 class MetricsSnapshot:
-    """What one ``/metrics`` scrape reports, read in one transaction.
+    """What one ``/metrics`` scrape reads, in one transaction.
 
     Attributes:
         status: the ``status`` command's numbers (jobs by state, workers, oldest queued).
-        outcomes: ended attempts per (plugin, outcome).
-        durations: completed jobs' run time per plugin.
-        latency: dispatch to conclusion of every ended attempt.
         topics: ``topics.list_topics`` rows (rows written and quarantined per topic).
+        attempts: attempts ended after ``attempts_after``: (id, plugin, outcome,
+            ended_at, seconds from claim to end).
+        completions: jobs completed after ``completions_after``: (id, plugin,
+            updated_at, run seconds or None).
     """
 
     status: reports.StatusSnapshot
-    outcomes: dict[tuple[str, str], int]
-    durations: dict[str, Histogram]
-    latency: Histogram
     topics: list[dict[str, Any]]
+    attempts: list[tuple[int, str, str, float, float]]
+    completions: list[tuple[int, str, float, float | None]]
 
 
 def metrics_snapshot(
-    conn: sqlite3.Connection, *, bounds: Sequence[float], now: float, window_s: float
+    conn: sqlite3.Connection,
+    *,
+    attempts_after: float,
+    completions_after: float,
+    now: float,
+    window_s: float,
 ) -> MetricsSnapshot:
-    """Every number ``/metrics`` shows; ``bounds`` are the histograms' upper bounds (s)."""
-    bounds_json = json.dumps(list(bounds))
-    outcomes = {
-        (r["plugin"], r["outcome"]): int(r["n"])
-        for r in conn.execute(q("dashboard_attempt_outcomes"))
-    }
-    by_plugin: dict[str, list[sqlite3.Row]] = {}
-    for row in conn.execute(q("dashboard_duration_buckets"), {"bounds": bounds_json}):
-        by_plugin.setdefault(row["plugin"], []).append(row)
-    durations = {
-        r["plugin"]: _histogram(by_plugin.get(r["plugin"], []), bounds, r["n"], r["total"])
-        for r in conn.execute(q("dashboard_duration_totals"))
-    }
-    latency_rows = conn.execute(q("dashboard_latency_buckets"), {"bounds": bounds_json}).fetchall()
-    totals = conn.execute(q("dashboard_latency_totals")).fetchone()
+    """Every number ``/metrics`` needs; attempts and completions only past the given times.
+
+    Args:
+        attempts_after, completions_after: unix times (-inf: every row).
+        now, window_s: the ``status`` throughput window ends at ``now``.
+    """
+    attempts = [
+        (r["id"], r["plugin"], r["outcome"], float(r["ended_at"]), float(r["took_s"]))
+        for r in conn.execute(q("dashboard_attempts_ended_since"), {"after": attempts_after})
+    ]
+    completions = [
+        (r["id"], r["plugin"], float(r["updated_at"]), _seconds(r["run_s"]))
+        for r in conn.execute(q("dashboard_completed_since"), {"after": completions_after})
+    ]
     return MetricsSnapshot(
         status=reports.status_snapshot(conn, since=now - window_s),
-        outcomes=outcomes,
-        durations=durations,
-        latency=_histogram(latency_rows, bounds, int(totals["n"]), float(totals["total"])),
         topics=topics.list_topics(conn),
+        attempts=attempts,
+        completions=completions,
     )
+
+
+def _seconds(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import sqlite3
 from functools import partial
 
 from http_seed import NOW, Seeded
@@ -9,23 +11,33 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from casparian_trio.http._live import live_slots
-from casparian_trio.http.metrics import BUCKETS_S, Metrics, StoreCollector
+from casparian_trio.http._tally import OVERLAP_S, Tally
+from casparian_trio.http.metrics import Metrics, StoreCollector
 from casparian_trio.protocol import Identify
 from casparian_trio.sentinel.registry import HeldJob, Registry
-from casparian_trio.store import Database
+from casparian_trio.store import Database, queue
 from casparian_trio.store import dashboard as reads
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
-def scrape(db: Database, registry: Registry | None = None) -> tuple[Samples, set[str]]:
-    snapshot = db.run_sync(
-        partial(reads.metrics_snapshot, bounds=BUCKETS_S, now=NOW, window_s=60.0), readonly=True
+def scrape(
+    db: Database, registry: Registry | None = None, metrics: Metrics | None = None
+) -> tuple[Samples, set[str]]:
+    if metrics is None:
+        metrics = Metrics(
+            collector=StoreCollector(slots=lambda: live_slots(registry), clock=lambda: NOW)
+        )
+    tally = metrics.collector.tally
+    read = partial(
+        reads.metrics_snapshot,
+        attempts_after=tally.attempts_after(),
+        completions_after=tally.completions_after(),
+        now=NOW,
+        window_s=60.0,
     )
-    metrics = Metrics(
-        collector=StoreCollector(slots=lambda: live_slots(registry), clock=lambda: NOW)
-    )
-    metrics.collector.snapshot = snapshot
+    snapshot = db.run_sync(read, readonly=True)
+    metrics.collector.take(snapshot)
     text = generate_latest(metrics.registry).decode()
     samples: Samples = {}
     kinds = set()
@@ -105,3 +117,37 @@ def test_an_empty_store_reports_zeros(db: Database) -> None:
     assert value(samples, "casparian_queue_oldest_age_seconds") == 0
     assert value(samples, "casparian_dispatch_conclude_latency_seconds_count") == 0
     assert value(samples, "casparian_worker_slots", state="free") == 0
+
+
+def test_each_ended_attempt_is_counted_once_over_many_scrapes(db: Database, seeded: Seeded) -> None:
+    metrics = Metrics(collector=StoreCollector(slots=dict, clock=lambda: NOW))
+    for _ in range(3):
+        samples, _ = scrape(db, metrics=metrics)
+        assert value(samples, "casparian_jobs_completed_total", plugin="sales") == 2
+        assert value(samples, "casparian_dispatch_conclude_latency_seconds_count") == 3
+
+    def finish_the_logs_job(conn: sqlite3.Connection) -> None:
+        job = queue.claim(conn, capabilities=("logs",), worker_id="w2", now=NOW - 12)
+        assert job is not None
+        summary = {"metrics": {"rows": 1, "duration_s": 0.04}, "rows": 1}
+        assert queue.complete(conn, job.id, job.attempt, result_summary=summary, now=NOW - 10)
+
+    db.run_sync(finish_the_logs_job)
+    samples, _ = scrape(db, metrics=metrics)
+    assert value(samples, "casparian_jobs_completed_total", plugin="logs") == 1
+    assert value(samples, "casparian_jobs_completed_total", plugin="sales") == 2
+    assert value(samples, "casparian_dispatch_conclude_latency_seconds_count") == 4
+    assert value(samples, "casparian_job_duration_seconds_bucket", plugin="logs", le="0.05") == 1
+
+
+def test_a_row_committed_after_a_later_one_is_still_counted_once() -> None:
+    tally = Tally((1.0, 10.0))
+    assert tally.attempts_after() == -math.inf
+    tally.add_attempts([(1, "p", "COMPLETED", 100.0, 0.5)])
+    assert tally.attempts_after() == 100.0 - OVERLAP_S
+    assert tally.completions_after() == -math.inf  # nothing completed yet: read them all
+    # the next read overlaps: row 1 again, and row 2 that ended earlier but committed later
+    tally.add_attempts([(1, "p", "COMPLETED", 100.0, 0.5), (2, "p", "FAILED", 99.0, 20.0)])
+    assert tally.outcomes == {("p", "COMPLETED"): 1, ("p", "FAILED"): 1}
+    assert tally.latency.cumulative() == [(1.0, 1), (10.0, 1)]
+    assert (tally.latency.count, tally.latency.total) == (2, 20.5)
