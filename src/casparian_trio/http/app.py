@@ -116,14 +116,11 @@ class Dashboard:
     # --- plumbing ----------------------------------------------------------------------
 
     def page(self, request: Request, name: str, status_code: int = 200, **context: Any) -> Response:
-        auth = request.scope.get("state", {}).get("auth", _auth.Auth.OPEN)
-        can_steer = self.token is not None
         context.update(
             path=request.url.path,
             now=self.wall(),
-            can_steer=can_steer,
-            csrf=_auth.csrf_value(self.token) if can_steer and self.token else "",
-            auth=auth.value,
+            can_steer=self.token is not None,  # every request carried it (``TokenGuard``)
+            csrf=_auth.csrf_value(self.token) if self.token is not None else "",
         )
         html = self.env.get_template(name).render(**context)
         return HTMLResponse(html, status_code=status_code)
@@ -135,8 +132,9 @@ class Dashboard:
             started = trio.current_time()
             try:
                 response = await endpoint(request)
-            except StoreError as exc:
-                response = self.page(request, "error.html", 404, message=str(exc))
+            except StoreError as exc:  # "no job 7" is a 404; a database in trouble is not
+                code = 404 if str(exc).startswith("no ") else 503
+                response = self.page(request, "error.html", code, message=str(exc))
             except ValueError as exc:
                 response = self.page(request, "error.html", 400, message=str(exc))
             self.metrics.requests.labels(route, str(response.status_code)).inc()
@@ -177,9 +175,10 @@ class Dashboard:
 
     async def jobs(self, request: Request) -> Response:
         params = request.query_params
-        page = int(params.get("page") or 1)
+        page_text = params.get("page") or "1"
+        page = int(page_text) if page_text.isdigit() else 0
         if page < 1:
-            raise ValueError(f"page must be 1 or more, got {page}")
+            raise ValueError(f"page must be a number from 1, got {page_text!r}")
         selection = reads.JobFilter(
             status=params.get("state") or None,
             plugin=params.get("plugin") or None,
