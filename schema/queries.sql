@@ -449,19 +449,21 @@ SELECT CAST((ended_at - :since) / :bucket_s AS INTEGER) AS bucket, outcome, coun
  WHERE ended_at >= :since
  GROUP BY bucket, outcome;
 
--- name: dashboard_attempts_ended_since
--- Attempts that ended after :after (unix time): the /metrics counters and the
--- dispatch-to-receipt latency are fed with these, a scrape at a time.
-SELECT a.id, q.plugin_name AS plugin, a.outcome, a.ended_at,
-       a.ended_at - a.started_at AS took_s
+-- name: dashboard_attempts_after_id
+-- Attempts recorded after :after_id (ended or still running), with their plugin,
+-- claim-to-end seconds and, for a completion, the run time the worker measured:
+-- the /metrics counters and histograms are fed with these, a scrape at a time.
+SELECT a.id, q.plugin_name AS plugin, a.outcome, a.ended_at - a.started_at AS took_s,
+       CASE WHEN a.outcome = 'COMPLETED' AND json_valid(q.result_summary)
+            THEN json_extract(q.result_summary, '$.metrics.duration_s') END AS run_s
   FROM cf_job_attempt AS a JOIN cf_processing_queue AS q ON q.id = a.job_id
- WHERE a.ended_at > :after AND a.outcome IS NOT NULL;
+ WHERE a.id > :after_id
+ ORDER BY a.id;
 
--- name: dashboard_completed_since
--- Jobs completed after :after with their run time as the worker measured it
--- (NULL: a legacy summary); JSON is read only for these rows.
-SELECT id, plugin_name AS plugin, updated_at,
-       CASE WHEN json_valid(result_summary)
-            THEN json_extract(result_summary, '$.metrics.duration_s') END AS run_s
-  FROM cf_processing_queue
- WHERE status = 'COMPLETED' AND updated_at > :after;
+-- name: dashboard_attempts_by_ids
+-- The same for the attempts still running at the last scrape (:ids, a JSON list).
+SELECT a.id, q.plugin_name AS plugin, a.outcome, a.ended_at - a.started_at AS took_s,
+       CASE WHEN a.outcome = 'COMPLETED' AND json_valid(q.result_summary)
+            THEN json_extract(q.result_summary, '$.metrics.duration_s') END AS run_s
+  FROM cf_job_attempt AS a JOIN cf_processing_queue AS q ON q.id = a.job_id
+ WHERE a.id IN (SELECT value FROM json_each(:ids));

@@ -1,28 +1,24 @@
-"""Counts that only grow, fed a scrape at a time with what ended since the last one.
+"""Counts that only grow, fed a scrape at a time with the attempts that ended since the last.
 
 The attempt counters and the two histograms of ``/metrics`` would cost a scan
 of every attempt (and a JSON parse of every completed job's summary) on each
-scrape. Instead a ``Tally`` keeps them in memory: each scrape reads only rows
-that ended after ``attempts_after()`` / ``completions_after()`` and adds them. The window overlaps the last one
-by ``OVERLAP_S`` and rows are remembered by id while inside it, so a row
-committed a little after a later one (the wall clock is read before a
-transaction waits for the writer) is still counted once. The first scrape
-after a start reads everything: the figures are the store's, restarts included.
-Pure: no I/O, no clock.
+scrape. Instead a ``Tally`` keeps them in memory and each scrape reads only
+the attempts recorded after the highest id it has seen (ids only grow: an
+attempt's row is written when it is claimed) plus the few it saw still
+running then (at most one per worker slot). So every ended attempt is counted
+exactly once, and a scrape costs the same after 100 jobs as after 100,000. The
+first scrape after a start reads every attempt: the figures are the store's,
+restarts included. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
 
 import bisect
-import math
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import attrs
 
-# Longer than any wait between reading the wall clock and committing a receipt:
-# the writer's busy timeout (store._conn.BUSY_TIMEOUT_MS, 5 s) plus a margin.
-# Each scrape re-reads this many seconds of rows, so it is not much longer.
-OVERLAP_S = 6.0
+from casparian_trio.store.dashboard import Attempt
 
 
 @attrs.define(eq=False)
@@ -55,60 +51,37 @@ class Buckets:
 
 
 @attrs.define(eq=False)
-class Seen:
-    """Ids taken inside the overlap window, and the latest time taken."""
-
-    latest: float = -math.inf
-    recent: dict[Hashable, float] = attrs.field(factory=dict)
-
-    def first_time(self, key: Hashable, at: float) -> bool:
-        if key in self.recent or at <= self.latest - OVERLAP_S:
-            return False
-        self.recent[key] = at
-        self.latest = max(self.latest, at)
-        return True
-
-    def prune(self) -> None:
-        floor = self.latest - OVERLAP_S
-        self.recent = {k: at for k, at in self.recent.items() if at > floor}
-
-
-@attrs.define(eq=False)
 class Tally:
-    """Attempt outcomes per (plugin, outcome), latency, and run time per plugin."""
+    """Ended attempts per (plugin, outcome), claim-to-end latency, run time per plugin.
+
+    Attributes:
+        max_id: the highest attempt id read so far.
+        open_ids: attempts still running when last read (read again next time).
+    """
 
     bounds: Sequence[float]
     outcomes: dict[tuple[str, str], int] = attrs.field(factory=dict)
     latency: Buckets = attrs.field()
     runs: dict[str, Buckets] = attrs.field(factory=dict)
-    _attempts: Seen = attrs.field(factory=Seen)
-    _completions: Seen = attrs.field(factory=Seen)
+    max_id: int = 0
+    open_ids: set[int] = attrs.field(factory=set)
 
     @latency.default
     def _latency(self) -> Buckets:
         return Buckets(self.bounds)
 
-    def attempts_after(self) -> float:
-        """Read attempts that ended after this (unix time; -inf: every one)."""
-        return self._attempts.latest - OVERLAP_S
-
-    def completions_after(self) -> float:
-        """Read jobs that completed after this (unix time; -inf: every one)."""
-        return self._completions.latest - OVERLAP_S
-
-    def add_attempts(self, rows: Iterable[tuple[int, str, str, float, float]]) -> None:
-        """(attempt id, plugin, outcome, ended_at, seconds from claim to end) rows."""
-        for attempt_id, plugin, outcome, ended_at, took_s in rows:
-            if self._attempts.first_time(attempt_id, ended_at):
-                key = (plugin, outcome)
-                self.outcomes[key] = self.outcomes.get(key, 0) + 1
+    def add(self, rows: Iterable[Attempt]) -> None:
+        """Take the rows a snapshot read for ``max_id`` and ``open_ids``."""
+        # The rows answer for every open id: one that is missing was deleted with its job.
+        self.open_ids = set()
+        for attempt_id, plugin, outcome, took_s, run_s in rows:
+            self.max_id = max(self.max_id, attempt_id)
+            if outcome is None:
+                self.open_ids.add(attempt_id)
+                continue
+            key = (plugin, outcome)
+            self.outcomes[key] = self.outcomes.get(key, 0) + 1
+            if took_s is not None:
                 self.latency.observe(max(0.0, took_s))
-        self._attempts.prune()
-
-    def add_completions(self, rows: Iterable[tuple[int, str, float, float | None]]) -> None:
-        """(job id, plugin, updated_at, run seconds or None) rows of COMPLETED jobs."""
-        for job_id, plugin, updated_at, run_s in rows:
-            # A job completed again (a new plugin version) is a new observation.
-            if self._completions.first_time((job_id, updated_at), updated_at) and run_s is not None:
+            if outcome == "COMPLETED" and run_s is not None:
                 self.runs.setdefault(plugin, Buckets(self.bounds)).observe(max(0.0, run_s))
-        self._completions.prune()

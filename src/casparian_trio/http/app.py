@@ -273,8 +273,8 @@ class Dashboard:
         async with self.scrape_lock:  # each ended row is added to the tally once
             snapshot = await self.read(
                 reads.metrics_snapshot,
-                attempts_after=collector.tally.attempts_after(),
-                completions_after=collector.tally.completions_after(),
+                after_id=collector.tally.max_id,
+                open_ids=frozenset(collector.tally.open_ids),
                 now=self.wall(),
                 window_s=WINDOW_S,
             )

@@ -5,8 +5,8 @@ scrape, in one read transaction on the dashboard's own connection) and the
 Sentinel's live slots into metric families, so every value is what the
 database holds and survives Sentinel restarts. Gauges are read whole each
 time; the attempt counters and the histograms are kept in a ``Tally`` that
-each scrape feeds with only what ended since the last one (``_tally``), so a
-scrape costs the same after 100 jobs as after 100,000. The dashboard's own
+each scrape feeds with only the attempts new or still running since the last
+one (``_tally``), so a scrape costs much the same after 100 jobs as after 100,000. The dashboard's own
 requests are counted in process (a ``Counter`` and a ``Histogram``).
 
 Names follow the Prometheus conventions: a ``casparian_`` prefix, seconds as
@@ -198,9 +198,8 @@ class StoreCollector(Collector):
     snapshot: reads.MetricsSnapshot | None = None
 
     def take(self, snapshot: reads.MetricsSnapshot) -> None:
-        """Use ``snapshot`` (read past the tally's ``*_after()`` times) for the next collect."""
-        self.tally.add_attempts(snapshot.attempts)
-        self.tally.add_completions(snapshot.completions)
+        """Use ``snapshot`` (read for the tally's ``max_id`` and ``open_ids``) next."""
+        self.tally.add(snapshot.attempts)
         self.snapshot = snapshot
 
     def collect(self) -> Iterator[Metric]:

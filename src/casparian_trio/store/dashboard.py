@@ -10,7 +10,9 @@ command that prints the same facts cannot disagree.
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from collections.abc import Collection
 from typing import Any
 
 import attrs
@@ -100,6 +102,9 @@ def throughput(
     return found
 
 
+Attempt = tuple[int, str, str | None, float | None, float | None]
+
+
 @attrs.frozen(kw_only=True)
 class MetricsSnapshot:
     """What one ``/metrics`` scrape reads, in one transaction.
@@ -107,45 +112,42 @@ class MetricsSnapshot:
     Attributes:
         status: the ``status`` command's numbers (jobs by state, workers, oldest queued).
         topics: ``topics.list_topics`` rows (rows written and quarantined per topic).
-        attempts: attempts ended after ``attempts_after``: (id, plugin, outcome,
-            ended_at, seconds from claim to end).
-        completions: jobs completed after ``completions_after``: (id, plugin,
-            updated_at, run seconds or None).
+        attempts: attempts recorded after ``after_id`` and those of ``open_ids``:
+            (id, plugin, outcome or None while running, seconds from claim to
+            end, run seconds the worker measured for a completion, else None).
     """
 
     status: reports.StatusSnapshot
     topics: list[dict[str, Any]]
-    attempts: list[tuple[int, str, str, float, float]]
-    completions: list[tuple[int, str, float, float | None]]
+    attempts: list[Attempt]
 
 
 def metrics_snapshot(
     conn: sqlite3.Connection,
     *,
-    attempts_after: float,
-    completions_after: float,
+    after_id: int,
+    open_ids: Collection[int],
     now: float,
     window_s: float,
 ) -> MetricsSnapshot:
-    """Every number ``/metrics`` needs; attempts and completions only past the given times.
+    """Every number ``/metrics`` needs; of the attempts only those new or still open.
 
     Args:
-        attempts_after, completions_after: unix times (-inf: every row).
+        after_id: the highest attempt id already read (0: none).
+        open_ids: attempts that were still running when last read.
         now, window_s: the ``status`` throughput window ends at ``now``.
     """
-    attempts = [
-        (r["id"], r["plugin"], r["outcome"], float(r["ended_at"]), float(r["took_s"]))
-        for r in conn.execute(q("dashboard_attempts_ended_since"), {"after": attempts_after})
-    ]
-    completions = [
-        (r["id"], r["plugin"], float(r["updated_at"]), _seconds(r["run_s"]))
-        for r in conn.execute(q("dashboard_completed_since"), {"after": completions_after})
-    ]
+    rows = list(conn.execute(q("dashboard_attempts_after_id"), {"after_id": after_id}))
+    if open_ids:
+        ids = json.dumps(sorted(open_ids))
+        rows += conn.execute(q("dashboard_attempts_by_ids"), {"ids": ids}).fetchall()
     return MetricsSnapshot(
         status=reports.status_snapshot(conn, since=now - window_s),
         topics=topics.list_topics(conn),
-        attempts=attempts,
-        completions=completions,
+        attempts=[
+            (r["id"], r["plugin"], r["outcome"], _seconds(r["took_s"]), _seconds(r["run_s"]))
+            for r in rows
+        ],
     )
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-import sqlite3
 from functools import partial
 
 from http_seed import NOW, Seeded
@@ -11,7 +9,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from casparian_trio.http._live import live_slots
-from casparian_trio.http._tally import OVERLAP_S, Tally
+from casparian_trio.http._tally import Tally
 from casparian_trio.http.metrics import Metrics, StoreCollector
 from casparian_trio.protocol import Identify
 from casparian_trio.sentinel.registry import HeldJob, Registry
@@ -31,8 +29,8 @@ def scrape(
     tally = metrics.collector.tally
     read = partial(
         reads.metrics_snapshot,
-        attempts_after=tally.attempts_after(),
-        completions_after=tally.completions_after(),
+        after_id=tally.max_id,
+        open_ids=frozenset(tally.open_ids),
         now=NOW,
         window_s=60.0,
     )
@@ -126,13 +124,14 @@ def test_each_ended_attempt_is_counted_once_over_many_scrapes(db: Database, seed
         assert value(samples, "casparian_jobs_completed_total", plugin="sales") == 2
         assert value(samples, "casparian_dispatch_conclude_latency_seconds_count") == 3
 
-    def finish_the_logs_job(conn: sqlite3.Connection) -> None:
-        job = queue.claim(conn, capabilities=("logs",), worker_id="w2", now=NOW - 12)
-        assert job is not None
-        summary = {"metrics": {"rows": 1, "duration_s": 0.04}, "rows": 1}
-        assert queue.complete(conn, job.id, job.attempt, result_summary=summary, now=NOW - 10)
-
-    db.run_sync(finish_the_logs_job)
+    job = db.run_sync(partial(queue.claim, capabilities=("logs",), worker_id="w2", now=NOW - 12))
+    assert job is not None
+    samples, _ = scrape(db, metrics=metrics)  # it runs: not counted yet, but remembered
+    assert metrics.collector.tally.open_ids == {4}
+    assert value(samples, "casparian_dispatch_conclude_latency_seconds_count") == 3
+    summary = {"metrics": {"rows": 1, "duration_s": 0.04}, "rows": 1}
+    done = partial(queue.complete, job_id=job.id, attempt=job.attempt, now=NOW - 10)
+    assert db.run_sync(partial(done, result_summary=summary))
     samples, _ = scrape(db, metrics=metrics)
     assert value(samples, "casparian_jobs_completed_total", plugin="logs") == 1
     assert value(samples, "casparian_jobs_completed_total", plugin="sales") == 2
@@ -140,14 +139,16 @@ def test_each_ended_attempt_is_counted_once_over_many_scrapes(db: Database, seed
     assert value(samples, "casparian_job_duration_seconds_bucket", plugin="logs", le="0.05") == 1
 
 
-def test_a_row_committed_after_a_later_one_is_still_counted_once() -> None:
+def test_an_attempt_running_at_one_scrape_is_counted_when_it_ends() -> None:
     tally = Tally((1.0, 10.0))
-    assert tally.attempts_after() == -math.inf
-    tally.add_attempts([(1, "p", "COMPLETED", 100.0, 0.5)])
-    assert tally.attempts_after() == 100.0 - OVERLAP_S
-    assert tally.completions_after() == -math.inf  # nothing completed yet: read them all
-    # the next read overlaps: row 1 again, and row 2 that ended earlier but committed later
-    tally.add_attempts([(1, "p", "COMPLETED", 100.0, 0.5), (2, "p", "FAILED", 99.0, 20.0)])
-    assert tally.outcomes == {("p", "COMPLETED"): 1, ("p", "FAILED"): 1}
-    assert tally.latency.cumulative() == [(1.0, 1), (10.0, 1)]
-    assert (tally.latency.count, tally.latency.total) == (2, 20.5)
+    tally.add([(1, "p", "COMPLETED", 0.5, 0.2), (2, "p", None, None, None)])
+    assert (tally.max_id, tally.open_ids) == (2, {2})
+    # the next read: attempt 2 (asked for by id) has failed, attempt 3 is new
+    tally.add([(3, "p", "COMPLETED", 20.0, 9.0), (2, "p", "FAILED", 5.0, None)])
+    assert (tally.max_id, tally.open_ids) == (3, set())
+    assert tally.outcomes == {("p", "COMPLETED"): 2, ("p", "FAILED"): 1}
+    assert tally.latency.cumulative() == [(1.0, 1), (10.0, 2)]
+    assert (tally.latency.count, tally.latency.total) == (3, 25.5)
+    assert tally.runs["p"].cumulative() == [(1.0, 1), (10.0, 2)]
+    tally.add([])  # nothing new: nothing changes
+    assert tally.outcomes == {("p", "COMPLETED"): 2, ("p", "FAILED"): 1}
