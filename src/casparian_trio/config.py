@@ -57,9 +57,17 @@ def _option(
     env: str | None = None,
     kind: str = "value",
     default_help: str | None = None,
+    metavar: str | None = None,
 ) -> dict[str, Any]:
     """Field metadata: the option's help, flag (default --field-name), env var and default text."""
-    return {"help": help, "flag": flag, "env": env, "kind": kind, "default_help": default_help}
+    return {
+        "help": help,
+        "flag": flag,
+        "env": env,
+        "kind": kind,
+        "default_help": default_help,
+        "metavar": metavar,
+    }
 
 
 def options(cls: type) -> list[attrs.Attribute[Any]]:
@@ -231,6 +239,7 @@ class SentinelConfig:
             "serve the dashboard and /metrics on HOST:PORT (or :PORT on 127.0.0.1); "
             "an address other than loopback needs --http-token",
             default_help="off",
+            metavar="HOST:PORT",
         ),
     )
     http_token: str | None = attrs.field(
@@ -239,6 +248,7 @@ class SentinelConfig:
             "token every dashboard request must carry (Bearer header, or ?token= once in a "
             "browser); enables the cancel and retry buttons",
             default_help="none: the dashboard is read-only",
+            metavar="TOKEN",
         ),
     )
 
