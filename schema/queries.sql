@@ -481,3 +481,62 @@ SELECT topic_name, uri, sink_uri, rows, rows_quarantined, contract_version, atte
 SELECT coalesce(sum(o.rows_quarantined), 0) FROM cf_job_topic_output AS o
  WHERE o.attempt = (SELECT max(m.attempt) FROM cf_job_topic_output AS m
                      WHERE m.job_id = o.job_id);
+
+-- ============================ dashboard ======================================
+-- Reads of the Sentinel's web dashboard and /metrics (store/dashboard.py). They
+-- run on the dashboard's own connection, never on the Sentinel's writer.
+
+-- name: dashboard_job_page
+-- Newest first, one page; a NULL filter matches every job. :file matches any part
+-- of the file's path under its source; :topic matches jobs that wrote to the topic
+-- or whose plugin is configured to write it (queued and failed ones included).
+SELECT q.*, l.rel_path AS file_rel_path, r.path AS file_root_path,
+       v.content_hash AS file_content_hash, v.size_bytes AS file_size
+  FROM cf_processing_queue AS q
+  LEFT JOIN cf_file_version AS v ON v.id = q.file_version_id
+  LEFT JOIN cf_file_location AS l ON l.id = v.location_id
+  LEFT JOIN cf_source_root AS r ON r.id = l.source_root_id
+ WHERE (:status IS NULL OR q.status = :status)
+   AND (:plugin IS NULL OR q.plugin_name = :plugin)
+   AND (:file IS NULL OR instr(l.rel_path, :file) > 0)
+   AND (:topic IS NULL
+        OR EXISTS (SELECT 1 FROM cf_topic_config AS t
+                    WHERE t.plugin_name = q.plugin_name AND t.topic_name = :topic)
+        OR EXISTS (SELECT 1 FROM cf_job_topic_output AS o
+                    WHERE o.job_id = q.id AND o.topic_name = :topic))
+ ORDER BY q.id DESC LIMIT :limit OFFSET :offset;
+
+-- name: dashboard_plugin_names
+SELECT DISTINCT plugin_name FROM cf_plugin_manifest ORDER BY plugin_name;
+
+-- name: dashboard_topic_names
+SELECT topic_name FROM cf_topic_config
+UNION
+SELECT DISTINCT topic_name FROM cf_job_topic_output
+ORDER BY 1;
+
+-- name: dashboard_throughput
+-- Attempts that ended at or after :since, per :bucket_s-wide bucket and outcome.
+SELECT CAST((ended_at - :since) / :bucket_s AS INTEGER) AS bucket, outcome, count(*) AS jobs
+  FROM cf_job_attempt
+ WHERE ended_at >= :since
+ GROUP BY bucket, outcome;
+
+-- name: dashboard_attempts_after_id
+-- Attempts recorded after :after_id (ended or still running), with their plugin,
+-- claim-to-end seconds and, for a completion, the run time the worker measured:
+-- the /metrics counters and histograms are fed with these, a scrape at a time.
+SELECT a.id, q.plugin_name AS plugin, a.outcome, a.ended_at - a.started_at AS took_s,
+       CASE WHEN a.outcome = 'COMPLETED' AND json_valid(q.result_summary)
+            THEN json_extract(q.result_summary, '$.metrics.duration_s') END AS run_s
+  FROM cf_job_attempt AS a JOIN cf_processing_queue AS q ON q.id = a.job_id
+ WHERE a.id > :after_id
+ ORDER BY a.id;
+
+-- name: dashboard_attempts_by_ids
+-- The same for the attempts still running at the last scrape (:ids, a JSON list).
+SELECT a.id, q.plugin_name AS plugin, a.outcome, a.ended_at - a.started_at AS took_s,
+       CASE WHEN a.outcome = 'COMPLETED' AND json_valid(q.result_summary)
+            THEN json_extract(q.result_summary, '$.metrics.duration_s') END AS run_s
+  FROM cf_job_attempt AS a JOIN cf_processing_queue AS q ON q.id = a.job_id
+ WHERE a.id IN (SELECT value FROM json_each(:ids));

@@ -57,9 +57,17 @@ def _option(
     env: str | None = None,
     kind: str = "value",
     default_help: str | None = None,
+    metavar: str | None = None,
 ) -> dict[str, Any]:
     """Field metadata: the option's help, flag (default --field-name), env var and default text."""
-    return {"help": help, "flag": flag, "env": env, "kind": kind, "default_help": default_help}
+    return {
+        "help": help,
+        "flag": flag,
+        "env": env,
+        "kind": kind,
+        "default_help": default_help,
+        "metavar": metavar,
+    }
 
 
 def options(cls: type) -> list[attrs.Attribute[Any]]:
@@ -224,6 +232,26 @@ class SentinelConfig:
         ),
     )
 
+    # The dashboard and /metrics (issue 14): off unless asked for, loopback unless a token.
+    http: str | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "serve the dashboard and /metrics on HOST:PORT (or :PORT on 127.0.0.1); "
+            "an address other than loopback needs --http-token",
+            default_help="off",
+            metavar="HOST:PORT",
+        ),
+    )
+    http_token: str | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "token every dashboard request must carry (Bearer header, or ?token= once in a "
+            "browser); enables the cancel and retry buttons",
+            default_help="none: the dashboard is read-only",
+            metavar="TOKEN",
+        ),
+    )
+
     @property
     def liveness_s(self) -> float:
         """Silence after which a worker is declared lost."""
@@ -240,6 +268,10 @@ class SentinelConfig:
         """Defaults < ``[sentinel]`` of the TOML file < ``CASPARIAN_*`` < flags."""
         config = load(cls, flags, config_path=config_path, environ=environ, section="sentinel")
         check_address(config.bind, "--bind")  # the in-memory transport's tests build it directly
+        if config.http is not None or config.http_token is not None:
+            from casparian_trio.http._address import check_http_settings
+
+            check_http_settings(config.http, config.http_token)
         return config
 
 

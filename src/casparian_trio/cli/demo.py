@@ -5,7 +5,9 @@ generated sales CSVs (quoted fields, blank lines, empty values, one file with
 malformed rows), and a sample plugin. The plugin is published, the folder is
 scanned, a Sentinel and two Workers run in this process over real ZeroMQ on
 an ephemeral loopback port (each job in its own guest subprocess), and the
-Parquet output is read back with pyarrow. Nothing is left running.
+Parquet output is read back with pyarrow. Nothing is left running. With
+``--http`` the Sentinel also serves its dashboard (address printed), and
+keeps serving it after the summary until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import shutil
 import signal
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +33,7 @@ from casparian_trio.cli.scan import summary
 from casparian_trio.cli.services import signal_task, stop_signal_receiver
 from casparian_trio.config import SentinelConfig, WorkerConfig
 from casparian_trio.errors import ConfigError
+from casparian_trio.http import check_http_settings
 from casparian_trio.publish import build_deploy, record_deploy
 from casparian_trio.runtime import open_worker, serve_sentinel
 from casparian_trio.scan import scan_root
@@ -43,6 +47,7 @@ TERMINAL = ("COMPLETED", "FAILED", "CANCELLED", "SUPERSEDED", "SKIPPED")
 # Demo timings: quick heartbeats so the summary never waits on a slow beat.
 HEARTBEAT = 0.5
 DEMO_TIMEOUT = 120.0
+DEMO_HTTP = "127.0.0.1:0"  # `demo --http` without an address: any free loopback port
 
 PLUGIN_SOURCE = '''\
 """Sales CSVs into a typed `sales` table; rows that do not parse go to `rejects`."""
@@ -124,6 +129,15 @@ def add_commands(sub: Any) -> None:
         "--dir", default="./casparian-demo", help="working folder (default ./casparian-demo)"
     )
     p.add_argument("--workers", type=int, default=2, help="workers to start (default 2)")
+    p.add_argument(
+        "--http",
+        nargs="?",
+        const=DEMO_HTTP,
+        default=None,
+        metavar="HOST:PORT",
+        help="serve the dashboard while the demo runs, and after it until Ctrl-C "
+        f"(default address {DEMO_HTTP}: a free loopback port)",
+    )
     p.set_defaults(handler=cmd_demo, long_running=True)
 
 
@@ -142,7 +156,7 @@ async def cmd_demo(args: argparse.Namespace) -> int:
             await nursery.start(signal_task, signals, stop, name="demo.signals")
             if nursery.cancel_scope.cancel_called:
                 return EXIT_OK  # stopped before it started
-            code = await run_demo(Path(args.dir), workers=args.workers)
+            code = await run_demo(Path(args.dir), workers=args.workers, http=args.http)
             nursery.cancel_scope.cancel(reason="demo finished")
             return code
     return EXIT_OK  # stopped by a signal
@@ -214,15 +228,24 @@ def write_samples(folder: Path, rng: random.Random) -> None:
     (folder / "README.txt").write_text("not a CSV: no routing rule matches it\n", encoding="utf-8")
 
 
-async def run_demo(root: Path, *, workers: int = 2) -> int:
+async def run_demo(root: Path, *, workers: int = 2, http: str | None = None) -> int:
+    """The whole flow; with ``http`` the dashboard is served, and stays up after the summary."""
+    if http is not None:
+        check_http_settings(http, None)  # loopback only: the demo takes no token
     started = time.monotonic()
     layout = prepare(root)
     print(f"demo folder {layout.root}")
     queued = await _publish_and_scan(layout)
     print(f"queued {queued} job(s); starting a sentinel and {workers} workers")
-    stats = await _process(layout, workers)
-    remove_empty_folders(layout.output)
-    _summary(layout, stats, time.monotonic() - started)
+
+    async def report(stats: dict[str, int]) -> None:
+        remove_empty_folders(layout.output)
+        _summary(layout, stats, time.monotonic() - started)
+        if http is not None:
+            print("\nthe dashboard stays up until Ctrl-C", flush=True)
+            await trio.sleep_forever()
+
+    stats = await _process(layout, workers, http=http, then=report)
     return 0 if stats.get("FAILED", 0) == 0 else 1
 
 
@@ -254,12 +277,23 @@ async def _publish_and_scan(layout: DemoLayout) -> int:
         db.close()
 
 
-async def _process(layout: DemoLayout, workers: int) -> dict[str, int]:
-    config = SentinelConfig(bind="tcp://127.0.0.1:*", db=layout.db, heartbeat_interval_s=HEARTBEAT)
+async def _process(
+    layout: DemoLayout,
+    workers: int,
+    *,
+    http: str | None = None,
+    then: Callable[[dict[str, int]], Awaitable[None]],
+) -> dict[str, int]:
+    """Run the jobs; ``then(stats)`` runs after the workers stopped, the Sentinel still up."""
+    config = SentinelConfig(
+        bind="tcp://127.0.0.1:*", db=layout.db, heartbeat_interval_s=HEARTBEAT, http=http
+    )
     db = open_database(layout.db)
     try:
         async with trio.open_nursery() as nursery:
             sentinel = await nursery.start(serve_sentinel, config)
+            if sentinel.http_url is not None:
+                print(f"dashboard on {sentinel.http_url}", flush=True)
             address = sentinel.channel.endpoint
             async with trio.open_nursery() as crew:
                 pool = [
@@ -269,6 +303,7 @@ async def _process(layout: DemoLayout, workers: int) -> dict[str, int]:
                     stats = await _watch(Store(db))
                 for worker in pool:
                     worker.request_shutdown()  # idle now: they stop at once
+            await then(stats)
             nursery.cancel_scope.cancel(reason="demo finished")
         return stats
     finally:

@@ -105,7 +105,8 @@ def add_config_options(parser: argparse.ArgumentParser, cls: type) -> None:
             dest=field.name,
             type=types.get(kind, str),
             default=None,
-            metavar=field.name.upper().removesuffix("_S") if kind in ("float", "int") else None,
+            metavar=field.metadata.get("metavar")
+            or (field.name.upper().removesuffix("_S") if kind in ("float", "int") else None),
             help=help,
         )
 

@@ -20,7 +20,8 @@ from typing import Any
 from casparian_trio.cli import _render
 from casparian_trio.cli._common import command, json_flag
 from casparian_trio.cli._db import session
-from casparian_trio.store import SentinelRecord, reports
+from casparian_trio.errors import ConfigError
+from casparian_trio.store import Database, SentinelRecord, reports
 
 # Worker statuses the Sentinel writes when a worker is no longer connected.
 GONE_STATUSES = frozenset({"GONE", "LOST"})
@@ -30,6 +31,8 @@ ENDED_STATUSES = GONE_STATUSES | {STOPPED}
 UNKNOWN = "UNKNOWN"
 # "Throughput" is what finished in this many seconds before now.
 THROUGHPUT_WINDOW = 60.0
+# `status --watch` redraws this often by default: live, and one small read each time.
+WATCH_INTERVAL = 1.0
 
 
 def add_commands(sub: Any) -> None:
@@ -38,6 +41,15 @@ def add_commands(sub: Any) -> None:
     json_flag(p)
     p = command(sub, "status", cmd_status, "queue counts, throughput and workers at a glance")
     json_flag(p)
+    p.add_argument(
+        "--watch",
+        nargs="?",
+        type=float,
+        const=WATCH_INTERVAL,
+        default=None,
+        metavar="SECONDS",
+        help=f"redraw in place every SECONDS (default {WATCH_INTERVAL:g}) until Ctrl-C",
+    )
 
 
 _WORKER_COLUMNS = [
@@ -160,8 +172,13 @@ def cmd_workers(args: argparse.Namespace) -> int:
         return 0
     if note:
         print(f"{note}: states below are the last known")
-    print(_render.table(_WORKER_COLUMNS, [_worker_cells(w) for w in rows]))
+    print(workers_table(rows))
     return 0
+
+
+def workers_table(rows: list[dict[str, Any]]) -> str:
+    """The ``workers`` table of ``worker_views`` rows."""
+    return _render.table(_WORKER_COLUMNS, [_worker_cells(w) for w in rows])
 
 
 def _worker_cells(worker: Mapping[str, Any]) -> list[str]:
@@ -179,30 +196,51 @@ def _worker_cells(worker: Mapping[str, Any]) -> list[str]:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
+    if args.watch is not None:
+        if args.json:
+            raise ConfigError("--watch redraws a table for people; drop --json (or --watch)")
+        if args.watch <= 0:
+            raise ConfigError(f"--watch SECONDS must be > 0, got {args.watch:g}")
+        from casparian_trio.cli._watch import watch_status
+
+        with session(args) as db:
+            watch_status(db, interval_s=args.watch)
+        return 0
     now = time.time()
     with session(args) as db:
-        snapshot = db.run_sync(
-            partial(reports.status_snapshot, since=now - THROUGHPUT_WINDOW), readonly=True
-        )
-    doc = collect_status(snapshot, now=now)
+        doc = read_status(db, now=now)
     if args.json:
         print(_render.dumps(doc))
         return 0
+    print("\n".join(status_lines(doc)))
+    return 0
+
+
+def read_status(db: Database, *, now: float) -> dict[str, Any]:
+    """The ``status`` document as of ``now``, read in one transaction."""
+    snapshot = db.run_sync(
+        partial(reports.status_snapshot, since=now - THROUGHPUT_WINDOW), readonly=True
+    )
+    return collect_status(snapshot, now=now)
+
+
+def status_lines(doc: Mapping[str, Any]) -> list[str]:
+    """The lines ``status`` prints (and ``status --watch`` redraws)."""
     jobs = " · ".join(f"{count} {name.lower()}" for name, count in doc["jobs"].items())
     minute = doc["last_minute"]
-    print(f"sentinel   {sentinel_text(doc['sentinel'])}")
-    print(f"jobs       {jobs}")
-    print(
+    lines = [
+        f"sentinel   {sentinel_text(doc['sentinel'])}",
+        f"jobs       {jobs}",
         f"last 60 s  {minute['completed']} completed ({minute['rows']:,} rows) · "
-        f"{minute['failed']} failed"
-    )
-    print(f"workers    {_workers_text(doc['workers'])}")
+        f"{minute['failed']} failed",
+        f"workers    {_workers_text(doc['workers'])}",
+    ]
     if doc["rows_quarantined"]:
-        print(f"quarantine {doc['rows_quarantined']:,} rows quarantined (see `topics`)")
+        lines.append(f"quarantine {doc['rows_quarantined']:,} rows quarantined (see `topics`)")
     if doc["oldest_queued_age_s"] is not None:
         age = _render.short_duration(doc["oldest_queued_age_s"])
-        print(f"queue      oldest queued job waiting {age}")
-    return 0
+        lines.append(f"queue      oldest queued job waiting {age}")
+    return lines
 
 
 def _workers_text(team: Mapping[str, int]) -> str:

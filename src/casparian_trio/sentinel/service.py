@@ -3,7 +3,7 @@
 Theory of operation
 -------------------
 ``run()`` records the Sentinel in the database (``presence.py``), starts
-seven tasks and returns only when cancelled:
+seven tasks (eight with ``--http``) and returns only when cancelled:
 
 - ``sentinel.pump`` is the only task that receives from the socket. It decodes
   each message (a bad one is logged with the peer identity and dropped) and
@@ -26,6 +26,8 @@ seven tasks and returns only when cancelled:
   data_version``) and operator cancel requests, twice a second.
 - ``sentinel.presence`` refreshes the Sentinel's own row every heartbeat
   interval, so ``status`` in another process can tell it is running.
+- ``sentinel.http`` (only with ``--http``) serves the dashboard and
+  ``/metrics`` (``casparian_trio.http``) from a connection of its own.
 
 On the way out (cancelled), shielded and bounded: jobs claimed but never sent
 go back to the queue, then the row is marked stopped.
@@ -81,6 +83,8 @@ class Sentinel:
     reactions: Reactions = attrs.field(init=False)
     presence: Presence = attrs.field(init=False)
     _data_version: int | None = None
+    # The dashboard's address once it listens (``--http``; None: off).
+    http_url: str | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
         self.ctx = ctx = SentinelContext(config=self.config, store=self.store, wall=self.wall)
@@ -106,6 +110,8 @@ class Sentinel:
                 nursery.start_soon(self._watchdog_task, name="sentinel.watchdog")
                 nursery.start_soon(self._db_watch_task, name="sentinel.db_watch")
                 nursery.start_soon(self.presence.serve, name="sentinel.presence")
+                if self.config.http is not None:
+                    self.http_url = await nursery.start(self._http_task, name="sentinel.http")
                 logger.info("sentinel serving", extra={"event": "sentinel.started"})
                 task_status.started()
                 await trio.sleep_forever()
@@ -117,6 +123,21 @@ class Sentinel:
             with trio.move_on_after(SHUTDOWN_GRACE_S, shield=True):
                 await self.presence.withdraw()
         raise AssertionError("unreachable")
+
+    async def _http_task(self, *, task_status: trio.TaskStatus[str]) -> None:
+        # Imported here: hypercorn and starlette load only when --http asks for them.
+        from casparian_trio.http import parse_http_address
+        from casparian_trio.http.server import serve_http
+
+        assert self.config.http is not None
+        await serve_http(
+            parse_http_address(self.config.http),
+            db_path=self.store.db.path,
+            token=self.config.http_token,
+            registry=self.ctx.registry,
+            wall=self.wall,
+            task_status=task_status,
+        )
 
     # --- socket owner tasks ----------------------------------------------------
 
