@@ -31,7 +31,7 @@ import trio
 
 from casparian_trio import __version__, _signals
 from casparian_trio._logging import LOG_FORMATS, setup_logging
-from casparian_trio.cli import demo, detail, jobs, publish, scan, services, topics, workers
+from casparian_trio.cli import demo, detail, jobs, keys, publish, scan, services, topics, workers
 from casparian_trio.cli._common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Handler
 from casparian_trio.errors import CasparianError, first_cause, leaves, one_line
 
@@ -40,7 +40,7 @@ __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "Handler", "build_parser", "ma
 logger = logging.getLogger("casparian_trio")
 
 # Each family adds its commands in this order (the order of `--help`).
-FAMILIES = (services, demo, publish, scan, jobs, detail, topics, workers)
+FAMILIES = (services, demo, keys, publish, scan, jobs, detail, topics, workers)
 
 
 def build_parser() -> argparse.ArgumentParser:
