@@ -25,15 +25,19 @@ from casparian_trio.protocol import Conclude, Dispatch
 
 
 def outside_roots(path: str, roots: Sequence[str]) -> Refusal | None:
-    """None when ``path`` is a regular file inside one of ``roots`` (or ``roots`` is empty)."""
+    """None when ``path`` is a regular file inside one of ``roots`` (or ``roots`` is empty).
+
+    A missing file passes: there is nothing to confine, and the executor's
+    freshness check (``bridge/_input_check.py``) ends the job SKIPPED.
+    """
     if not roots:
         return None
     seen = observe(path, roots[0])
+    if not seen.exists:
+        return None  # nothing to open; the executor's own check ends it SKIPPED
     first = judge(path, seen, file_size=None, file_mtime=None)
-    if first is None:
-        return None
-    if not seen.exists or not stat.S_ISREG(seen.mode):
-        return first  # gone (SKIPPED), a symlink, a device...: the same under any root
+    if first is None or not stat.S_ISREG(seen.mode):
+        return first  # inside; or a symlink, a device...: refused under any root
     for root in roots[1:]:
         if judge(path, observe(path, root), file_size=None, file_mtime=None) is None:
             return None
