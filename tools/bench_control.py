@@ -300,8 +300,30 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> float:
-    """One measured run (``keyed``: CURVE on every socket); returns dispatch → conclude cycles/s."""
+def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux /proc)."""
+    total = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _completed(db_path: Path) -> int:
+    return len(completed_times(db_path))
+
+
+def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> tuple[float, float]:
+    """One measured run (``keyed``: CURVE on every socket).
+
+    Returns:
+        (dispatch → conclude cycles/s, CPU ms per cycle of the Sentinel and workers
+        together, from the first completion to the last: robust to a busy machine).
+    """
     with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
         root = Path(tmp)
         db = root / "casparian.db"
@@ -313,7 +335,10 @@ def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> flo
         try:
             procs += [start_worker(root, address, f"w{i}", slots, keys) for i in range(workers)]
             deadline = time.monotonic() + HANG_S
+            cpu_start: tuple[int, float] | None = None
             while _count_unfinished(db) > 0:
+                if cpu_start is None and (done := _completed(db)) > 0:
+                    cpu_start = (done, _cpu_s(procs))
                 if time.monotonic() > deadline:
                     raise SystemExit(f"jobs still unfinished after {HANG_S:g} s")
                 if any(p.poll() is not None for p in procs):
@@ -322,13 +347,16 @@ def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> flo
                     )
                     raise SystemExit(f"a process exited early:\n{logs}")
                 time.sleep(0.05)
+            cpu_end = _cpu_s(procs)
         finally:
             _stop(procs[1:])
             _stop(procs[:1])
         times = completed_times(db)
         if len(times) < 2:
             raise SystemExit(f"only {len(times)} job(s) completed")
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
+        first, cpu_first = cpu_start if cpu_start is not None else (len(times), cpu_end)
+        cpu_ms = 1000 * (cpu_end - cpu_first) / max(len(times) - first, 1)
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9), cpu_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -350,22 +378,33 @@ def main(argv: list[str] | None = None) -> int:
         return worker_main(args)
     modes = [False, True] if args.compare else [bool(args.keys)]
     figures: dict[bool, list[float]] = {mode: [] for mode in modes}
+    cpu: dict[bool, list[float]] = {mode: [] for mode in modes}
     for i in range(args.repeat):
         for keyed in modes:  # alternating: a noisy moment hurts both alike
-            rate = run_once(args.jobs, args.workers, args.slots, keyed=keyed)
+            rate, cpu_ms = run_once(args.jobs, args.workers, args.slots, keyed=keyed)
             figures[keyed].append(rate)
+            cpu[keyed].append(cpu_ms)
             label = "keyed" if keyed else "keyless"
-            print(f"run {i + 1} ({label}): {rate:,.0f} cycles/s", flush=True)
+            print(
+                f"run {i + 1} ({label}): {rate:,.0f} cycles/s, {cpu_ms:.2f} CPU ms/cycle",
+                flush=True,
+            )
     medians = {mode: statistics.median(rates) for mode, rates in figures.items()}
+    cpu_medians = {mode: statistics.median(ms) for mode, ms in cpu.items()}
     for keyed, median in medians.items():
         print(
             f"control plane{' with CURVE keys' if keyed else ''}: {median:,.0f} "
-            f"dispatch→conclude cycles/s ({args.jobs} jobs, {args.workers} workers x "
-            f"{args.slots} slots; goal 2,000/s, {median / 2000:.2f}x of it)"
+            f"dispatch→conclude cycles/s, {cpu_medians[keyed]:.2f} CPU ms/cycle "
+            f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; "
+            f"goal 2,000/s, {median / 2000:.2f}x of it)"
         )
     if args.compare:
         ratio = medians[True] / medians[False]
-        print(f"keyed / keyless: {ratio:.2f} (issue 13 goal: at least 0.80)")
+        cpu_ratio = cpu_medians[False] / cpu_medians[True]
+        print(
+            f"keyed / keyless: {ratio:.2f} by cycles/s, {cpu_ratio:.2f} by CPU per cycle "
+            "(issue 13 goal: at least 0.80)"
+        )
     return 0
 
 

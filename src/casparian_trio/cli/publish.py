@@ -22,6 +22,7 @@ from casparian_trio.cli._db import session
 from casparian_trio.config import check_address
 from casparian_trio.errors import ConfigError, PluginError, TransportTimeout
 from casparian_trio.protocol import Conclude, Deploy, Err, decode, encode
+from casparian_trio.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from casparian_trio.publish import build_deploy, record_deploy
 from casparian_trio.store import Store, reports
 from casparian_trio.transport.keys import ClientKeys, client_keys, keys_dir
@@ -157,7 +158,10 @@ async def request_deploy(
     from casparian_trio.transport import open_dealer
 
     identity = f"publish-{os.getpid()}-{time.monotonic_ns()}".encode()
-    with open_dealer(address, identity=identity, keys=keys) as channel:
+    # The answers are small; the bound keeps a fake Sentinel from flooding us.
+    with open_dealer(
+        address, identity=identity, keys=keys, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
+    ) as channel:
         await channel.send(encode(deploy))
         while True:
             payload = decode(await channel.receive()).payload
