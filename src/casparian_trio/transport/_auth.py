@@ -17,6 +17,8 @@ the channel stops the thread and destroys that context.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 import zmq
@@ -33,6 +35,8 @@ ZAP_DOMAIN = "casparian"
 # ping every 2 s, give up after 6 s (the Sentinel's default liveness).
 ZMTP_HEARTBEAT_IVL_MS = 2_000
 ZMTP_HEARTBEAT_TIMEOUT_MS = 6_000
+# A refused peer's DEALER reconnects every 100 ms: log each key once a minute.
+REFUSAL_LOG_INTERVAL_S = 60.0
 
 
 class _Provider:
@@ -40,16 +44,26 @@ class _Provider:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self._logged: dict[bytes, float] = {}  # key -> when its refusal was last logged
 
     def callback(self, domain: str, key: bytes) -> bool:
         peer = KeyRing.load(self.directory).peer(key)
         if peer is None:
-            logger.warning(
-                "refused a CURVE key that is not authorized (%s…)",
-                key[:8].decode("ascii", "replace"),
-                extra={"event": "auth.refused"},
-            )
+            self._log_refusal(key)
         return peer is not None
+
+    def _log_refusal(self, key: bytes) -> None:
+        now = time.monotonic()
+        if now - self._logged.get(key, -math.inf) < REFUSAL_LOG_INTERVAL_S:
+            return
+        if len(self._logged) > 10_000:  # many invented keys: forget, keep logging bounded
+            self._logged.clear()
+        self._logged[key] = now
+        logger.warning(
+            "refused a CURVE key that is not authorized (%s…)",
+            key[:8].decode("ascii", "replace"),
+            extra={"event": "auth.refused"},
+        )
 
 
 class KeyAuthenticator(ThreadAuthenticator):
