@@ -17,7 +17,7 @@ from casparian_trio.errors import ConfigError, TransportError
 from casparian_trio.sentinel import Sentinel
 from casparian_trio.store import Store, open_database
 from casparian_trio.transport import open_dealer, open_router
-from casparian_trio.transport.keys import client_keys
+from casparian_trio.transport.keys import KeyWatch, client_keys
 from casparian_trio.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -43,7 +43,8 @@ async def serve_sentinel(
         config.db.parent.mkdir(parents=True, exist_ok=True)
         db = open_database(config.db)
         try:
-            sentinel = Sentinel(config=config, store=Store(db), channel=channel)
+            watch = None if config.keys is None else KeyWatch(config.keys)
+            sentinel = Sentinel(config=config, store=Store(db), channel=channel, key_watch=watch)
             logger.info(
                 "sentinel on %s, database %s, %s",
                 channel.endpoint,

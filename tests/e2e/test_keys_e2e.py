@@ -165,28 +165,31 @@ def test_the_hijacker_is_refused_once_the_route_is_free(cluster: Cluster) -> Non
     assert "w2" not in worker_rows(cluster)
 
 
-def test_revoking_a_key_refuses_its_next_connection_without_a_restart(cluster: Cluster) -> None:
+def test_revoking_a_key_cuts_it_off_without_a_restart(cluster: Cluster) -> None:
     keys = make_keys(cluster.root / "keys", workers=("w1",), admins=())
     start_keyed_sentinel(cluster, keys)
     secret = cluster.root / "w1.key_secret"
     secret.write_bytes((keys / "w1.key_secret").read_bytes())  # the worker's own copy
     first = RawPeer(cluster.address, b"w1", server_key(keys), secret)
+    second: RawPeer | None = None
     try:
         identify(first, "w1")
-        assert any(
-            isinstance(m.payload, Heartbeat)
-            for m in first.collect(ANSWER_WITHIN_S, until=Heartbeat)
-        )
-    finally:
-        first.close()
-    keys_cli("revoke", "w1", "--dir", str(keys))
-    second = RawPeer(cluster.address, b"w1", server_key(keys), secret)
-    try:
-        identify(second, "w1")
+        answers = first.collect(ANSWER_WITHIN_S, until=Heartbeat)
+        assert any(isinstance(m.payload, Heartbeat) for m in answers)
+        first.collect(SILENCE_S)  # the answer to identify()'s heartbeat
+        keys_cli("revoke", "w1", "--dir", str(keys))
+        identify(first, "w1")  # the open connection: no longer served
+        assert first.collect(SILENCE_S) == []
+        second = RawPeer(cluster.address, b"w2", server_key(keys), secret)
+        identify(second, "w1")  # a new connection: refused at the handshake
         assert second.collect(SILENCE_S) == []
     finally:
-        second.close()
-    assert "refused a CURVE key" in cluster.procs[0].log()
+        first.close()
+        if second is not None:
+            second.close()
+    log = cluster.procs[0].log()
+    assert "refused a CURVE key" in log
+    assert "IDENTIFY from a connection without a known key" in log
 
 
 def test_without_keys_a_public_bind_exits_naming_insecure(cluster: Cluster) -> None:

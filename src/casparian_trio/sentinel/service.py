@@ -60,7 +60,7 @@ from casparian_trio.sentinel.recovery import Recovery
 from casparian_trio.sentinel.registry import AbortReason, WorkerState
 from casparian_trio.store import Store
 from casparian_trio.transport import Channel
-from casparian_trio.transport.keys import Peer
+from casparian_trio.transport.keys import KeyWatch, Peer
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +79,9 @@ class Sentinel:
     store: Store
     channel: Channel
     wall: Callable[[], float] = time.time
+    # Keyed: which keys are authorized now (a revoke cuts open connections off too);
+    # None trusts the authenticator's decision at connect time.
+    key_watch: KeyWatch | None = None
     ctx: SentinelContext = attrs.field(init=False)
     dispatcher: Dispatcher = attrs.field(init=False)
     recovery: Recovery = attrs.field(init=False)
@@ -163,6 +166,8 @@ class Sentinel:
     def _authorized(self, identity: bytes, user_id: str | None, message: Message) -> Message | None:
         """The message as the key may send it (IDENTIFY named after the key), or None."""
         peer = None if user_id is None else Peer.from_user_id(user_id)
+        if peer is not None and self.key_watch is not None and not self.key_watch.allows(peer):
+            peer = None  # revoked since this connection's handshake
         refusal = admit(peer, identity, message.payload)
         if refusal is not None:
             logger.warning(

@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import math
 import os
 import re
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,6 +40,8 @@ KEYS_ENV = "CASPARIAN_KEYS"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 # The ZAP User-Id the authenticator gives a key: "<role>:<name>".
 _USER_ID_SEP = ":"
+# KeyWatch re-reads the authorized folders at least this often (seconds).
+RELOAD_S = 1.0
 
 
 class Role(enum.Enum):
@@ -245,3 +249,35 @@ class KeyRing:
 
     def peer(self, public_z85: bytes) -> Peer | None:
         return self.peers.get(public_z85)
+
+
+@attrs.define(eq=False)
+class KeyWatch:
+    """Which key names are authorized now: re-read when an ``authorized`` folder changes.
+
+    The Sentinel asks for every message, so a revoke also cuts off connections
+    that are already open; the check costs two ``stat`` calls while nothing changes.
+    A folder's mtime can miss two changes within one clock tick, so the folders
+    are also re-read at least every RELOAD_S.
+    """
+
+    directory: Path
+    _stamp: tuple[int, ...] = ()
+    _loaded_at: float = -math.inf
+    _peers: frozenset[Peer] = frozenset()
+
+    def allows(self, peer: Peer) -> bool:
+        stamp, now = self._folder_stamp(), time.monotonic()
+        if stamp != self._stamp or now - self._loaded_at >= RELOAD_S:
+            self._peers = frozenset(KeyRing.load(self.directory).peers.values())
+            self._stamp, self._loaded_at = stamp, now
+        return peer in self._peers
+
+    def _folder_stamp(self) -> tuple[int, ...]:
+        stamp = []
+        for role in Role:
+            try:
+                stamp.append((self.directory / "authorized" / role.folder).stat().st_mtime_ns)
+            except OSError:
+                stamp.append(-1)
+        return tuple(stamp)

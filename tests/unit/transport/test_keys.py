@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import zmq.auth
 from casparian_trio.errors import ConfigError
 from casparian_trio.transport.keys import (
     KeyRing,
+    KeyWatch,
     Peer,
     Role,
     add_key,
@@ -109,3 +111,19 @@ def test_the_folder_comes_from_the_flag_else_the_environment(
     assert keys_dir(None) == Path("/env/keys")
     monkeypatch.delenv("CASPARIAN_KEYS")
     assert keys_dir(None) is None
+
+
+def test_the_watch_sees_a_revoke_and_an_add(keys: Path) -> None:
+    add_key(keys, "w1", Role.WORKER)
+    watch = KeyWatch(keys)
+    w1, w2 = Peer(Role.WORKER, "w1"), Peer(Role.WORKER, "w2")
+    assert watch.allows(w1)
+    assert not watch.allows(Peer(Role.ADMIN, "w1"))  # the name in another role is not it
+    revoke_key(keys, "w1")
+    add_key(keys, "w2", Role.WORKER)
+    # Both may fall in the clock tick of the first load: date the folder as a later change would.
+    folder = keys / "authorized" / "workers"
+    later = folder.stat().st_mtime_ns + 10**9
+    os.utime(folder, ns=(later, later))
+    assert not watch.allows(w1)
+    assert watch.allows(w2)
