@@ -170,6 +170,11 @@ UPDATE cf_worker
 -- name: list_workers
 SELECT * FROM cf_worker ORDER BY worker_id;
 
+-- name: prune_workers
+DELETE FROM cf_worker
+ WHERE status IN ('LOST', 'GONE', 'STOPPED')
+   AND COALESCE(last_seen, status_since, first_seen, 0) < :before;
+
 -- ============================ sentinel =======================================
 
 -- name: sentinel_start

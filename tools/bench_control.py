@@ -13,14 +13,11 @@ A printer only: no assertions.
 
 Usage:
     python tools/bench_control.py [--jobs 5000] [--workers 2] [--slots 4] [--repeat 1]
-        [--http | --compare] [--poll-interval 0.5]
+                                  [--keys | --compare]
 
-``--http`` runs the Sentinel with its dashboard (``--http 127.0.0.1:0``) and a
-poller thread that fetches ``/`` and ``/metrics`` every ``--poll-interval``
-seconds during the run (a browser tab reloading every 5 s and a Prometheus
-scraping every 15 s ask ten to thirty times less). ``--compare`` alternates a
-run without and a run with the dashboard ``--repeat`` times and prints both
-medians and their ratio (issue 14: within 10 %).
+``--keys`` runs the same with CURVE on every socket (``keys init`` + one worker
+key per worker, made in the run's temporary folder); ``--compare`` alternates
+keyless and keyed runs and prints both medians and their ratio.
 
 Structure (for options added later): ``sentinel_argv`` and ``worker_argv``
 build the two command lines, ``start_sentinel`` / ``start_worker`` launch and
@@ -39,9 +36,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -119,14 +114,25 @@ def worker_main(args: argparse.Namespace) -> int:
     from casparian_trio.worker import Worker
 
     logging.basicConfig(level=logging.WARNING)  # a worker logs every job at INFO
-    config = WorkerConfig(connect=args.connect, worker_id=args.worker_id, concurrency=args.slots)
+    from casparian_trio.transport.keys import client_keys
+
+    keys_dir = Path(args.keys_dir) if args.keys_dir else None
+    config = WorkerConfig(
+        connect=args.connect,
+        worker_id=args.worker_id,
+        concurrency=args.slots,
+        keys=keys_dir,
+        key=args.worker_id if keys_dir else None,
+        allow_system_env=True,  # the bench plugin has no lockfile
+    )
+    keys = client_keys(keys_dir, args.worker_id) if keys_dir else None
 
     async def main() -> None:
         drain = _Drain()
         with stop_signal_receiver() as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(signal_task, signals, drain.on_signal)
-                with open_dealer(config.connect, identity=config.identity) as channel:
+                with open_dealer(config.connect, identity=config.identity, keys=keys) as channel:
                     worker = Worker(
                         config=config,
                         channel=channel,
@@ -177,56 +183,32 @@ def _wait_for(log: Path, popen: subprocess.Popen[bytes], text: str) -> None:
 
 
 def start_sentinel(
-    root: Path, db: Path, address: str, extra: Sequence[str] = ()
+    root: Path, db: Path, address: str, keys: Path | None = None
 ) -> subprocess.Popen[bytes]:
+    extra = ["--keys", str(keys)] if keys is not None else []
     popen, log = _spawn(sentinel_argv(db, address, extra), root, "sentinel")
     _wait_for(log, popen, "sentinel serving")
     return popen
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a live process so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def dashboard_url(root: Path) -> str:
-    """The address the Sentinel logged for its dashboard (``--http 127.0.0.1:0``)."""
-    for line in (root / "sentinel.log").read_text(errors="replace").splitlines():
-        if "dashboard on http://" in line:
-            return line.split("dashboard on ", 1)[1].split()[0]
-    raise SystemExit("the sentinel did not log its dashboard address")
-
-
-class Poller(threading.Thread):
-    """Fetches the overview and /metrics every ``interval_s`` until stopped."""
-
-    PATHS = ("/", "/metrics")
-
-    def __init__(self, url: str, interval_s: float) -> None:
-        super().__init__(daemon=True, name="dashboard-poller")
-        self.url = url
-        self.interval_s = interval_s
-        self.stopped = threading.Event()
-        self.requests = 0
-        self.failures = 0
-
-    def run(self) -> None:
-        while not self.stopped.is_set():
-            for path in self.PATHS:
-                try:
-                    with urllib.request.urlopen(self.url + path, timeout=HANG_S) as answer:
-                        answer.read()
-                    self.requests += 1
-                except OSError:
-                    self.failures += 1
-            self.stopped.wait(self.interval_s)
-
-
-def start_worker(root: Path, address: str, worker_id: str, slots: int) -> subprocess.Popen[bytes]:
-    popen, _log = _spawn(worker_argv(address, worker_id, slots), root, f"worker-{worker_id}")
+def start_worker(
+    root: Path, address: str, worker_id: str, slots: int, keys: Path | None = None
+) -> subprocess.Popen[bytes]:
+    extra = ["--keys-dir", str(keys)] if keys is not None else []
+    argv = worker_argv(address, worker_id, slots, extra)
+    popen, _log = _spawn(argv, root, f"worker-{worker_id}")
     return popen
+
+
+def make_keys(root: Path, workers: int) -> Path:
+    """``keys init`` and one worker key per worker, through the command line."""
+    keys = root / "keys"
+    base = [sys.executable, "-m", "casparian_trio", "keys"]
+    subprocess.run([*base, "init", str(keys)], check=True, capture_output=True)
+    for i in range(workers):
+        add = [*base, "add", f"w{i}", "--role", "worker", "--dir", str(keys)]
+        subprocess.run(add, check=True, capture_output=True)
+    return keys
 
 
 def init_db(db: Path) -> None:
@@ -318,13 +300,29 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def run_once(
-    jobs: int, workers: int, slots: int, *, http: bool = False, poll_s: float = 0.5
-) -> tuple[float, float]:
-    """One measured run: (dispatch → conclude cycles/s, Sentinel CPU seconds during the run).
+def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
+    """User + system CPU seconds the processes have used so far (Linux /proc)."""
+    total = 0
+    for p in procs:
+        try:
+            with open(f"/proc/{p.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
 
-    ``http``: the dashboard is on and polled. The CPU time is counted from
-    "sentinel serving" to the last job's end, so start-up imports are left out.
+
+def _completed(db_path: Path) -> int:
+    return len(completed_times(db_path))
+
+
+def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> tuple[float, float]:
+    """One measured run (``keyed``: CURVE on every socket).
+
+    Returns:
+        (dispatch → conclude cycles/s, CPU ms per cycle of the Sentinel and workers
+        together, from the first completion to the last: robust to a busy machine).
     """
     with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
         root = Path(tmp)
@@ -332,15 +330,15 @@ def run_once(
         init_db(db)
         seed(db, root, jobs)
         address = f"tcp://127.0.0.1:{free_port()}"
-        procs = [start_sentinel(root, db, address, ["--http", "127.0.0.1:0"] if http else [])]
-        poller = Poller(dashboard_url(root), poll_s) if http else None
-        cpu_at_start = cpu_seconds(procs[0].pid)
-        if poller is not None:
-            poller.start()
+        keys = make_keys(root, workers) if keyed else None
+        procs = [start_sentinel(root, db, address, keys)]
         try:
-            procs += [start_worker(root, address, f"w{i}", slots) for i in range(workers)]
+            procs += [start_worker(root, address, f"w{i}", slots, keys) for i in range(workers)]
             deadline = time.monotonic() + HANG_S
+            cpu_start: tuple[int, float] | None = None
             while _count_unfinished(db) > 0:
+                if cpu_start is None and (done := _completed(db)) > 0:
+                    cpu_start = (done, _cpu_s(procs))
                 if time.monotonic() > deadline:
                     raise SystemExit(f"jobs still unfinished after {HANG_S:g} s")
                 if any(p.poll() is not None for p in procs):
@@ -349,21 +347,16 @@ def run_once(
                     )
                     raise SystemExit(f"a process exited early:\n{logs}")
                 time.sleep(0.05)
-            cpu_s = cpu_seconds(procs[0].pid) - cpu_at_start
+            cpu_end = _cpu_s(procs)
         finally:
-            if poller is not None:
-                poller.stopped.set()
-                poller.join(HANG_S)
-                print(
-                    f"  dashboard polled: {poller.requests} requests, {poller.failures} failed",
-                    flush=True,
-                )
             _stop(procs[1:])
             _stop(procs[:1])
         times = completed_times(db)
         if len(times) < 2:
             raise SystemExit(f"only {len(times)} job(s) completed")
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-9), cpu_s
+        first, cpu_first = cpu_start if cpu_start is not None else (len(times), cpu_end)
+        cpu_ms = 1000 * (cpu_end - cpu_first) / max(len(times) - first, 1)
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9), cpu_ms
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -372,58 +365,45 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slots", type=int, default=4, help="slots per worker")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median is printed")
-    parser.add_argument(
-        "--http", action="store_true", help="run the dashboard and poll it during each run"
-    )
-    parser.add_argument(
-        "--compare", action="store_true", help="each repeat: a run without, then one with --http"
-    )
-    parser.add_argument(
-        "--poll-interval", type=float, default=0.5, help="seconds between dashboard polls"
-    )
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--keys", action="store_true", help="CURVE keys on every socket")
+    mode.add_argument("--compare", action="store_true", help="keyless and keyed, alternating")
     # worker mode (what worker_argv runs)
     parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--connect", help=argparse.SUPPRESS)
     parser.add_argument("--worker-id", help=argparse.SUPPRESS)
+    parser.add_argument("--keys-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.as_worker:
         return worker_main(args)
-    modes = [False, True] if args.compare else [args.http]
+    modes = [False, True] if args.compare else [bool(args.keys)]
     figures: dict[bool, list[float]] = {mode: [] for mode in modes}
     cpu: dict[bool, list[float]] = {mode: [] for mode in modes}
     for i in range(args.repeat):
-        for mode in modes:
-            rate, cpu_s = run_once(
-                args.jobs, args.workers, args.slots, http=mode, poll_s=args.poll_interval
-            )
-            figures[mode].append(rate)
-            cpu[mode].append(cpu_s * 1000 / args.jobs)
-            label = "with dashboard" if mode else "without dashboard"
+        for keyed in modes:  # alternating: a noisy moment hurts both alike
+            rate, cpu_ms = run_once(args.jobs, args.workers, args.slots, keyed=keyed)
+            figures[keyed].append(rate)
+            cpu[keyed].append(cpu_ms)
+            label = "keyed" if keyed else "keyless"
             print(
-                f"run {i + 1} {label}: {rate:,.0f} cycles/s, "
-                f"sentinel CPU {cpu_s * 1000 / args.jobs:.2f} ms/job",
+                f"run {i + 1} ({label}): {rate:,.0f} cycles/s, {cpu_ms:.2f} CPU ms/cycle",
                 flush=True,
             )
-    for mode in modes:
-        median = statistics.median(figures[mode])
-        label = (
-            f"with the dashboard polled every {args.poll_interval:g} s" if mode else "no dashboard"
-        )
+    medians = {mode: statistics.median(rates) for mode, rates in figures.items()}
+    cpu_medians = {mode: statistics.median(ms) for mode, ms in cpu.items()}
+    for keyed, median in medians.items():
         print(
-            f"control plane ({label}): {median:,.0f} dispatch→conclude cycles/s, "
-            f"sentinel CPU {statistics.median(cpu[mode]):.2f} ms/job "
-            f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; goal 2,000/s, "
-            f"{median / 2000:.2f}x of it)"
+            f"control plane{' with CURVE keys' if keyed else ''}: {median:,.0f} "
+            f"dispatch→conclude cycles/s, {cpu_medians[keyed]:.2f} CPU ms/cycle "
+            f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; "
+            f"goal 2,000/s, {median / 2000:.2f}x of it)"
         )
     if args.compare:
-        # Runs alternate, so each pair shares the machine's load of the moment.
-        pairs = [on / off for off, on in zip(figures[False], figures[True], strict=True)]
-        ratio = statistics.median(pairs)
-        cpu_ratio = statistics.median(cpu[True]) / statistics.median(cpu[False])
+        ratio = medians[True] / medians[False]
+        cpu_ratio = cpu_medians[False] / cpu_medians[True]
         print(
-            f"dashboard on / off: throughput {ratio:.3f} (median of {len(pairs)} pairs: "
-            f"{', '.join(f'{r:.2f}' for r in pairs)}; {(ratio - 1) * 100:+.1f} %), "
-            f"sentinel CPU per job {cpu_ratio:.3f}"
+            f"keyed / keyless: {ratio:.2f} by cycles/s, {cpu_ratio:.2f} by CPU per cycle "
+            "(issue 13 goal: at least 0.80)"
         )
     return 0
 

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import attrs
 
 from casparian_trio.errors import ConfigError
+from casparian_trio.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 
 C = TypeVar("C", "SentinelConfig", "WorkerConfig")
 
@@ -43,6 +44,11 @@ DEFAULT_DB_POLL_INTERVAL = 0.5
 DEFAULT_DRAIN_GRACE = 30.0
 # An env build downloads packages; give it much longer than a job start.
 DEFAULT_ENV_PREPARE_TIMEOUT = 900.0
+# LOST/GONE/STOPPED worker rows are kept a week for operators, then pruned.
+DEFAULT_WORKER_RETENTION = 7 * 24 * 3600.0
+KEYS_ENV = "CASPARIAN_KEYS"
+# Hosts a keyless Sentinel may bind: nothing off this machine can reach them.
+LOOPBACK_HOSTS = ("localhost", "[::1]", "::1")
 
 
 CONFIG_FILE = "casparian.toml"  # read from the working folder when --config is not given
@@ -168,6 +174,33 @@ def _positive(_instance: object, attribute: attrs.Attribute[float], value: float
         raise ConfigError(f"{attribute.name} must be > 0, got {value}")
 
 
+def is_loopback(address: str) -> bool:
+    """True for ipc:// and tcp:// on 127.0.0.0/8, ::1 or localhost (a wildcard or an interface: False)."""
+    if address.startswith("ipc://"):
+        return True
+    host = address.removeprefix("tcp://").rpartition(":")[0]
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+def check_exposure(config: SentinelConfig) -> None:
+    """A Sentinel without keys binds loopback only (unless ``--insecure``).
+
+    Raises:
+        ConfigError: one line naming ``keys init`` and ``--insecure``.
+    """
+    if config.keys is None and not config.insecure and not is_loopback(config.bind):
+        raise ConfigError(
+            f"--bind {config.bind} without keys lets anyone who reaches the port run code on "
+            "every worker; run `casparian-trio keys init DIR` and pass --keys DIR, or pass "
+            "--insecure on a trusted network"
+        )
+
+
+def _check_message_bytes(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
+    if value < 64 * 1024:
+        raise ConfigError(f"--max-message-bytes must be at least 65536, got {value}")
+
+
 def check_address(address: str, what: str) -> str:
     """Refuse an address ZeroMQ would reject later with a less helpful error."""
     if not address.startswith(("tcp://", "ipc://")):
@@ -179,6 +212,36 @@ def check_address(address: str, what: str) -> str:
 class SentinelConfig:
     bind: str = attrs.field(
         default=DEFAULT_ADDRESS, metadata=_option("ZeroMQ address to bind", env="CASPARIAN_BIND")
+    )
+    keys: Path | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "keys folder (keys init): CURVE on the socket, only authorized keys get in",
+            env=KEYS_ENV,
+            kind="path",
+            default_help="no keys: loopback only",
+        ),
+    )
+    insecure: bool = attrs.field(
+        default=False,
+        metadata=_option("allow binding a non-loopback address without keys", kind="bool"),
+    )
+    max_message_bytes: int = attrs.field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        validator=_check_message_bytes,
+        metadata=_option(
+            "largest message accepted; a peer sending more is dropped (ZMQ_MAXMSGSIZE)",
+            kind="int",
+        ),
+    )
+    worker_retention_s: float = attrs.field(
+        default=DEFAULT_WORKER_RETENTION,
+        validator=_positive,
+        metadata=_option(
+            "seconds LOST/GONE/STOPPED workers stay listed before they are pruned",
+            flag="--worker-retention",
+            kind="float",
+        ),
     )
     db: Path = attrs.field(
         default=Path(DEFAULT_DB),
@@ -272,6 +335,7 @@ class SentinelConfig:
             from casparian_trio.http._address import check_http_settings
 
             check_http_settings(config.http, config.http_token)
+        check_exposure(config)
         return config
 
 
@@ -295,9 +359,22 @@ class WorkerConfig:
             "output root", env="CASPARIAN_OUTPUT", kind="path", default_help=DEFAULT_OUTPUT
         ),
     )
+    keys: Path | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "keys folder holding KEY.key_secret and sentinel.key (CURVE)",
+            env=KEYS_ENV,
+            kind="path",
+            default_help="no keys",
+        ),
+    )
+    key: str | None = attrs.field(
+        default=None,
+        metadata=_option("this worker's key name in --keys (its identity)", default_help="none"),
+    )
     worker_id: str = attrs.field(
-        factory=default_worker_id,
-        metadata=_option("stable id", default_help="HOST-PID"),
+        default=attrs.Factory(lambda self: self.key or default_worker_id(), takes_self=True),
+        metadata=_option("stable id", default_help="the key name, else HOST-PID"),
     )
     concurrency: int = attrs.field(default=1, metadata=_option("jobs at once", kind="int"))
     capabilities: tuple[str, ...] = attrs.field(
@@ -333,7 +410,29 @@ class WorkerConfig:
     )
     allow_system_env: bool = attrs.field(
         default=False,
-        metadata=_option("run plugins whose env is unknown in this interpreter", kind="bool"),
+        metadata=_option(
+            "run plugins whose env is unknown in this interpreter; with --keys, also plugins "
+            "without a lockfile (env system)",
+            kind="bool",
+        ),
+    )
+    source_roots: tuple[str, ...] = attrs.field(
+        default=(),
+        metadata=_option(
+            "comma-separated folders inputs must lie under",
+            flag="--source-root",
+            kind="list",
+            default_help="the roots the Sentinel announces",
+        ),
+    )
+    guest_user: str = attrs.field(
+        default="nobody",
+        metadata=_option("the user guests run as when the worker runs as root"),
+    )
+    max_message_bytes: int = attrs.field(
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        validator=_check_message_bytes,
+        metadata=_option("largest message accepted from the Sentinel (ZMQ_MAXMSGSIZE)", kind="int"),
     )
     # Guests kept started (interpreter + pyarrow loaded), one for each of this many
     # recently used envs: ~17 ms instead of ~150 ms per job start, ~80 MB each.
@@ -348,6 +447,10 @@ class WorkerConfig:
             raise ConfigError(f"--warm-guests must be 0 or more, got {self.warm_guests}")
         if not self.worker_id or len(self.worker_id.encode()) > 200:
             raise ConfigError("--worker-id must be 1 to 200 bytes")
+        if (self.keys is None) != (self.key is None):
+            raise ConfigError(
+                "--keys DIR and --key NAME go together (the key pair DIR/NAME.key_secret)"
+            )
 
     @property
     def liveness_s(self) -> float:
@@ -356,8 +459,12 @@ class WorkerConfig:
 
     @property
     def identity(self) -> bytes:
-        """The ZeroMQ routing id: stable per worker id, so a reconnect keeps it."""
-        return self.worker_id.encode()
+        """The ZeroMQ routing id: stable per worker id, so a reconnect keeps it.
+
+        With keys it is the key name: the Sentinel refuses a worker key whose
+        routing id is anything else, so no key can speak under another's route.
+        """
+        return (self.key or self.worker_id).encode()
 
     @property
     def envs_dir(self) -> Path:

@@ -22,7 +22,7 @@ from casparian_trio.plugins import (
     sha256,
     topic_sinks,
 )
-from casparian_trio.protocol import Deploy
+from casparian_trio.protocol import Deploy, limits
 from casparian_trio.store import Store
 
 __all__ = [
@@ -55,6 +55,7 @@ def build_deploy(
     except OSError as exc:
         raise PluginError(f"cannot read plugin {plugin}: {exc.strerror}") from None
     lock_text, pyproject = _read_lockfile(lockfile) if lockfile else (None, None)
+    _check_sizes(plugin, source, lock_text, pyproject)
     env_hash = (
         compute_env_hash(lock_text, pyproject, python_version())
         if lock_text is not None
@@ -72,6 +73,19 @@ def build_deploy(
         manifest=info.manifest,
         no_reprocess=not reprocess,
     )
+
+
+def _check_sizes(plugin: Path, source: str, lock: str | None, pyproject: str | None) -> None:
+    """Past these a Sentinel drops the connection (ZMQ_MAXMSGSIZE): say so here instead."""
+    parts = (
+        (str(plugin), source, limits.MAX_PLUGIN_SOURCE_BYTES),
+        ("uv.lock", lock or "", limits.MAX_LOCKFILE_BYTES),
+        ("pyproject.toml", pyproject or "", limits.MAX_PYPROJECT_BYTES),
+    )
+    for what, text, limit in parts:
+        size = len(text.encode("utf-8"))
+        if size > limit:
+            raise PluginError(f"{what} is {size} bytes; a plugin's may be at most {limit}")
 
 
 def _read_lockfile(lockfile: Path) -> tuple[str, str]:

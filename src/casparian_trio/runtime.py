@@ -12,11 +12,12 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from casparian_trio.config import SentinelConfig, WorkerConfig
+from casparian_trio.config import SentinelConfig, WorkerConfig, check_exposure
 from casparian_trio.errors import ConfigError, TransportError
 from casparian_trio.sentinel import Sentinel
 from casparian_trio.store import Store, open_database
 from casparian_trio.transport import open_dealer, open_router
+from casparian_trio.transport.keys import KeyWatch, client_keys
 from casparian_trio.worker import Worker
 
 logger = logging.getLogger(__name__)
@@ -26,8 +27,11 @@ async def serve_sentinel(
     config: SentinelConfig, *, task_status: trio.TaskStatus[Sentinel] = trio.TASK_STATUS_IGNORED
 ) -> None:
     """Run a Sentinel on its database and address until cancelled."""
+    check_exposure(config)
     try:
-        channel = open_router(config.bind)
+        channel = open_router(
+            config.bind, keys=config.keys, max_message_bytes=config.max_message_bytes
+        )
     except TransportError as exc:
         hint = (
             "another sentinel runs there; stop it or"
@@ -39,8 +43,14 @@ async def serve_sentinel(
         config.db.parent.mkdir(parents=True, exist_ok=True)
         db = open_database(config.db)
         try:
-            sentinel = Sentinel(config=config, store=Store(db), channel=channel)
-            logger.info("sentinel on %s, database %s", channel.endpoint, config.db)
+            watch = None if config.keys is None else KeyWatch(config.keys)
+            sentinel = Sentinel(config=config, store=Store(db), channel=channel, key_watch=watch)
+            logger.info(
+                "sentinel on %s, database %s, %s",
+                channel.endpoint,
+                config.db,
+                f"keys {config.keys}" if config.keys else "no keys",
+            )
             async with trio.open_nursery() as nursery:
                 await nursery.start(sentinel.run)
                 task_status.started(sentinel)
@@ -51,8 +61,14 @@ async def serve_sentinel(
 @asynccontextmanager
 async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
     """A Worker on a DEALER socket with the bridge executor and the uv env manager."""
-    from casparian_trio.bridge import BridgeExecutor
+    from casparian_trio.bridge import BridgeExecutor, _privileges
     from casparian_trio.envs import EnvManager
+    from casparian_trio.worker.hardening import guest_privileges, make_undumpable
+
+    make_undumpable()  # before any guest exists: none can read our memory or environ
+    privileges = await trio.to_thread.run_sync(guest_privileges, config.guest_user)
+    _privileges.configure(privileges)
+    keys = None if config.keys is None else client_keys(config.keys, str(config.key))
 
     config.output.mkdir(parents=True, exist_ok=True)
     envs = EnvManager(
@@ -64,5 +80,10 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
     # waits for the next job of that env; leaving kills and reaps them.
     executor = BridgeExecutor(output_root=config.output, envs=envs, max_warm=config.warm_guests)
     async with executor:
-        with open_dealer(config.connect, identity=config.identity) as channel:
+        with open_dealer(
+            config.connect,
+            identity=config.identity,
+            keys=keys,
+            max_message_bytes=config.max_message_bytes,
+        ) as channel:
             yield Worker(config=config, channel=channel, executor=executor, envs=envs)

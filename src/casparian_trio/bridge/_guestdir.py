@@ -22,7 +22,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from casparian_trio.bridge import _guestproc
+from casparian_trio.bridge import _guestproc, _privileges
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,10 @@ def start_guest(env_hash: str, python: Path, work_root: Path | None) -> Guest:
         guest.listener = trio.socket.from_stdlib_socket(raw)
         raw.bind(str(socket_path))
         raw.listen(1)
+        privileges = _privileges.current()
+        if privileges is not None:  # a root worker's guest runs as another user
+            owned = [guest_dir, guest_dir / "tmp", socket_path]
+            privileges.give([*owned, *([socket_dir] if socket_dir is not None else [])])
         guest.proc = _guestproc.spawn(python, [str(socket_path), str(os.getpid())], guest_dir)
     except BaseException:
         discard_now(guest)

@@ -32,6 +32,8 @@ from pathlib import Path
 import attrs
 import trio
 
+from casparian_trio.bridge import _privileges
+
 logger = logging.getLogger(__name__)
 
 GUEST_SCRIPT = Path(__file__).with_name("guest.py")
@@ -110,7 +112,10 @@ def spawn(python: Path, args: Sequence[str], home: Path) -> GuestProcess:
 
     ``home`` is the guest's private dir: its cwd, HOME, and TMPDIR's parent.
     """
+    privileges = _privileges.current()
     argv = [str(python), *PYTHON_FLAGS, str(GUEST_SCRIPT), *args]
+    if privileges is not None:  # a root worker: another user, or root without capabilities
+        argv = [*privileges.prefix(), *argv]
     rfd, wfd = os.pipe()
     try:
         popen = subprocess.Popen(

@@ -35,6 +35,7 @@ from casparian_trio.cli import (
     demo,
     detail,
     jobs,
+    keys,
     publish,
     query,
     scan,
@@ -50,7 +51,7 @@ __all__ = ["EXIT_ERROR", "EXIT_OK", "EXIT_USAGE", "Handler", "build_parser", "ma
 logger = logging.getLogger("casparian_trio")
 
 # Each family adds its commands in this order (the order of `--help`).
-FAMILIES = (services, demo, publish, scan, jobs, detail, topics, query, workers)
+FAMILIES = (services, demo, keys, publish, scan, jobs, detail, topics, query, workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,10 +20,12 @@ import trio
 from casparian_trio.cli._common import CONNECT_ENV, command
 from casparian_trio.cli._db import session
 from casparian_trio.config import check_address
-from casparian_trio.errors import PluginError, TransportTimeout
+from casparian_trio.errors import ConfigError, PluginError, TransportTimeout
 from casparian_trio.protocol import Conclude, Deploy, Err, decode, encode
+from casparian_trio.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
 from casparian_trio.publish import build_deploy, record_deploy
 from casparian_trio.store import Store, reports
+from casparian_trio.transport.keys import ClientKeys, client_keys, keys_dir
 
 # A Sentinel answers a DEPLOY in milliseconds; 10 s means it is not there (zmq
 # queues the message silently while no peer is connected) or it is stuck.
@@ -59,6 +61,18 @@ def add_commands(sub: Any) -> None:
             "default: write the database directly)"
         ),
     )
+    p.add_argument(
+        "--keys",
+        metavar="DIR",
+        default=None,
+        help=(
+            "keys folder with NAME.key_secret and sentinel.key "
+            "(env $CASPARIAN_KEYS; default none: no CURVE)"
+        ),
+    )
+    p.add_argument(
+        "--key", metavar="NAME", help="the admin key to DEPLOY with (with --keys; default none)"
+    )
 
 
 async def cmd_publish(args: argparse.Namespace) -> int:
@@ -69,7 +83,7 @@ async def cmd_publish(args: argparse.Namespace) -> int:
         reprocess=args.reprocess,
     )
     if args.sentinel:
-        result = await deploy_via_sentinel(args.sentinel, deploy)
+        result = await deploy_via_sentinel(args.sentinel, deploy, keys=_client_keys(args))
         previous = None
     else:
         result, previous = await _record_locally(args, deploy)
@@ -80,6 +94,15 @@ async def cmd_publish(args: argparse.Namespace) -> int:
     if result.get("created") and pattern:
         print(f"files matching {pattern!r} will be routed to {result['plugin_name']} on `scan`")
     return 0
+
+
+def _client_keys(args: argparse.Namespace) -> ClientKeys | None:
+    directory = keys_dir(args.keys)
+    if directory is None and args.key is None:
+        return None
+    if directory is None or args.key is None:
+        raise ConfigError("--keys DIR (or $CASPARIAN_KEYS) and --key NAME go together")
+    return client_keys(directory, args.key)
 
 
 async def _record_locally(
@@ -124,8 +147,12 @@ def reprocess_text(result: dict[str, Any]) -> str:
 # --- via a running Sentinel -------------------------------------------------------------
 
 
-async def deploy_via_sentinel(address: str, deploy: Deploy) -> dict[str, Any]:
+async def deploy_via_sentinel(
+    address: str, deploy: Deploy, *, keys: ClientKeys | None = None
+) -> dict[str, Any]:
     """Send DEPLOY to the Sentinel at ``address``; return its CONCLUDE metrics.
+
+    ``keys``: an admin key pair and the Sentinel's public key (a keyed Sentinel).
 
     Raises:
         ConfigError: ``address`` is not a tcp:// or ipc:// address.
@@ -135,20 +162,30 @@ async def deploy_via_sentinel(address: str, deploy: Deploy) -> dict[str, Any]:
     check_address(address, "--sentinel")
     try:
         with trio.fail_after(DEPLOY_TIMEOUT):
-            return await request_deploy(address, deploy)
+            return await request_deploy(address, deploy, keys=keys)
     except trio.TooSlowError:
+        hint = (
+            "is it running, and is your key authorized as an admin (`keys add NAME --role admin`)?"
+            if keys is not None
+            else f"is `casparian-trio sentinel --bind {address}` running (with --keys, pass "
+            "--keys and --key)?"
+        )
         raise TransportTimeout(
-            f"no answer from sentinel at {address} in {DEPLOY_TIMEOUT:g} s; "
-            f"is `casparian-trio sentinel --bind {address}` running?"
+            f"no answer from sentinel at {address} in {DEPLOY_TIMEOUT:g} s; {hint}"
         ) from None
 
 
-async def request_deploy(address: str, deploy: Deploy) -> dict[str, Any]:
+async def request_deploy(
+    address: str, deploy: Deploy, *, keys: ClientKeys | None = None
+) -> dict[str, Any]:
     """DEPLOY over a fresh DEALER and wait (no deadline: the caller owns it) for the answer."""
     from casparian_trio.transport import open_dealer
 
     identity = f"publish-{os.getpid()}-{time.monotonic_ns()}".encode()
-    with open_dealer(address, identity=identity) as channel:
+    # The answers are small; the bound keeps a fake Sentinel from flooding us.
+    with open_dealer(
+        address, identity=identity, keys=keys, max_message_bytes=DEFAULT_MAX_MESSAGE_BYTES
+    ) as channel:
         await channel.send(encode(deploy))
         while True:
             payload = decode(await channel.receive()).payload

@@ -255,11 +255,27 @@ class Heartbeat(_Payload):
     )
     # extension: W→S the last one before a clean stop; S→W its ack
     stopping: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
+    # extension, S→W: the source roots inputs come from (absolute), so a worker
+    # without its own --source-root refuses a DISPATCH of a file outside them
+    source_roots: tuple[str, ...] | None = attrs.field(
+        default=None, metadata=wire(strings(nullable=True), strings_out)
+    )
 
     @classmethod
-    def answer(cls, worker_id: str, *, stopping: bool = False) -> Heartbeat:
+    def answer(
+        cls,
+        worker_id: str,
+        *,
+        stopping: bool = False,
+        source_roots: tuple[str, ...] | None = None,
+    ) -> Heartbeat:
         """The Sentinel's answer to ``worker_id`` (``stopping``: to its goodbye)."""
-        return cls(status=ANSWER_STATUS, worker_id=worker_id, stopping=stopping)
+        return cls(
+            status=ANSWER_STATUS,
+            worker_id=worker_id,
+            stopping=stopping,
+            source_roots=source_roots,
+        )
 
     def held_jobs(self) -> tuple[JobRef, ...]:
         """Every job this heartbeat names, old peers (current_job_id only) included."""

@@ -32,6 +32,7 @@ class SentinelContext:
         outbox: the bounded channel to the socket's sender task.
         waker: wakes the dispatcher (a slot freed, work committed, a worker joined).
         wall: the clock for times written to the database.
+        source_roots: the active source roots, told to workers.
     """
 
     config: SentinelConfig
@@ -40,3 +41,6 @@ class SentinelContext:
     outbox: Outbox = attrs.field(factory=Outbox)
     waker: Waker = attrs.field(factory=Waker)
     wall: Callable[[], float] = time.time
+    # Active source roots (absolute), announced to workers in every answer so
+    # they refuse inputs outside them; refreshed when the database changes.
+    source_roots: tuple[str, ...] = ()

@@ -145,7 +145,9 @@ class Reactions:
 
     def _answer(self, worker: WorkerState) -> None:
         if worker.answers:
-            self.ctx.outbox.put(Outgoing(worker.identity, Heartbeat.answer(worker.worker_id)))
+            roots = self.ctx.source_roots or None  # none known: say nothing (an old answer)
+            answer = Heartbeat.answer(worker.worker_id, source_roots=roots)
+            self.ctx.outbox.put(Outgoing(worker.identity, answer))
 
     async def _record_beat(self, worker: WorkerState) -> None:
         """Keep cf_worker's status and last_seen fresh for `workers`, without a write per beat."""

@@ -51,9 +51,10 @@ import trio
 
 from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import PeerUnreachable, RemoteProtocolError, TransportClosed
-from casparian_trio.protocol import Abort, decode
+from casparian_trio.protocol import ERR_DEPLOY, Abort, Err, Identify, Message, decode
 from casparian_trio.sentinel._context import SentinelContext
 from casparian_trio.sentinel._outbox import Outgoing
+from casparian_trio.sentinel.authz import admit
 from casparian_trio.sentinel.dispatch import Dispatcher
 from casparian_trio.sentinel.presence import Presence
 from casparian_trio.sentinel.reactions import Reactions
@@ -61,6 +62,7 @@ from casparian_trio.sentinel.recovery import Recovery
 from casparian_trio.sentinel.registry import AbortReason, WorkerState
 from casparian_trio.store import Store
 from casparian_trio.transport import Channel
+from casparian_trio.transport.keys import KeyWatch, Peer
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +71,8 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.5
 # Bound on the last store writes at shutdown (one small transaction per unsent job).
 SHUTDOWN_GRACE_S = 5.0
+# Old LOST/GONE/STOPPED worker rows are deleted this often (one small DELETE).
+PRUNE_INTERVAL_S = 60.0
 
 
 @attrs.define(eq=False)
@@ -77,6 +81,9 @@ class Sentinel:
     store: Store
     channel: Channel
     wall: Callable[[], float] = time.time
+    # Keyed: which keys are authorized now (a revoke cuts open connections off too);
+    # None trusts the authenticator's decision at connect time.
+    key_watch: KeyWatch | None = None
     ctx: SentinelContext = attrs.field(init=False)
     dispatcher: Dispatcher = attrs.field(init=False)
     recovery: Recovery = attrs.field(init=False)
@@ -85,6 +92,7 @@ class Sentinel:
     _data_version: int | None = None
     # The dashboard's address once it listens (``--http``; None: off).
     http_url: str | None = attrs.field(init=False, default=None)
+    _pruned_at: float = -math.inf
 
     def __attrs_post_init__(self) -> None:
         self.ctx = ctx = SentinelContext(config=self.config, store=self.store, wall=self.wall)
@@ -100,6 +108,7 @@ class Sentinel:
         self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
     ) -> NoReturn:
         await self.presence.announce()
+        await self._refresh_source_roots()
         try:
             await self.recovery.adopt_previous_running()
             async with trio.open_nursery() as nursery:
@@ -144,14 +153,19 @@ class Sentinel:
     async def _pump_task(self) -> None:
         while True:
             try:
-                frames = await self.channel.receive()
+                frames, user_id = await self.channel.receive_authenticated()
             except TransportClosed:
                 logger.debug("sentinel socket closed; pump stops")
                 return
-            await self.handle_frames(frames)
+            await self.handle_frames(frames, user_id)
 
-    async def handle_frames(self, frames: list[bytes]) -> None:
-        """Decode and react to one routed message; a bad one is logged and dropped."""
+    async def handle_frames(self, frames: list[bytes], user_id: str | None = None) -> None:
+        """Decode and react to one routed message; a bad or unauthorized one is logged and dropped.
+
+        Args:
+            frames: ``[routing id, header, payload]``.
+            user_id: the ZAP User-Id of the connection (keyed Sentinels: the key).
+        """
         if len(frames) < 2:
             logger.warning("dropping an empty message from %r", frames[0] if frames else None)
             return
@@ -163,7 +177,33 @@ class Sentinel:
                 "dropping bad message from %r: %s", identity, exc, extra={"event": "protocol.error"}
             )
             return
+        if self.config.keys is not None:
+            allowed = self._authorized(identity, user_id, message)
+            if allowed is None:
+                return
+            message = allowed
         await self.reactions.react(identity, message)
+
+    def _authorized(self, identity: bytes, user_id: str | None, message: Message) -> Message | None:
+        """The message as the key may send it (IDENTIFY named after the key), or None."""
+        peer = None if user_id is None else Peer.from_user_id(user_id)
+        if peer is not None and self.key_watch is not None and not self.key_watch.allows(peer):
+            peer = None  # revoked since this connection's handshake
+        refusal = admit(peer, identity, message.payload)
+        if refusal is not None:
+            logger.warning(
+                "refused: %s", refusal.reason, extra={"event": "auth.refused", "user_id": user_id}
+            )
+            if refusal.answer:
+                self.ctx.outbox.put(
+                    Outgoing(identity, Err(message=refusal.reason, code=ERR_DEPLOY))
+                )
+            return None
+        payload = message.payload
+        if isinstance(payload, Identify) and peer is not None and payload.worker_id != peer.name:
+            # The key is the identity: what the worker calls itself is not.
+            message = attrs.evolve(message, payload=attrs.evolve(payload, worker_id=peer.name))
+        return message
 
     async def _sender_task(self) -> None:
         async for item in self.ctx.outbox.receiver:
@@ -210,6 +250,20 @@ class Sentinel:
                     worker, f"silent for more than {self.config.liveness_s:g} s"
                 )
             await self.recovery.expire_orphans(now)
+            if now - self._pruned_at >= PRUNE_INTERVAL_S:
+                self._pruned_at = now
+                await self._prune_workers()
+
+    async def _prune_workers(self) -> None:
+        before = self.wall() - self.config.worker_retention_s
+        pruned = await self.store.prune_workers(before=before)
+        if pruned:
+            logger.info(
+                "forgot %d worker(s) gone for more than %g s",
+                pruned,
+                self.config.worker_retention_s,
+                extra={"event": "worker.pruned"},
+            )
 
     async def _watchdog_task(self) -> None:
         grace_s = self.config.abort_grace_s
@@ -260,10 +314,15 @@ class Sentinel:
             if version != self._data_version:
                 if self._data_version is not None:
                     self.ctx.waker.wake()
+                    await self._refresh_source_roots()
                 self._data_version = version
             await self._abort_cancelled()
             await self.store.cancel_queued_requests(now=self.wall())
             await trio.sleep(self.config.db_poll_interval_s)
+
+    async def _refresh_source_roots(self) -> None:
+        roots = await self.store.source_roots()
+        self.ctx.source_roots = tuple(str(r["path"]) for r in roots if r.get("active", 1))
 
     async def _abort_cancelled(self) -> None:
         now = trio.current_time()

@@ -246,6 +246,10 @@ class Store:
     async def touch_worker(self, worker_id: str, status: str, *, now: float) -> None:
         await self._write(workers.touch_worker, worker_id, status, now=now)
 
+    async def prune_workers(self, *, before: float) -> int:
+        """Forget LOST/GONE/STOPPED workers last seen before ``before`` (wall seconds)."""
+        return await self._write(workers.prune_workers, before=before)
+
     async def list_workers(self) -> list[dict[str, Any]]:
         return await self._read(workers.list_workers)
 

@@ -65,3 +65,8 @@ def list_workers(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         worker["capabilities"] = json.loads(worker["capabilities"] or "[]")
         workers.append(worker)
     return workers
+
+
+def prune_workers(conn: sqlite3.Connection, *, before: float) -> int:
+    """Delete LOST/GONE/STOPPED workers last seen before ``before``; returns how many."""
+    return conn.execute(q("prune_workers"), {"before": before}).rowcount

@@ -36,6 +36,10 @@ class Channel(Protocol):
         """Receive one multipart message (ROUTER: ``result[0]`` is the peer identity)."""
         ...
 
+    async def receive_authenticated(self) -> tuple[list[bytes], str | None]:
+        """``receive``, plus the ZAP User-Id of the connection it came on (None: no CURVE)."""
+        ...
+
     def close(self) -> None:
         """Close the channel; idempotent; wakes waiters with TransportClosed."""
         ...

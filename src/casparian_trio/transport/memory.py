@@ -56,7 +56,10 @@ DEFAULT_CAPACITY = 1000
 @attrs.define(eq=False)
 class _Queue:
     capacity: int
-    items: collections.deque[list[bytes]] = attrs.field(factory=collections.deque)
+    # Each message with the User-Id of the dealer that sent it (None: no key).
+    items: collections.deque[tuple[list[bytes], str | None]] = attrs.field(
+        factory=collections.deque
+    )
 
     @property
     def full(self) -> bool:
@@ -98,11 +101,17 @@ class MemoryNetwork:
         self._notify()
         return where.router
 
-    def connect_dealer(self, address: str, *, identity: bytes) -> MemoryChannel:
-        """Connect a DEALER to ``address`` (a router need not be bound yet)."""
+    def connect_dealer(
+        self, address: str, *, identity: bytes, user_id: str | None = None
+    ) -> MemoryChannel:
+        """Connect a DEALER to ``address`` (a router need not be bound yet).
+
+        ``user_id`` plays the ZAP User-Id of a CURVE connection: the router's
+        ``receive_authenticated`` reports it with each message from this dealer.
+        """
         where = self._address(address)
         identity = bytes(identity)
-        dealer = MemoryChannel(self, where, identity, _Queue(self.capacity))
+        dealer = MemoryChannel(self, where, identity, _Queue(self.capacity), user_id=user_id)
         where.dealers[identity] = dealer  # a duplicate identity takes over the route
         self._notify()
         return dealer
@@ -141,6 +150,7 @@ class MemoryChannel:
     # None for a ROUTER; the routing identity for a DEALER.
     identity: bytes | None
     _inbox: _Queue
+    user_id: str | None = attrs.field(default=None, kw_only=True)
     _closed: bool = attrs.field(init=False, default=False)
 
     @property
@@ -167,13 +177,19 @@ class MemoryChannel:
                 break
             await self._network._wait_for_change()
         if queue is not None:
-            queue.items.append(message[1:] if self.identity is None else [self.identity, *message])
+            routed = message[1:] if self.identity is None else [self.identity, *message]
+            queue.items.append((routed, self.user_id))
             self._network._notify()
         # Delivered (or dropped by a partition): the caller must not think otherwise.
         await trio.lowlevel.cancel_shielded_checkpoint()
 
     async def receive(self) -> list[bytes]:
         """Receive one multipart message (see ``Channel.receive``)."""
+        frames, _ = await self.receive_authenticated()
+        return frames
+
+    async def receive_authenticated(self) -> tuple[list[bytes], str | None]:
+        """``receive``, plus the sending dealer's ``user_id`` (see ``connect_dealer``)."""
         await trio.lowlevel.checkpoint_if_cancelled()
         while True:
             self._raise_if_closed()

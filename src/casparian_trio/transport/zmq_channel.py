@@ -45,6 +45,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
 
@@ -53,6 +54,8 @@ import trio
 import zmq
 
 from casparian_trio.errors import PeerUnreachable, TransportClosed, TransportError
+from casparian_trio.transport import _auth
+from casparian_trio.transport import keys as _keys
 from casparian_trio.transport._base import check_frame_count
 
 logger = logging.getLogger(__name__)
@@ -75,6 +78,10 @@ class ZmqChannel:
     _sock: zmq.Socket[bytes]
     _endpoint: str
     _is_router: bool = attrs.field(kw_only=True)
+    # A CURVE server: each message carries its connection's ZAP User-Id.
+    _authenticated: bool = attrs.field(kw_only=True, default=False)
+    # Run once by close() (a keyed ROUTER: stop its authenticator, destroy its context).
+    _on_close: Callable[[], None] | None = attrs.field(kw_only=True, default=None)
     _fd: int = attrs.field(init=False)
     _closed: bool = attrs.field(init=False, default=False)
     _send_lock: trio.Lock = attrs.field(init=False, factory=trio.Lock)
@@ -129,6 +136,22 @@ class ZmqChannel:
         await trio.lowlevel.checkpoint_if_cancelled()
         return await self._retry(self._recv_nowait, zmq.POLLIN, sends=False)
 
+    async def receive_authenticated(self) -> tuple[list[bytes], str | None]:
+        """``receive``, plus the ZAP User-Id libzmq attached to the message (CURVE servers).
+
+        The User-Id is read from the frame metadata of every message (a
+        zero-copy receive), never from anything the peer sent: it names the
+        key that completed this connection's handshake.
+
+        Raises:
+            TransportClosed: the channel is (or gets) closed.
+            TransportError: any other zmq failure.
+        """
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._authenticated:
+            return await self._retry(self._recv_nowait, zmq.POLLIN, sends=False), None
+        return await self._retry(self._recv_meta_nowait, zmq.POLLIN, sends=False)
+
     def close(self) -> None:
         """Close the socket (linger 0) and wake every waiter with TransportClosed."""
         if self._closed:
@@ -139,6 +162,8 @@ class ZmqChannel:
             trio.lowlevel.notify_closing(self._fd)
         self._sock.close(linger=0)
         self._wake_all()
+        if self._on_close is not None:
+            self._on_close()
         logger.debug("transport.closed %s", self._endpoint, extra={"event": "transport.closed"})
 
     def __enter__(self) -> Self:
@@ -241,6 +266,17 @@ class ZmqChannel:
         except zmq.ZMQError as exc:
             raise self._map_error(exc, "receive") from exc
 
+    def _recv_meta_nowait(self) -> tuple[list[bytes], str | None]:
+        try:
+            frames = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            # The ROUTER's own identity frame carries no metadata: ask the last one.
+            user_id = frames[-1].get("User-Id")
+        except zmq.Again:
+            raise
+        except zmq.ZMQError as exc:
+            raise self._map_error(exc, "receive") from exc
+        return [frame.bytes for frame in frames], str(user_id) if user_id else None
+
     def _events(self) -> int:
         try:
             return int(self._sock.get(zmq.EVENTS))
@@ -253,32 +289,67 @@ class ZmqChannel:
         return TransportError(f"{self._endpoint}: {what} failed: {exc}")
 
 
-def open_router(bind: str, *, context: zmq.Context[zmq.Socket[bytes]] | None = None) -> ZmqChannel:
-    """Bind a ROUTER socket (``ROUTER_MANDATORY=1``, ``ROUTER_HANDOVER=1``, ``LINGER=0``).
+def open_router(
+    bind: str,
+    *,
+    context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    keys: Path | None = None,
+    max_message_bytes: int | None = None,
+) -> ZmqChannel:
+    """Bind a ROUTER socket (``ROUTER_MANDATORY=1``, ``LINGER=0``).
+
+    Without ``keys``: no security, ``ROUTER_HANDOVER=1`` (a worker restarted
+    under the same identity takes over its route). With ``keys``: a CURVE
+    server with the Sentinel's pair from that folder, a ZAP authenticator on a
+    context of its own admitting the keys in ``keys/authorized`` (see
+    ``_auth``), ``receive_authenticated`` reporting each message's User-Id, and
+    no handover: a connection can never take over another one's route.
 
     Args:
         bind: endpoint such as ``tcp://127.0.0.1:5555``, ``tcp://127.0.0.1:*``
             or ``ipc:///path``; read the real one back from ``.endpoint``.
-        context: defaults to the process-wide ``zmq.Context.instance()``.
+        context: defaults to the process-wide ``zmq.Context.instance()``
+            (ignored with ``keys``).
+        keys: the keys folder (``keys init``), or None for no security.
+        max_message_bytes: ``ZMQ_MAXMSGSIZE``: libzmq drops a peer that sends a
+            larger message before it is assembled (None: unbounded).
 
     Raises:
         TransportError: the address is invalid or in use.
+        ConfigError: ``keys`` holds no Sentinel key.
     """
+    on_close: Callable[[], None] | None = None
+    if keys is not None:
+        server = _keys.server_keys(keys)  # ConfigError before anything starts
+        context = zmq.Context()
+        auth = _auth.start_authenticator(context, keys)
+
+        def on_close() -> None:
+            auth.stop()
+            context.destroy(linger=0)
+
     sock = (context or zmq.Context.instance()).socket(zmq.ROUTER)
     try:
         sock.setsockopt(zmq.LINGER, 0)
         # Without MANDATORY a ROUTER silently drops messages to unknown peers and at HWM.
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        # A worker restarted under the same identity takes over its old route
-        # instead of being ignored until the dead connection times out.
-        sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        if keys is None:
+            sock.setsockopt(zmq.ROUTER_HANDOVER, 1)
+        else:
+            _auth.make_server(sock, server)
+        if max_message_bytes is not None:
+            sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         sock.bind(bind)
         endpoint = sock.get_string(zmq.LAST_ENDPOINT)
     except zmq.ZMQError as exc:
         sock.close(linger=0)
+        if on_close is not None:
+            on_close()
         raise TransportError(f"cannot bind ROUTER to {bind!r}: {exc}") from exc
     logger.debug("transport.bound %s", endpoint, extra={"event": "transport.bound"})
-    return ZmqChannel(sock, endpoint, is_router=True)
+    return ZmqChannel(
+        sock, endpoint, is_router=True, authenticated=keys is not None, on_close=on_close
+    )
 
 
 def open_dealer(
@@ -286,6 +357,8 @@ def open_dealer(
     *,
     identity: bytes | None = None,
     context: zmq.Context[zmq.Socket[bytes]] | None = None,
+    keys: _keys.ClientKeys | None = None,
+    max_message_bytes: int | None = None,
 ) -> ZmqChannel:
     """Connect a DEALER socket (``LINGER=0``; ``ROUTING_ID`` if given).
 
@@ -296,6 +369,9 @@ def open_dealer(
         connect: the ROUTER's endpoint.
         identity: routing identity the ROUTER will see (random if None).
         context: defaults to the process-wide ``zmq.Context.instance()``.
+        keys: this peer's CURVE pair and the Sentinel's public key: only the
+            holder of that Sentinel's secret completes the handshake (None: no CURVE).
+        max_message_bytes: ``ZMQ_MAXMSGSIZE`` (None: unbounded).
 
     Raises:
         TransportError: the endpoint is malformed.
@@ -305,6 +381,10 @@ def open_dealer(
         sock.setsockopt(zmq.LINGER, 0)
         if identity is not None:
             sock.setsockopt(zmq.ROUTING_ID, identity)
+        if keys is not None:
+            _auth.make_client(sock, keys)
+        if max_message_bytes is not None:
+            sock.setsockopt(zmq.MAXMSGSIZE, max_message_bytes)
         sock.connect(connect)
     except zmq.ZMQError as exc:
         sock.close(linger=0)

@@ -63,6 +63,7 @@ from casparian_trio.protocol import (
     encode,
 )
 from casparian_trio.transport import Channel
+from casparian_trio.worker import confine
 from casparian_trio.worker.runner import JobExecutor, JobRun, StopReason
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ class Worker:
     envs: EnvProvider
     jobs: dict[int, JobRun] = attrs.field(factory=dict)
     draining: bool = False
+    # The source roots the Sentinel announced (used when --source-root is not given).
+    announced_roots: tuple[str, ...] = ()
     _stop: trio.Event = attrs.field(factory=trio.Event)
     _jobs_nursery: trio.Nursery | None = None
     _service_nursery: trio.Nursery | None = None
@@ -308,6 +311,8 @@ class Worker:
             self.send(self._identify())
             self.send(self._heartbeat())
         elif isinstance(payload, Heartbeat):
+            if payload.source_roots is not None:
+                self.announced_roots = payload.source_roots
             if payload.stopping:  # our goodbye is recorded: the socket may close
                 self._goodbye_acked.set()
         elif isinstance(payload, Reload):
@@ -342,6 +347,21 @@ class Worker:
                 ),
                 job_id,
             )
+            return
+        refused = confine.refusal(
+            dispatch,
+            roots=self.config.source_roots or self.announced_roots,
+            keyed=self.config.keys is not None,
+            allow_system=self.config.allow_system_env,
+        )
+        if refused is not None:
+            logger.warning(
+                "job %d refused: %s",
+                job_id,
+                refused.message,
+                extra={"event": "job.refused", "job_id": job_id},
+            )
+            self.send(confine.refused_receipt(refused, dispatch.attempt), job_id)
             return
         run = JobRun(job_id=job_id, dispatch=dispatch)
         self.jobs[job_id] = run

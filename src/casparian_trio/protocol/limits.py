@@ -1,0 +1,32 @@
+"""How big a legitimate message can be: the basis of ``ZMQ_MAXMSGSIZE`` on both sides.
+
+The largest messages carry a plugin: DEPLOY (source, lockfile, pyproject,
+manifest), DISPATCH (source and sinks) and PREPARE_ENV (lockfile and
+pyproject). ``publish`` refuses a plugin past these limits with a clear line;
+everything else on the wire is a few kilobytes. Sans-I/O.
+"""
+
+from __future__ import annotations
+
+# A plugin is one Python module: 4 MiB is far beyond any hand-written parser.
+MAX_PLUGIN_SOURCE_BYTES = 4 * 1024 * 1024
+# uv.lock of a large project (hundreds of packages with hashes) is ~1-2 MiB.
+MAX_LOCKFILE_BYTES = 4 * 1024 * 1024
+MAX_PYPROJECT_BYTES = 1024 * 1024
+# JSON escapes what is not printable ASCII (``\\uXXXX``): at worst 6 bytes per
+# byte of text, for control characters; headers, sinks and manifest fit in 64 KiB.
+JSON_EXPANSION = 6
+ENVELOPE_BYTES = 64 * 1024
+
+
+def message_limit(
+    source_bytes: int = MAX_PLUGIN_SOURCE_BYTES,
+    lockfile_bytes: int = MAX_LOCKFILE_BYTES,
+    pyproject_bytes: int = MAX_PYPROJECT_BYTES,
+) -> int:
+    """The largest encoded DEPLOY/DISPATCH for a plugin of these sizes, in bytes."""
+    return JSON_EXPANSION * (source_bytes + lockfile_bytes + pyproject_bytes) + ENVELOPE_BYTES
+
+
+# 54 MiB + 64 KiB: libzmq drops a peer that announces more, before reading it.
+DEFAULT_MAX_MESSAGE_BYTES = message_limit()
