@@ -37,7 +37,8 @@ async def serve_sentinel(
         raise ConfigError(f"{exc}; {hint} pass another --bind") from exc
     with channel:
         config.db.parent.mkdir(parents=True, exist_ok=True)
-        db = open_database(config.db)
+        # quick: the per-job transactions skip the thread hop (store/_db.py)
+        db = open_database(config.db, quick=True)
         try:
             sentinel = Sentinel(config=config, store=Store(db), channel=channel)
             logger.info("sentinel on %s, database %s", channel.endpoint, config.db)
