@@ -52,7 +52,7 @@ from casparian_trio.protocol.messages import Dispatch, SinkConfig
 csv, out, source, jobs = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 warm = sys.argv[5] == "warm"
 ex = BridgeExecutor(output_root=out, envs=EnvManager(out / "envs"), work_root=out / "work",
-                    max_warm=1 if warm else 0)
+                    max_idle=1 if warm else 0)
 d = Dispatch(plugin_name="bench", file_path=csv, sinks=(SinkConfig("output", "parquet://bench"),),
              file_version_id=1, env_hash="system", source_code=Path(source).read_text(), artifact_hash="x")
 

@@ -61,9 +61,16 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
         max_bytes=config.envs_max_bytes,
         allow_system_fallback=config.allow_system_env,
     )
-    # ``async with``: after a job, a warm guest (interpreter + pyarrow imported)
-    # waits for the next job of that env; leaving kills and reaps them.
-    executor = BridgeExecutor(output_root=config.output, envs=envs, max_warm=config.warm_guests)
+    # ``async with``: after a job, its guest (interpreter, pyarrow and the plugin
+    # loaded) waits for the next job of that plugin version; leaving kills them.
+    executor = BridgeExecutor(
+        output_root=config.output,
+        envs=envs,
+        max_idle=config.idle_guests,
+        guest_max_jobs=config.guest_max_jobs,
+        guest_max_rss_mb=config.guest_max_rss_mb,
+        guest_idle_s=config.guest_idle_s,
+    )
     async with executor:
         with open_dealer(config.connect, identity=config.identity) as channel:
             yield Worker(config=config, channel=channel, executor=executor, envs=envs)

@@ -174,6 +174,9 @@ class Dispatch(_Payload):
     source_root: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
     file_size: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
     file_mtime: float | None = attrs.field(default=None, metadata=wire(number()))
+    # extension: MANIFEST ``reuse_guest: false``: a new guest process for every job
+    # (on the wire only when set; an old worker ignores it and uses one per job anyway)
+    single_use_guest: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
 
 
 @attrs.frozen

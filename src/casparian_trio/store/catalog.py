@@ -231,6 +231,7 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         source_root=source_root,
         file_size=file_size,
         file_mtime=file_mtime,
+        single_use_guest=declared.get("reuse_guest") is False,
     )
     retries = declared.get("retries")
     return DispatchPlan(
