@@ -7,7 +7,9 @@ Real guest processes throughout. Each plugin prints one line per job
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import textwrap
 from pathlib import Path
 
@@ -350,4 +352,51 @@ async def test_without_async_with_every_job_gets_its_own_process(job_env: JobEnv
             line = job_line(await job_env.executor.run(i, make_dispatch(COUNTING)))
             assert line.endswith("module=1")
     assert len(set(job_env.pids)) == 2
+    job_env.assert_nothing_left(failed=False)
+
+
+async def test_a_dead_idle_guest_is_replaced(job_env: JobEnv) -> None:
+    ex = executor(job_env, max_idle=2)
+    with trio.fail_after(HANG_GUARD_S):
+        async with ex:
+            dead = pid_of(await ex.run(1, make_dispatch(COUNTING)))
+            (idle,) = ex.idle_guests()
+            assert idle.proc is not None
+            os.killpg(dead, signal.SIGKILL)
+            await idle.proc.wait()
+            assert pid_of(await ex.run(2, make_dispatch(COUNTING))) != dead
+    job_env.assert_nothing_left(failed=False)
+
+
+async def test_blank_prewarmed_guest_takes_the_first_job(job_env: JobEnv) -> None:
+    ex = executor(job_env, max_idle=2)
+    with trio.fail_after(HANG_GUARD_S):
+        async with ex:
+            ex.prewarm("system")
+            (blank,) = ex.idle_guests()
+            assert blank.proc is not None
+            assert blank.key is None
+            assert pid_of(await ex.run(1, make_dispatch(COUNTING))) == blank.proc.pid
+    job_env.assert_nothing_left(failed=False)
+
+
+async def test_guest_outlives_idle_trio_threads(
+    job_env: JobEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PR_SET_PDEATHSIG follows the *thread* that forked the guest; a guest forked
+    # by a Trio worker thread died when that thread retired (after IDLE_TIMEOUT).
+    from trio._core import _thread_cache
+
+    monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.2)
+    source = """
+    import time
+    import pyarrow as pa
+    class Handler:
+        def execute(self, file_path):
+            time.sleep(2)
+            yield pa.table({"n": [1]})
+    """
+    with trio.fail_after(HANG_GUARD_S):
+        receipt = await job_env.executor.run(1, make_dispatch(textwrap.dedent(source)))
+    assert receipt.status == "SUCCESS", receipt.error_message
     job_env.assert_nothing_left(failed=False)
