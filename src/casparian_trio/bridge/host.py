@@ -81,6 +81,10 @@ logger = logging.getLogger(__name__)
 # this is read without waiting (``OutputTail.drain_nowait``), so only output a
 # surviving child writes later is missed, never the guest's own.
 OUTPUT_DRAIN_S = 1.0
+# A job whose guest sent at most this many bytes is prepared and committed on
+# the Trio thread: its sinks hold little to encode, and two hops to a worker
+# thread and back cost more than the work (the small-file case).
+INLINE_JOB_BYTES = 1024 * 1024
 # Idle guests kept by default: one per slot and plugin version for a worker
 # with one slot and two plugins (the worker passes 2 x its slots).
 MAX_IDLE = 2
@@ -97,6 +101,7 @@ class _Job:
     sinks: dict[str, Sink] = attrs.field(factory=dict)
     guest: Guest | None = None  # None again once handed back to the pool
     guest_job: int = 0  # which job of its guest this is (1: a new guest)
+    received: int = 0  # bytes the guest sent
     output: _guestproc.OutputTail = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
@@ -263,7 +268,7 @@ class BridgeExecutor:
                 source_hash=job.dispatch.source_hash,
                 parser_version=job.dispatch.parser_version,
             )
-            await trio.to_thread.run_sync(_prepare_sinks, job.sinks)
+            _prepare_sinks(job.sinks)  # a mode check, a contract read: small, no thread hop
             env_hash = job.dispatch.env_hash
             with self.envs.using(env_hash) as python:
                 key = plugin_key(job.dispatch, python)
@@ -278,6 +283,8 @@ class BridgeExecutor:
             # failed or aborted receipt. A promote is a rename or one SQLite
             # transaction; the thread is never abandoned, so this shield adds no
             # wait a cancellation would not already have.
+            if job.received <= INLINE_JOB_BYTES:
+                return _commit_sinks(job.sinks)  # little to encode: no thread hop
             with trio.CancelScope(shield=True):
                 artifacts = await trio.to_thread.run_sync(_commit_sinks, job.sinks)
             return artifacts
@@ -356,11 +363,14 @@ class BridgeExecutor:
         timer: see ``_stream.GuestConnection``).
         """
         guest_conn = _stream.GuestConnection(conn)
-        metrics = await _while_guest_runs(
-            job.proc,
-            lambda: _stream.stream(guest_conn, job.sinks, self.max_frame_bytes),
-            on_exit=lambda _scope: guest_conn.guest_exited(),
-        )
+        try:
+            metrics = await _while_guest_runs(
+                job.proc,
+                lambda: _stream.stream(guest_conn, job.sinks, self.max_frame_bytes),
+                on_exit=lambda _scope: guest_conn.guest_exited(),
+            )
+        finally:
+            job.received = guest_conn.received
         assert metrics is not None  # on_exit does not cancel: the stream ends by itself
         return metrics
 
