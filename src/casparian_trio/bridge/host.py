@@ -229,8 +229,12 @@ class BridgeExecutor:
                 return self._failed(job, BridgeError(f"worker error: {one_line(raised)}"), started)
             raise
         finally:
-            if job.guest is not None:  # not handed back to the pool: it is gone
+            if job.guest is not None:  # not handed back to the pool: it goes
                 close_sockets(job.guest)  # on the Trio thread (trio sockets)
+                proc = job.guest.proc
+                if proc is not None and proc.returncode is None:
+                    # e.g. cancelled between its END frame and the hand-back
+                    await discard(job.guest)  # killed, reaped (shielded, bounded)
                 await _shielded(_remove_dirs, job)
         rows = sum(s.rows for s in job.sinks.values())
         size = sum(s.bytes_written for s in job.sinks.values())
