@@ -53,7 +53,7 @@ async def serve_sentinel(
 async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
     """A Worker on a DEALER socket with the bridge executor and the uv env manager."""
     from casparian_trio.bridge import BridgeExecutor
-    from casparian_trio.envs import EnvManager
+    from casparian_trio.envs import SYSTEM_ENV, EnvManager
 
     config.output.mkdir(parents=True, exist_ok=True)
     envs = EnvManager(
@@ -72,5 +72,11 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
         guest_idle_s=config.guest_idle_s,
     )
     async with executor:
+        # The system env's first job need not wait for an interpreter start:
+        # a blank guest waits for it (killed after --guest-idle when unused).
+        try:
+            executor.prewarm(SYSTEM_ENV)
+        except OSError as exc:  # no guest ahead of time: the first job starts one
+            logger.warning("could not start a guest ahead of the first job: %s", exc)
         with open_dealer(config.connect, identity=config.identity) as channel:
             yield Worker(config=config, channel=channel, executor=executor, envs=envs)
