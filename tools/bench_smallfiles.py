@@ -200,6 +200,7 @@ def _progress(db_path: Path) -> tuple[int, int, list[tuple[float, float]]]:
         ).fetchone()[0]
         spans = conn.execute(
             "SELECT started_at, updated_at FROM cf_processing_queue WHERE status = 'COMPLETED'"
+            " ORDER BY id"
         ).fetchall()
         return int(done), int(bad), [(float(a), float(b)) for a, b in spans]
     finally:
@@ -269,6 +270,7 @@ def run_casparian(
     if check:
         check_outputs(sorted((root / "output" / plugin).rglob("*.parquet")), len(inputs), ROWS[0])
     OUTPUTS[:] = sorted((root / "output" / plugin).rglob("*.parquet"))
+    SPANS[:] = spans
     first = min(a for a, _ in spans)
     last = max(b for _, b in spans)
     return len(inputs) / (last - first)
@@ -322,6 +324,7 @@ def run_huey(work: Path, inputs: list[Path], workers: int) -> float:
 
 ROWS = [50]
 OUTPUTS: list[Path] = []  # the last casparian run's Parquet files
+SPANS: list[tuple[float, float]] = []  # and its jobs' (claimed, concluded), in queue order
 
 
 def main(argv: list[str] | None = None) -> int:
