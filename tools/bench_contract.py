@@ -46,7 +46,7 @@ from casparian_trio.protocol.messages import Dispatch, SinkConfig
 
 csv, out, source, schema = sys.argv[1], Path(sys.argv[2]), sys.argv[3], sys.argv[4]
 ex = BridgeExecutor(output_root=out, envs=EnvManager(out / "envs"), work_root=out / "work",
-                    max_warm=0)
+                    max_idle=0)
 sink = SinkConfig("output", "parquet://bench", schema_def=schema or None)
 d = Dispatch(plugin_name="bench", file_path=csv, sinks=(sink,), file_version_id=1,
              env_hash="system", source_code=Path(source).read_text(), artifact_hash="x")

@@ -13,11 +13,6 @@ A printer only: no assertions.
 
 Usage:
     python tools/bench_control.py [--jobs 5000] [--workers 2] [--slots 4] [--repeat 1]
-                                  [--keys | --compare]
-
-``--keys`` runs the same with CURVE on every socket (``keys init`` + one worker
-key per worker, made in the run's temporary folder); ``--compare`` alternates
-keyless and keyed runs and prints both medians and their ratio.
 
 Structure (for options added later): ``sentinel_argv`` and ``worker_argv``
 build the two command lines, ``start_sentinel`` / ``start_worker`` launch and
@@ -114,25 +109,14 @@ def worker_main(args: argparse.Namespace) -> int:
     from casparian_trio.worker import Worker
 
     logging.basicConfig(level=logging.WARNING)  # a worker logs every job at INFO
-    from casparian_trio.transport.keys import client_keys
-
-    keys_dir = Path(args.keys_dir) if args.keys_dir else None
-    config = WorkerConfig(
-        connect=args.connect,
-        worker_id=args.worker_id,
-        concurrency=args.slots,
-        keys=keys_dir,
-        key=args.worker_id if keys_dir else None,
-        allow_system_env=True,  # the bench plugin has no lockfile
-    )
-    keys = client_keys(keys_dir, args.worker_id) if keys_dir else None
+    config = WorkerConfig(connect=args.connect, worker_id=args.worker_id, concurrency=args.slots)
 
     async def main() -> None:
         drain = _Drain()
         with stop_signal_receiver() as signals:
             async with trio.open_nursery() as nursery:
                 await nursery.start(signal_task, signals, drain.on_signal)
-                with open_dealer(config.connect, identity=config.identity, keys=keys) as channel:
+                with open_dealer(config.connect, identity=config.identity) as channel:
                     worker = Worker(
                         config=config,
                         channel=channel,
@@ -182,33 +166,15 @@ def _wait_for(log: Path, popen: subprocess.Popen[bytes], text: str) -> None:
         time.sleep(0.02)
 
 
-def start_sentinel(
-    root: Path, db: Path, address: str, keys: Path | None = None
-) -> subprocess.Popen[bytes]:
-    extra = ["--keys", str(keys)] if keys is not None else []
-    popen, log = _spawn(sentinel_argv(db, address, extra), root, "sentinel")
+def start_sentinel(root: Path, db: Path, address: str) -> subprocess.Popen[bytes]:
+    popen, log = _spawn(sentinel_argv(db, address), root, "sentinel")
     _wait_for(log, popen, "sentinel serving")
     return popen
 
 
-def start_worker(
-    root: Path, address: str, worker_id: str, slots: int, keys: Path | None = None
-) -> subprocess.Popen[bytes]:
-    extra = ["--keys-dir", str(keys)] if keys is not None else []
-    argv = worker_argv(address, worker_id, slots, extra)
-    popen, _log = _spawn(argv, root, f"worker-{worker_id}")
+def start_worker(root: Path, address: str, worker_id: str, slots: int) -> subprocess.Popen[bytes]:
+    popen, _log = _spawn(worker_argv(address, worker_id, slots), root, f"worker-{worker_id}")
     return popen
-
-
-def make_keys(root: Path, workers: int) -> Path:
-    """``keys init`` and one worker key per worker, through the command line."""
-    keys = root / "keys"
-    base = [sys.executable, "-m", "casparian_trio", "keys"]
-    subprocess.run([*base, "init", str(keys)], check=True, capture_output=True)
-    for i in range(workers):
-        add = [*base, "add", f"w{i}", "--role", "worker", "--dir", str(keys)]
-        subprocess.run(add, check=True, capture_output=True)
-    return keys
 
 
 def init_db(db: Path) -> None:
@@ -300,45 +266,19 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
             p.wait()
 
 
-def _cpu_s(procs: list[subprocess.Popen[bytes]]) -> float:
-    """User + system CPU seconds the processes have used so far (Linux /proc)."""
-    total = 0
-    for p in procs:
-        try:
-            with open(f"/proc/{p.pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime
-    return total / os.sysconf("SC_CLK_TCK")
-
-
-def _completed(db_path: Path) -> int:
-    return len(completed_times(db_path))
-
-
-def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> tuple[float, float]:
-    """One measured run (``keyed``: CURVE on every socket).
-
-    Returns:
-        (dispatch → conclude cycles/s, CPU ms per cycle of the Sentinel and workers
-        together, from the first completion to the last: robust to a busy machine).
-    """
+def run_once(jobs: int, workers: int, slots: int) -> float:
+    """One measured run; returns dispatch → conclude cycles/s."""
     with tempfile.TemporaryDirectory(prefix="bench-control-") as tmp:
         root = Path(tmp)
         db = root / "casparian.db"
         init_db(db)
         seed(db, root, jobs)
         address = f"tcp://127.0.0.1:{free_port()}"
-        keys = make_keys(root, workers) if keyed else None
-        procs = [start_sentinel(root, db, address, keys)]
+        procs = [start_sentinel(root, db, address)]
         try:
-            procs += [start_worker(root, address, f"w{i}", slots, keys) for i in range(workers)]
+            procs += [start_worker(root, address, f"w{i}", slots) for i in range(workers)]
             deadline = time.monotonic() + HANG_S
-            cpu_start: tuple[int, float] | None = None
             while _count_unfinished(db) > 0:
-                if cpu_start is None and (done := _completed(db)) > 0:
-                    cpu_start = (done, _cpu_s(procs))
                 if time.monotonic() > deadline:
                     raise SystemExit(f"jobs still unfinished after {HANG_S:g} s")
                 if any(p.poll() is not None for p in procs):
@@ -347,16 +287,13 @@ def run_once(jobs: int, workers: int, slots: int, *, keyed: bool = False) -> tup
                     )
                     raise SystemExit(f"a process exited early:\n{logs}")
                 time.sleep(0.05)
-            cpu_end = _cpu_s(procs)
         finally:
             _stop(procs[1:])
             _stop(procs[:1])
         times = completed_times(db)
         if len(times) < 2:
             raise SystemExit(f"only {len(times)} job(s) completed")
-        first, cpu_first = cpu_start if cpu_start is not None else (len(times), cpu_end)
-        cpu_ms = 1000 * (cpu_end - cpu_first) / max(len(times) - first, 1)
-        return (len(times) - 1) / max(times[-1] - times[0], 1e-9), cpu_ms
+        return (len(times) - 1) / max(times[-1] - times[0], 1e-9)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -365,46 +302,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--slots", type=int, default=4, help="slots per worker")
     parser.add_argument("--repeat", type=int, default=1, help="runs; the median is printed")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--keys", action="store_true", help="CURVE keys on every socket")
-    mode.add_argument("--compare", action="store_true", help="keyless and keyed, alternating")
     # worker mode (what worker_argv runs)
     parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--connect", help=argparse.SUPPRESS)
     parser.add_argument("--worker-id", help=argparse.SUPPRESS)
-    parser.add_argument("--keys-dir", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.as_worker:
         return worker_main(args)
-    modes = [False, True] if args.compare else [bool(args.keys)]
-    figures: dict[bool, list[float]] = {mode: [] for mode in modes}
-    cpu: dict[bool, list[float]] = {mode: [] for mode in modes}
+    figures = []
     for i in range(args.repeat):
-        for keyed in modes:  # alternating: a noisy moment hurts both alike
-            rate, cpu_ms = run_once(args.jobs, args.workers, args.slots, keyed=keyed)
-            figures[keyed].append(rate)
-            cpu[keyed].append(cpu_ms)
-            label = "keyed" if keyed else "keyless"
-            print(
-                f"run {i + 1} ({label}): {rate:,.0f} cycles/s, {cpu_ms:.2f} CPU ms/cycle",
-                flush=True,
-            )
-    medians = {mode: statistics.median(rates) for mode, rates in figures.items()}
-    cpu_medians = {mode: statistics.median(ms) for mode, ms in cpu.items()}
-    for keyed, median in medians.items():
-        print(
-            f"control plane{' with CURVE keys' if keyed else ''}: {median:,.0f} "
-            f"dispatch→conclude cycles/s, {cpu_medians[keyed]:.2f} CPU ms/cycle "
-            f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; "
-            f"goal 2,000/s, {median / 2000:.2f}x of it)"
-        )
-    if args.compare:
-        ratio = medians[True] / medians[False]
-        cpu_ratio = cpu_medians[False] / cpu_medians[True]
-        print(
-            f"keyed / keyless: {ratio:.2f} by cycles/s, {cpu_ratio:.2f} by CPU per cycle "
-            "(issue 13 goal: at least 0.80)"
-        )
+        rate = run_once(args.jobs, args.workers, args.slots)
+        figures.append(rate)
+        print(f"run {i + 1}: {rate:,.0f} cycles/s", flush=True)
+    median = statistics.median(figures)
+    print(
+        f"control plane: {median:,.0f} dispatch→conclude cycles/s "
+        f"({args.jobs} jobs, {args.workers} workers x {args.slots} slots; goal 2,000/s, "
+        f"{median / 2000:.2f}x of it)"
+    )
     return 0
 
 

@@ -434,23 +434,52 @@ class WorkerConfig:
         validator=_check_message_bytes,
         metadata=_option("largest message accepted from the Sentinel (ZMQ_MAXMSGSIZE)", kind="int"),
     )
-    # Guests kept started (interpreter + pyarrow loaded), one for each of this many
-    # recently used envs: ~17 ms instead of ~150 ms per job start, ~80 MB each.
-    warm_guests: int = attrs.field(
-        default=2, metadata=_option("envs that keep a started guest ready (0: none)", kind="int")
+    # Idle guests kept for the next job of their plugin version (interpreter,
+    # pyarrow and the plugin loaded: no process start per job), ~80 MB each.
+    warm_guests: int | None = attrs.field(
+        default=None,
+        metadata=_option(
+            "idle guests kept for their plugin's next job (0: a new process per job)",
+            kind="int",
+            default_help="2 x --concurrency",
+        ),
+    )
+    guest_max_jobs: int = attrs.field(
+        default=1000, metadata=_option("jobs a guest runs before it is replaced", kind="int")
+    )
+    guest_max_rss_mb: int = attrs.field(
+        default=1024,
+        metadata=_option("a guest whose RSS passes this after a job is replaced", kind="int"),
+    )
+    guest_idle_s: float = attrs.field(
+        default=60.0,
+        metadata=_option(
+            "seconds an idle guest is kept without a job", flag="--guest-idle", kind="float"
+        ),
     )
 
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
-        if self.warm_guests < 0:
+        if self.warm_guests is not None and self.warm_guests < 0:
             raise ConfigError(f"--warm-guests must be 0 or more, got {self.warm_guests}")
+        if self.guest_max_jobs < 1:
+            raise ConfigError(f"--guest-max-jobs must be at least 1, got {self.guest_max_jobs}")
+        if self.guest_max_rss_mb < 1:
+            raise ConfigError(f"--guest-max-rss-mb must be at least 1, got {self.guest_max_rss_mb}")
+        if self.guest_idle_s <= 0:
+            raise ConfigError(f"--guest-idle must be > 0, got {self.guest_idle_s}")
         if not self.worker_id or len(self.worker_id.encode()) > 200:
             raise ConfigError("--worker-id must be 1 to 200 bytes")
         if (self.keys is None) != (self.key is None):
             raise ConfigError(
                 "--keys DIR and --key NAME go together (the key pair DIR/NAME.key_secret)"
             )
+
+    @property
+    def idle_guests(self) -> int:
+        """Idle guests the bridge keeps: ``--warm-guests``, else two per slot."""
+        return 2 * self.concurrency if self.warm_guests is None else self.warm_guests
 
     @property
     def liveness_s(self) -> float:

@@ -40,8 +40,19 @@ from casparian_trio.protocol import SINK_MODES, Deploy
 from casparian_trio.store import EnvSpec, PluginRelease, TopicSink
 
 MANIFEST_KEYS = frozenset(
-    {"name", "version", "pattern", "topic", "topics", "priority", "timeout", "memory_mb", "retries"}
-    | {"verify"}
+    {
+        "name",
+        "version",
+        "pattern",
+        "topic",
+        "topics",
+        "priority",
+        "timeout",
+        "memory_mb",
+        "retries",
+        "reuse_guest",
+        "verify",
+    }
 )
 # MANIFEST/topic ``verify``: how the worker checks the input is the queued version:
 # "stat" (size and mtime, the default) or "hash" (also its sha256).
@@ -137,6 +148,8 @@ def _checked_manifest(value: object, filename: str) -> dict[str, Any]:
     for key, (kind, what) in checks.items():
         if key in value and (not isinstance(value[key], kind) or isinstance(value[key], bool)):
             raise PluginError(f"{filename}: MANIFEST[{key!r}] must be {what}")
+    if "reuse_guest" in value and not isinstance(value["reuse_guest"], bool):
+        raise PluginError(f"{filename}: MANIFEST['reuse_guest'] must be True or False")
     if "retries" in value and value["retries"] < 0:
         raise PluginError(f"{filename}: MANIFEST['retries'] must be >= 0")
     for key in ("timeout", "memory_mb"):

@@ -41,7 +41,8 @@ async def serve_sentinel(
         raise ConfigError(f"{exc}; {hint} pass another --bind") from exc
     with channel:
         config.db.parent.mkdir(parents=True, exist_ok=True)
-        db = open_database(config.db)
+        # quick: the per-job transactions skip the thread hop (store/_db.py)
+        db = open_database(config.db, quick=True)
         try:
             watch = None if config.keys is None else KeyWatch(config.keys)
             sentinel = Sentinel(config=config, store=Store(db), channel=channel, key_watch=watch)
@@ -62,7 +63,7 @@ async def serve_sentinel(
 async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
     """A Worker on a DEALER socket with the bridge executor and the uv env manager."""
     from casparian_trio.bridge import BridgeExecutor, _privileges
-    from casparian_trio.envs import EnvManager
+    from casparian_trio.envs import SYSTEM_ENV, EnvManager
     from casparian_trio.worker.hardening import guest_privileges, make_undumpable
 
     make_undumpable()  # before any guest exists: none can read our memory or environ
@@ -76,10 +77,23 @@ async def open_worker(config: WorkerConfig) -> AsyncIterator[Worker]:
         max_bytes=config.envs_max_bytes,
         allow_system_fallback=config.allow_system_env,
     )
-    # ``async with``: after a job, a warm guest (interpreter + pyarrow imported)
-    # waits for the next job of that env; leaving kills and reaps them.
-    executor = BridgeExecutor(output_root=config.output, envs=envs, max_warm=config.warm_guests)
+    # ``async with``: after a job, its guest (interpreter, pyarrow and the plugin
+    # loaded) waits for the next job of that plugin version; leaving kills them.
+    executor = BridgeExecutor(
+        output_root=config.output,
+        envs=envs,
+        max_idle=config.idle_guests,
+        guest_max_jobs=config.guest_max_jobs,
+        guest_max_rss_mb=config.guest_max_rss_mb,
+        guest_idle_s=config.guest_idle_s,
+    )
     async with executor:
+        # The system env's first job need not wait for an interpreter start:
+        # a blank guest waits for it (killed after --guest-idle when unused).
+        try:
+            executor.prewarm(SYSTEM_ENV)
+        except OSError as exc:  # no guest ahead of time: the first job starts one
+            logger.warning("could not start a guest ahead of the first job: %s", exc)
         with open_dealer(
             config.connect,
             identity=config.identity,

@@ -36,3 +36,28 @@ def test_an_unknown_key_is_named(tmp_path: Path) -> None:
     path.write_text("[sentinel]\nheartbeat = 1\n")
     with pytest.raises(ConfigError, match="unknown \\[sentinel\\] key 'heartbeat'"):
         SentinelConfig.load({}, config_path=path, environ={})
+
+
+def test_guest_pool_defaults_follow_the_slots() -> None:
+    worker = WorkerConfig.load({"concurrency": 3}, environ={})
+    assert worker.idle_guests == 6  # two per slot unless --warm-guests says otherwise
+    assert (worker.guest_max_jobs, worker.guest_max_rss_mb, worker.guest_idle_s) == (
+        1000,
+        1024,
+        60.0,
+    )
+    assert WorkerConfig.load({"warm_guests": 0}, environ={}).idle_guests == 0
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        ({"guest_max_jobs": 0}, "--guest-max-jobs must be at least 1"),
+        ({"guest_max_rss_mb": 0}, "--guest-max-rss-mb must be at least 1"),
+        ({"guest_idle_s": 0.0}, "--guest-idle must be > 0"),
+        ({"warm_guests": -1}, "--warm-guests must be 0 or more"),
+    ],
+)
+def test_bad_guest_pool_settings_are_named(flags: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        WorkerConfig.load(flags, environ={})

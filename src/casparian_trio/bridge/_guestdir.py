@@ -34,9 +34,24 @@ SOCKET_PATH_MAX = 100
 CLEANUP_GRACE_S = 10.0
 
 
+@attrs.frozen
+class PluginKey:
+    """One plugin version in one environment: a guest only ever runs one (see ``_pool``)."""
+
+    env_hash: str
+    python: Path
+    artifact_hash: str
+    source_sha256: str
+    memory_limit_mb: int | None
+
+
 @attrs.define(eq=False)
 class Guest:
-    """A started guest process and its private dir, with or without a job yet."""
+    """A started guest process and its private dir, with or without a job yet.
+
+    ``key`` is the plugin version it loaded (None until its first job),
+    ``conn`` its connected socket once accepted, ``jobs`` how many jobs it was given.
+    """
 
     env_hash: str
     python: Path
@@ -45,8 +60,12 @@ class Guest:
     socket_dir: Path | None
     listener: trio.socket.SocketType | None = None
     proc: _guestproc.GuestProcess | None = None
-    # Holds the env against eviction while the guest waits warm.
+    # Holds the env against eviction while the guest waits idle.
     env_hold: contextlib.ExitStack = attrs.field(factory=contextlib.ExitStack)
+    key: PluginKey | None = None
+    conn: trio.socket.SocketType | None = None
+    jobs: int = 0
+    idle_since: float = 0.0
 
 
 def start_guest(env_hash: str, python: Path, work_root: Path | None) -> Guest:
@@ -86,7 +105,15 @@ def close_listener(guest: Guest) -> None:
     if guest.listener is not None:
         guest.listener.close()
         guest.listener = None
-    guest.socket_path.unlink(missing_ok=True)
+        guest.socket_path.unlink(missing_ok=True)
+
+
+def close_sockets(guest: Guest) -> None:
+    """``close_listener`` and close the connection to the guest (on the Trio thread)."""
+    close_listener(guest)
+    if guest.conn is not None:
+        guest.conn.close()
+        guest.conn = None
 
 
 def discard_now(guest: Guest) -> None:
@@ -95,7 +122,7 @@ def discard_now(guest: Guest) -> None:
     Reaps it if it is already gone; otherwise ``discard`` waits for it, or,
     when nobody does, ``subprocess`` reaps the dropped Popen at a later spawn.
     """
-    close_listener(guest)
+    close_sockets(guest)
     if guest.proc is not None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(guest.proc.pid, signal.SIGKILL)

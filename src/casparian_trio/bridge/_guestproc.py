@@ -15,7 +15,9 @@ Invariants:
   period, SIGKILL to the whole group, then reap (no zombie). Callers run it
   under a shielded, bounded cancel scope.
 - Guest stdout+stderr (one pipe, interleaved as written) are logged and the
-  last TAIL_BYTES kept for error messages.
+  last TAIL_BYTES of each job kept for its error messages. A reused guest's
+  pipe outlives its jobs: each job's ``OutputTail`` reads it while the job
+  runs, and whoever discards the guest closes it.
 """
 
 from __future__ import annotations
@@ -167,12 +169,12 @@ class OutputTail:
     _stream: trio.lowlevel.FdStream | None = None
 
     async def pump(self, stream: trio.lowlevel.FdStream) -> None:
+        """Read until EOF or until cancelled; the stream stays open (its guest may run on)."""
         self._stream = stream
         try:
-            async with stream:
-                while chunk := await stream.receive_some(65536):
-                    self._keep(chunk)
-                    self._log(chunk)
+            while chunk := await stream.receive_some(65536):
+                self._keep(chunk)
+                self._log(chunk)
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
         finally:

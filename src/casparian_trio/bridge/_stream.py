@@ -7,8 +7,9 @@ and hands the batches to the topic's sink (Parquet encoding happens there).
 The guest parses while the host encodes, on separate cores, and the channel's
 capacity bounds what the host holds: when the writer falls behind the reader
 stops reading, the socket buffer fills and the guest blocks in ``sendall``.
-The Trio thread only ever copies bytes from the socket, so heartbeats keep
-flowing however large the job.
+The Trio thread copies bytes from the socket and writes only small frames
+itself (``INLINE_FRAME_BYTES``), so heartbeats keep flowing however large the
+job.
 
 End of stream without a clock: the reader learns of the guest's exit from
 ``GuestConnection.guest_exited()``. Once the guest process has exited, every
@@ -37,6 +38,10 @@ from casparian_trio.sinks import Sink, sink_errors
 # Frames in flight between reader and writer (each is at most a few MiB as the
 # guest frames them, MAX_FRAME_BYTES as a hard bound).
 PIPELINE_DEPTH = 2
+# Frames up to this size are decoded and handed to their sink on the Trio
+# thread: well under a millisecond of work, less than the hop to a worker
+# thread and back costs (a small file's job is one such frame).
+INLINE_FRAME_BYTES = 256 * 1024
 
 
 class StreamClosed(BridgeError):
@@ -74,6 +79,7 @@ class GuestConnection:
     """
 
     sock: trio.socket.SocketType
+    received: int = 0  # bytes read so far
     _exited: bool = False
     _waiting: trio.CancelScope | None = None
 
@@ -103,6 +109,7 @@ class GuestConnection:
             except OSError as exc:
                 raise StreamClosed(f"the guest's socket failed: {exc.strerror or exc}") from exc
             else:
+                self.received += got
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return got
             # No await between the check above and this wait: guest_exited()
@@ -162,10 +169,13 @@ async def read_frames(
 async def write_frames(
     recv: trio.MemoryReceiveChannel[fr.DataFrame], sinks: dict[str, Sink]
 ) -> None:
-    """Decode and write every frame from ``recv``, one worker-thread call per frame."""
+    """Decode and write every frame from ``recv``: a small one inline, else in a worker thread."""
     async with recv:
         async for frame in recv:
-            await trio.to_thread.run_sync(write_frame, sinks[frame.topic], frame)
+            if len(frame.ipc) <= INLINE_FRAME_BYTES:
+                write_frame(sinks[frame.topic], frame)
+            else:
+                await trio.to_thread.run_sync(write_frame, sinks[frame.topic], frame)
 
 
 def write_frame(sink: Sink, frame: fr.DataFrame) -> None:

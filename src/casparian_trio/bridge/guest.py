@@ -6,19 +6,28 @@ is NOT installed in plugin environments, so it imports only the standard
 library and pyarrow.
 
 Start-up is split so the host can start a guest *before* it has a job for it
-(a warm guest, see ``host.py``): the guest arranges to die with its parent,
-imports pyarrow (the bulk of the per-job cost), connects to the host's socket,
-and only then blocks reading its job spec from that socket
-(``len:u32be`` + JSON, the fields ``host._job_spec`` sends). EOF instead of a
-spec means "not needed": it exits quietly.
+(see ``_pool.py``): the guest arranges to die with its parent, imports pyarrow
+(the bulk of a start's cost), connects to the host's socket, and only then
+blocks reading a job spec from that socket (``len:u32be`` + JSON, the fields
+``host._job_spec`` sends). EOF instead of a spec means "not needed": it exits
+quietly.
+
+A reused guest runs job after job (the spec's ``reuse`` is true): it compiles
+the plugin on its first job only, and each job gets a fresh ``Handler()``,
+its own input, its own frames and its own END or ERROR frame; after END it
+waits for the next spec on the same socket. A spec naming another plugin
+version (``plugin_key``) than the one loaded is refused with an ERROR frame:
+a guest only ever runs one plugin version. After an ERROR frame the guest
+always exits (the host replaces it).
 
 Invariants:
 - The first thing it does is arrange to die with its parent (PR_SET_PDEATHSIG),
   then check the parent has not already gone (the race prctl cannot close).
-- Exactly one terminal frame is sent: END (metrics) or ERROR (kind, message,
-  traceback). A guest that dies without one is a crash, as far as the host knows.
-  After it the guest leaves with ``os._exit`` (no interpreter teardown: the
-  host is waiting for the exit, and kills the process group anyway).
+- Exactly one terminal frame is sent per job: END (metrics) or ERROR (kind,
+  message, traceback). A guest that dies without one is a crash, as far as the
+  host knows. After ERROR, or after END of a job that is not ``reuse``, the
+  guest leaves with ``os._exit`` (no interpreter teardown: the host is waiting
+  for the exit, and kills the process group anyway).
 - Frames follow the layout documented in ``casparian_trio.bridge._framing``
   (the constants below must match it; a unit test checks that they do).
 
@@ -56,7 +65,6 @@ from __future__ import annotations
 
 import json
 import os
-import select
 import socket
 import struct
 import sys
@@ -76,9 +84,6 @@ ERROR_TAG = 0xFFFFFFFF
 FRAME_TARGET_BYTES = 4 * 1024 * 1024
 # Never send a frame larger than this (the host refuses > 256 MiB).
 FRAME_MAX_BYTES = 64 * 1024 * 1024
-# Imported by an idle warm guest only when installed (see _preload_while_idle);
-# the guest never needs them.
-OPTIONAL_PRELOADS = ("pandas",)
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9
 
@@ -253,7 +258,7 @@ class FileEvent:
         return open(self.path, mode)
 
 
-def _load_handler(plugin_path: str) -> Any:
+def _load_handler_class(plugin_path: str) -> Any:
     with open(plugin_path, encoding="utf-8") as f:
         source = f.read()
     namespace: dict[str, Any] = {"__name__": "casparian_plugin", "__file__": plugin_path}
@@ -266,10 +271,36 @@ def _load_handler(plugin_path: str) -> Any:
             "the plugin defines no class Handler (expected `class Handler` with "
             "`execute(self, file_path)` or `configure(ctx, config)` + `consume(event)`)"
         )
-    handler = handler_cls()
-    if not (hasattr(handler, "execute") or hasattr(handler, "consume")):
+    if not (hasattr(handler_cls, "execute") or hasattr(handler_cls, "consume")):
         raise PluginLoadError("class Handler has neither execute(file_path) nor consume(event)")
-    return handler
+    return handler_cls
+
+
+class Loaded:
+    """The plugin this guest has compiled (once), by its ``plugin_key``."""
+
+    def __init__(self) -> None:
+        self.key: str | None = None
+        self.handler_cls: Any = None
+
+    def handler_for(self, job: dict[str, Any]) -> Any:
+        """A fresh Handler instance for ``job``, compiling the plugin on the first job."""
+        key = str(job.get("plugin_key") or job["plugin"])
+        if self.handler_cls is None:
+            try:
+                self.handler_cls = _load_handler_class(job["plugin"])
+            except SyntaxError as exc:
+                raise PluginLoadError(f"SyntaxError: {exc}") from exc
+            self.key = key
+        elif key != self.key:
+            raise PluginLoadError(
+                f"this guest runs plugin version {self.key}, not {key} "
+                "(a guest never runs another plugin version)"
+            )
+        handler = self.handler_cls()
+        if not (hasattr(handler, "execute") or hasattr(handler, "consume")):
+            raise PluginLoadError("class Handler has neither execute(file_path) nor consume(event)")
+        return handler
 
 
 def _emit(channel: Channel, result: object) -> None:
@@ -294,11 +325,8 @@ def _is_data(obj: object) -> bool:
     return type(obj).__module__.split(".")[0] == "pandas"
 
 
-def _run_plugin(job: dict[str, Any], channel: Channel) -> None:
-    try:
-        handler = _load_handler(job["plugin"])
-    except SyntaxError as exc:
-        raise PluginLoadError(f"SyntaxError: {exc}") from exc
+def _run_plugin(job: dict[str, Any], channel: Channel, loaded: Loaded) -> None:
+    handler = loaded.handler_for(job)
     if hasattr(handler, "consume"):
         if hasattr(handler, "configure"):
             handler.configure(Context(job, channel), dict(job.get("config") or {}))
@@ -336,24 +364,6 @@ def _recv_exactly(sock: socket.socket, n: int) -> bytes | None:
     return bytes(buf)
 
 
-def _preload_while_idle(sock: socket.socket) -> None:
-    """A warm guest waits for its job: spend the wait on pandas, when installed.
-
-    pyarrow imports pandas on a plugin's first ``pa.table(dict)`` or ``pa.array``
-    call whenever pandas is installed (~200 ms). A guest whose job is already
-    waiting (a cold start) skips this and imports only what the plugin asks for.
-    """
-    readable, _, _ = select.select([sock], [], [], 0)
-    if readable:
-        return
-    import importlib
-    import importlib.util
-
-    for name in OPTIONAL_PRELOADS:  # only if the plugin environment has them
-        if importlib.util.find_spec(name) is not None:
-            importlib.import_module(name)
-
-
 def _recv_job(sock: socket.socket) -> dict[str, Any] | None:
     """Block until the host sends this guest's job spec; None on EOF (not needed)."""
     head = _recv_exactly(sock, HEADER.size)
@@ -387,22 +397,26 @@ def main(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.connect(socket_path)
-    _preload_while_idle(sock)
-    job = _recv_job(sock)
-    if job is None:
-        _exit(0)
-    assert job is not None
-    if job.get("memory_limit_mb"):
-        _limit_memory(int(job["memory_limit_mb"]))
-    channel = Channel(sock, job["topics"])
-    try:
-        _run_plugin(job, channel)
-    except Exception as exc:  # MemoryError is an Exception too
-        channel.send_control(ERROR_TAG, _error_frame(exc))
-        _exit(1)
-    channel.send_control(END_TAG, {"rows": channel.rows, "batches": channel.batches})
-    _exit(0)
-    return 0
+    loaded = Loaded()
+    limited = False
+    while True:
+        job = _recv_job(sock)
+        if job is None:
+            _exit(0)
+        assert job is not None
+        if job.get("memory_limit_mb") and not limited:
+            # Once: a guest runs one plugin version, whose MANIFEST sets the limit.
+            _limit_memory(int(job["memory_limit_mb"]))
+            limited = True
+        channel = Channel(sock, job["topics"])
+        try:
+            _run_plugin(job, channel, loaded)
+        except Exception as exc:  # MemoryError is an Exception too
+            channel.send_control(ERROR_TAG, _error_frame(exc))
+            _exit(1)
+        channel.send_control(END_TAG, {"rows": channel.rows, "batches": channel.batches})
+        if not job.get("reuse"):
+            _exit(0)
 
 
 if __name__ == "__main__":

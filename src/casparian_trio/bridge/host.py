@@ -4,36 +4,43 @@ Theory of operation (one ``run()``):
 
 1. Validate the sinks (a bad URI or mode=error conflict fails before anything
    runs) and resolve the env's interpreter, holding the env against eviction.
-2. Get a guest: a *warm* one for this env if the executor has one (see below),
+2. Get a guest: an idle one of this plugin version from the pool (see below),
    else start one: a private dir (0700) holding ``tmp/`` and the AF_UNIX
    socket ``s`` (in a short 0700 dir under /tmp instead when the path would
    exceed the 108-byte ``sun_path``), a listening socket, and
    ``<python> -I -B -u guest.py <socket> <our pid>`` in its own process group
    with a clean environment; the guest dies with this process
    (PR_SET_PDEATHSIG). It imports pyarrow, connects, and waits for its job.
-3. Write ``plugin.py`` into the guest's dir; accept its connection (racing the
-   guest's death and the CONNECT deadline), unlink the socket so nobody else
-   can connect, and send the job spec on it.
+3. A new guest: write ``plugin.py`` into its dir; accept its connection
+   (racing the guest's death and the CONNECT deadline), unlink the socket so
+   nobody else can connect. Then send the job spec on the connection.
 4. Stream: frames → bounded channel → writer thread → sinks (see ``_stream``).
-5. After END: let the guest exit (``kill_grace_s``), kill its group anyway (to
-   reach anything the plugin left running), reap it, commit the sinks. The
+5. After END: a reusable guest goes back to the pool, idle (``_pool`` decides
+   whether to keep it); any other guest gets ``kill_grace_s`` to exit, then its
+   group is killed anyway (to reach anything the plugin left running) and it
+   is reaped. Then the sinks are committed. The
    outcome is fixed by the bytes: an END frame read is a success however late
    the guest exits; a guest that exits without one fails once its queued bytes
    are read (``_stream.GuestConnection``). No timer races the stream: the only
    time bounds on a job are its caller's (timeout, abort, shutdown grace).
 
-Every exit path (FAILED, the caller's cancellation, a bug) goes through the
-same ``finally`` blocks: kill+reap the group, abort staged output, remove the
-guest's dir and socket, each under a shielded ``move_on_after``. A job that
+Every exit path other than END (FAILED, the caller's cancellation, a bug)
+goes through the same ``finally`` blocks: kill+reap the group, abort staged
+output, remove the guest's dir and socket, each under a shielded
+``move_on_after``. So a timeout, an abort, a crash or an ERROR frame kills
+that job's guest only, and the next job of that plugin gets a new one. A job that
 fails is a FAILED Conclude; only the caller's cancellation (re-raised as
 ``trio.Cancelled``) and bugs leave ``run()`` as exceptions.
 
-Warm guests (``async with executor:`` only) are step 2 done ahead of time:
-see ``_warm``. The guest's dir, socket and removal live in ``_guestdir``.
+Reused guests (``async with executor:`` only; outside it every job gets its
+own process): see ``_pool``. The guest's dir, socket and removal live in
+``_guestdir``.
 """
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -49,17 +56,20 @@ import attrs
 import trio
 
 from casparian_trio import failure_text
-from casparian_trio.bridge import _failures, _guestproc, _input_check, _stream
+from casparian_trio.bridge import _failures, _guestproc, _input_check, _pool, _stream
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.bridge._guestdir import (
     CLEANUP_GRACE_S,
     Guest,
+    PluginKey,
     close_listener,
+    close_sockets,
+    discard,
     remove_guest_dirs,
     start_guest,
     sweep_dead_guest_dirs,
 )
-from casparian_trio.bridge._warm import MAX_WARM, WarmPool
+from casparian_trio.bridge._pool import GuestPool
 from casparian_trio.envs import EnvManager
 from casparian_trio.errors import (
     BridgeError,
@@ -79,6 +89,13 @@ logger = logging.getLogger(__name__)
 # this is read without waiting (``OutputTail.drain_nowait``), so only output a
 # surviving child writes later is missed, never the guest's own.
 OUTPUT_DRAIN_S = 1.0
+# A job whose guest sent at most this many bytes is prepared and committed on
+# the Trio thread: its sinks hold little to encode, and two hops to a worker
+# thread and back cost more than the work (the small-file case).
+INLINE_JOB_BYTES = 1024 * 1024
+# Idle guests kept by default: one per slot and plugin version for a worker
+# with one slot and two plugins (the worker passes 2 x its slots).
+MAX_IDLE = 2
 
 T = TypeVar("T")
 
@@ -90,7 +107,9 @@ class _Job:
     job_id: int
     dispatch: Dispatch
     sinks: dict[str, Sink] = attrs.field(factory=dict)
-    guest: Guest | None = None
+    guest: Guest | None = None  # None again once handed back to the pool
+    guest_job: int = 0  # which job of its guest this is (1: a new guest)
+    received: int = 0  # bytes the guest sent
     retracted: int | None = None  # a retraction job: files or rows removed
     output: _guestproc.OutputTail = attrs.field(init=False)
 
@@ -116,10 +135,13 @@ class BridgeExecutor:
         connect_timeout_s: how long a guest may take to connect (None: as long as
             the job's own timeout allows; a guest that dies first fails at once).
         max_frame_bytes: larger DATA frames fail the job ("oversized frame").
-        spawn_hook: called with the guest's pid (= its process group id) when
-            a guest is given a job (warm guests: when taken); for monitoring
-            and tests.
-        max_warm: warm guests kept while inside ``async with`` (0: none).
+        spawn_hook: called with the guest's pid (= its process group id) each
+            time a guest is given a job; for monitoring and tests.
+        max_idle: idle guests kept while inside ``async with`` (0: none, a
+            new process for every job).
+        guest_max_jobs: a guest is replaced after this many jobs.
+        guest_max_rss_mb: ... or once its RSS is above this after a job.
+        guest_idle_s: idle guests are killed after this long without a job.
     """
 
     output_root: Path
@@ -129,17 +151,39 @@ class BridgeExecutor:
     connect_timeout_s: float | None = None
     max_frame_bytes: int = MAX_FRAME_BYTES
     spawn_hook: Callable[[int], None] | None = None
-    max_warm: int = MAX_WARM
-    _warm: WarmPool = attrs.field(init=False)
+    max_idle: int = MAX_IDLE
+    guest_max_jobs: int = _pool.MAX_JOBS
+    guest_max_rss_mb: int = _pool.MAX_RSS_MB
+    guest_idle_s: float = _pool.IDLE_S
+    _pool: GuestPool = attrs.field(init=False)
+    _stack: contextlib.AsyncExitStack | None = None
+    _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
-        self._warm = WarmPool(self.envs, self.work_root, self.max_warm)
+        self._pool = GuestPool(
+            self.envs,
+            self.work_root,
+            max_idle=self.max_idle,
+            max_jobs=self.guest_max_jobs,
+            max_rss_mb=self.guest_max_rss_mb,
+            idle_s=self.guest_idle_s,
+        )
 
     async def __aenter__(self) -> BridgeExecutor:
-        self._warm.open()
         root = self.work_root or Path(tempfile.gettempdir())
         await trio.to_thread.run_sync(sweep_dead_guest_dirs, root)
+        self._pool.open()
+        self._stack = contextlib.AsyncExitStack()
+        self._nursery = await self._stack.enter_async_context(trio.open_nursery())
+        self._nursery.start_soon(self._reap_task, name="bridge.reap_idle_guests")
         return self
+
+    async def _reap_task(self) -> None:
+        """Kill guests idle for longer than ``guest_idle_s`` (checked a few times per period)."""
+        while True:
+            await trio.sleep(max(0.05, self.guest_idle_s / 4))
+            self._pool.reap(trio.current_time())
+            await self._pool.reap_leaving()
 
     async def __aexit__(
         self,
@@ -150,16 +194,27 @@ class BridgeExecutor:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Kill, reap and remove every warm guest; keep none from now on. Idempotent."""
-        await self._warm.aclose()
+        """Kill, reap and remove every idle guest; keep none from now on. Idempotent."""
+        stack, self._stack = self._stack, None
+        if stack is not None and self._nursery is not None:
+            self._nursery.cancel_scope.cancel(
+                reason="executor closed"
+            )  # only the reaper runs there
+            self._nursery = None
+            await stack.aclose()
+        await self._pool.aclose()
 
     def prewarm(self, env_hash: str) -> None:
-        """Start a warm guest for ``env_hash`` now (no-op outside ``async with``).
+        """Start a blank guest for ``env_hash`` now (no-op outside ``async with``).
 
         Raises:
             EnvError: the env is not available here.
         """
-        self._warm.prewarm(env_hash)
+        self._pool.prewarm(env_hash)
+
+    def idle_guests(self) -> list[Guest]:
+        """The pool's idle guests, longest idle first (for monitoring and tests)."""
+        return self._pool.idle()
 
     async def run(self, job_id: int, dispatch: Dispatch) -> Conclude:
         """Run ``dispatch`` as job ``job_id``; return its receipt (no ``attempt``).
@@ -183,9 +238,13 @@ class BridgeExecutor:
                 return self._failed(job, BridgeError(f"worker error: {one_line(raised)}"), started)
             raise
         finally:
-            if job.guest is not None:
-                close_listener(job.guest)  # on the Trio thread (trio sockets)
-            await _shielded(_remove_dirs, job)
+            if job.guest is not None:  # not handed back to the pool: it goes
+                close_sockets(job.guest)  # on the Trio thread (trio sockets)
+                proc = job.guest.proc
+                if proc is not None and proc.returncode is None:
+                    # e.g. cancelled between its END frame and the hand-back
+                    await discard(job.guest)  # killed, reaped (shielded, bounded)
+                await _shielded(_remove_dirs, job)
         rows = sum(s.rows for s in job.sinks.values())
         size = sum(s.bytes_written for s in job.sinks.values())
         quarantined = sum(s.rows_quarantined for s in job.sinks.values())
@@ -194,6 +253,7 @@ class BridgeExecutor:
             "rows_quarantined": quarantined,
             "bytes": size,
             "duration_s": round(time.monotonic() - started, 3),
+            "guest_job": job.guest_job,
         }
         if job.retracted is not None:
             metrics["retracted"] = job.retracted
@@ -239,13 +299,16 @@ class BridgeExecutor:
         await _check_input(job.dispatch, content=True)
         try:
             self._open_sinks(job)
-            await trio.to_thread.run_sync(_prepare_sinks, job.sinks)
+            _prepare_sinks(job.sinks)  # a mode check, a contract read: small, no thread hop
             env_hash = job.dispatch.env_hash
             with self.envs.using(env_hash) as python:
-                job.guest = self._warm.take(env_hash, python)
+                key = plugin_key(job.dispatch, python)
+                job.guest = self._pool.take(key, python)
                 if job.guest is None:
                     job.guest = start_guest(env_hash, python, self.work_root)
-                await self._session(job)
+                job.guest.jobs += 1
+                job.guest_job = job.guest.jobs
+                await self._session(job, key)
             # The END frame is in: the job has succeeded, and a deadline that
             # passes during the promote must not turn promoted output into a
             # failed or aborted receipt. A promote is a rename or one SQLite
@@ -254,6 +317,8 @@ class BridgeExecutor:
             # The file must still be the version parsed: a rewrite during the run
             # would label new content with the old version (SUPERSEDED instead).
             await _check_input(job.dispatch)
+            if job.received <= INLINE_JOB_BYTES:
+                return _commit_sinks(job.sinks)  # little to encode: no thread hop
             with trio.CancelScope(shield=True):
                 artifacts = await trio.to_thread.run_sync(_commit_sinks, job.sinks)
             return artifacts
@@ -261,45 +326,67 @@ class BridgeExecutor:
             await _shielded(_abort_sinks, job)
             raise
 
-    async def _session(self, job: _Job) -> None:
-        assert job.guest is not None
+    async def _session(self, job: _Job, key: PluginKey) -> None:
+        guest = job.guest
+        assert guest is not None
+        reusable = self._pool.is_open and not job.dispatch.single_use_guest
         try:
             if self.spawn_hook is not None:
                 self.spawn_hook(job.proc.pid)
-            (job.guest.dir / "plugin.py").write_text(job.dispatch.source_code, encoding="utf-8")
+            if guest.key is None:  # its first job: it loads this plugin version, for good
+                guest.key = key
+                (guest.dir / "plugin.py").write_text(job.dispatch.source_code, encoding="utf-8")
         except BaseException:
             job.proc.stdout.close()  # nobody will pump it
             with trio.move_on_after(self.kill_grace_s + 5.0) as scope:
                 scope.shield = True
                 await _guestproc.terminate_group(job.proc, self.kill_grace_s)
             raise
+        ended = False
         async with trio.open_nursery() as nursery:
             nursery.start_soon(job.output.pump, job.proc.stdout, name="bridge.guest_output")
             try:
-                await self._converse(job)
+                await self._converse(job, reusable=reusable)
+                ended = reusable and job.proc.returncode is None
             finally:
-                with trio.move_on_after(self.kill_grace_s + OUTPUT_DRAIN_S + 5.0) as scope:
-                    scope.shield = True
-                    await _guestproc.terminate_group(job.proc, self.kill_grace_s)
-                    await _drain_output(job)
-                nursery.cancel_scope.cancel(reason="guest reaped")
+                if ended:  # idle and healthy: take what it printed, leave the pipe open
+                    job.output.drain_nowait()
+                else:
+                    with trio.move_on_after(self.kill_grace_s + OUTPUT_DRAIN_S + 5.0) as scope:
+                        scope.shield = True
+                        await _guestproc.terminate_group(job.proc, self.kill_grace_s)
+                        await _drain_output(job)
+                nursery.cancel_scope.cancel(reason="job over")
+        if not ended:
+            job.proc.stdout.close()
+            return
+        reason = self._pool.give_back(guest, reusable=reusable, now=trio.current_time())
+        if reason is not None:
+            logger.debug("job %d: guest %d retired: %s", job.job_id, job.proc.pid, reason)
+            await discard(guest)  # killed, reaped, removed
+        job.guest = None  # the pool's now, or gone
 
-    async def _converse(self, job: _Job) -> None:
-        conn = await self._accept(job)
-        with conn:
-            try:
-                await _send_all(conn, _job_spec(job))
-                self._warm.replace(job.dispatch.env_hash)
-                guest_metrics = await self._stream_while_alive(job, conn)
-            except _stream.StreamClosed as exc:
-                await self._settle(job)
-                if job.proc.returncode == 0:
-                    raise BridgeError(
-                        f"guest exited with status 0 without an end frame ({exc})"
-                    ) from exc
-                raise GuestCrashed(job.proc.returncode, job.output.text()) from exc
+    async def _converse(self, job: _Job, *, reusable: bool) -> None:
+        guest = job.guest
+        assert guest is not None
+        if guest.conn is None:
+            guest.conn = await self._accept(job)
+        conn = guest.conn
+        try:
+            await _send_all(conn, _job_spec(job, reusable=reusable))
+            if not reusable:
+                self._pool.replace(job.dispatch.env_hash)  # the next job's guest, started now
+            guest_metrics = await self._stream_while_alive(job, conn)
+        except _stream.StreamClosed as exc:
+            await self._settle(job)
+            if job.proc.returncode == 0:
+                raise BridgeError(
+                    f"guest exited with status 0 without an end frame ({exc})"
+                ) from exc
+            raise GuestCrashed(job.proc.returncode, job.output.text()) from exc
         logger.debug("job %d guest finished: %s", job.job_id, guest_metrics)
-        await self._settle(job)
+        if not reusable:
+            await self._settle(job)
 
     async def _stream_while_alive(self, job: _Job, conn: trio.socket.SocketType) -> dict[str, Any]:
         """Stream the guest's frames; a guest that exits without closing its socket ends it too.
@@ -310,11 +397,14 @@ class BridgeExecutor:
         timer: see ``_stream.GuestConnection``).
         """
         guest_conn = _stream.GuestConnection(conn)
-        metrics = await _while_guest_runs(
-            job.proc,
-            lambda: _stream.stream(guest_conn, job.sinks, self.max_frame_bytes),
-            on_exit=lambda _scope: guest_conn.guest_exited(),
-        )
+        try:
+            metrics = await _while_guest_runs(
+                job.proc,
+                lambda: _stream.stream(guest_conn, job.sinks, self.max_frame_bytes),
+                on_exit=lambda _scope: guest_conn.guest_exited(),
+            )
+        finally:
+            job.received = guest_conn.received
         assert metrics is not None  # on_exit does not cancel: the stream ends by itself
         return metrics
 
@@ -466,17 +556,33 @@ def _or_inf(seconds: float | None) -> float:
     return math.inf if seconds is None else seconds
 
 
-def _job_spec(job: _Job) -> bytes:
-    assert job.guest is not None
+def plugin_key(dispatch: Dispatch, python: Path) -> PluginKey:
+    """The plugin version ``dispatch`` runs: guests are reused within one key only."""
+    return PluginKey(
+        env_hash=dispatch.env_hash,
+        python=python,
+        artifact_hash=dispatch.artifact_hash,
+        source_sha256=hashlib.sha256(dispatch.source_code.encode("utf-8")).hexdigest(),
+        memory_limit_mb=dispatch.memory_limit_mb,
+    )
+
+
+def _job_spec(job: _Job, *, reusable: bool) -> bytes:
+    guest = job.guest
+    assert guest is not None
+    assert guest.key is not None
+    key = guest.key
     spec: dict[str, Any] = {
-        "plugin": str(job.guest.dir / "plugin.py"),
-        "input": openable_input(job.dispatch.file_path, job.guest.dir),
+        "plugin": str(guest.dir / "plugin.py"),
+        "plugin_key": f"{key.artifact_hash}/{key.source_sha256}",
+        "reuse": reusable,
+        "input": openable_input(job.dispatch.file_path, guest.dir),
         "job_id": job.job_id,
         "file_version_id": job.dispatch.file_version_id,
         "topics": sorted(job.sinks),
         "config": dict(job.dispatch.config),
         "memory_limit_mb": job.dispatch.memory_limit_mb,
-        "scratch_dir": str(job.guest.dir / "tmp"),
+        "scratch_dir": str(guest.dir / "tmp"),
     }
     body = json.dumps(spec).encode("utf-8")
     return HEADER.pack(len(body)) + body

@@ -192,6 +192,9 @@ class Dispatch(_Payload):
     # extension: also compare the file's sha256 with ``source_hash`` before the
     # guest starts (MANIFEST or topic ``verify: hash``).
     verify_hash: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
+    # extension: MANIFEST ``reuse_guest: false``: a new guest process for every job
+    # (on the wire only when set; an old worker ignores it and uses one per job anyway)
+    single_use_guest: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
 
 
 @attrs.frozen

@@ -261,6 +261,7 @@ def resolve_dispatch(conn: sqlite3.Connection, job: JobRow) -> DispatchPlan:
         replaces_jobs=replaces,
         retract=job.kind == JOB_RETRACT,
         verify_hash=wants_hash_check(declared),
+        single_use_guest=declared.get("reuse_guest") is False,
     )
     retries = declared.get("retries")
     return DispatchPlan(

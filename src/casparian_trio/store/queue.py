@@ -201,7 +201,9 @@ def _conclude(
         if isinstance(value, str):
             params[key] = shown(value)
     conn.execute(q("job_conclude"), params)
-    logger.info(
+    # DEBUG: the Sentinel logs each outcome once, with its worker (reactions.py);
+    # a second INFO line per job was a measurable share of its per-job cost.
+    logger.debug(
         "job %d attempt %d → %s",
         job.id,
         job.attempt,

@@ -63,6 +63,14 @@ class Store:
     async def _read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         return await self.db.run(_bind(fn, args, kwargs), readonly=True)
 
+    # The Sentinel's per-job and per-tick transactions: a few indexed statements,
+    # run on the Trio thread when that needs no wait (``Database.run(quick=True)``).
+    async def _quick_write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self.db.run(_bind(fn, args, kwargs), quick=True)
+
+    async def _quick_read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await self.db.run(_bind(fn, args, kwargs), readonly=True, quick=True)
+
     # --- queue -------------------------------------------------------------------
 
     async def enqueue(
@@ -98,7 +106,7 @@ class Store:
         worker_pid: int | None = None,
     ) -> JobRow | None:
         """Atomically take the next job runnable with ``capabilities`` ('*': any)."""
-        return await self._write(
+        return await self._quick_write(
             queue.claim,
             capabilities=tuple(capabilities),
             worker_id=worker_id,
@@ -120,7 +128,7 @@ class Store:
 
         ``outputs`` (the receipt's topics) are recorded in the same transaction.
         """
-        return await self._write(
+        return await self._quick_write(
             topics.complete_with_outputs,
             job_id,
             attempt,
@@ -141,7 +149,7 @@ class Store:
         final: bool = False,
     ) -> str | None:
         """A counted failure: QUEUED with backoff, FAILED, or CANCELLED; None if stale."""
-        return await self._write(
+        return await self._quick_write(
             queue.fail,
             job_id,
             attempt,
@@ -158,7 +166,7 @@ class Store:
         self, job_id: int, attempt: int, *, status: str, reason: str, now: float
     ) -> str | None:
         """SUPERSEDED or SKIPPED: not counted, not retried; None if stale."""
-        return await self._write(
+        return await self._quick_write(
             queue.end_unretried, job_id, attempt, status=status, reason=reason, now=now
         )
 
@@ -166,7 +174,7 @@ class Store:
         self, job_id: int, attempt: int, *, reason: str, now: float, counted: bool, outcome: str
     ) -> str | None:
         """Worker lost (counted) or handed back (not counted); None if stale."""
-        return await self._write(
+        return await self._quick_write(
             queue.requeue,
             job_id,
             attempt,
@@ -191,16 +199,16 @@ class Store:
         return await self._read(queue.running_jobs)
 
     async def cancel_requested_jobs(self) -> list[JobRow]:
-        return await self._read(queue.cancel_requested_jobs)
+        return await self._quick_read(queue.cancel_requested_jobs)
 
     async def cancel_queued_requests(self, *, now: float) -> int:
-        return await self._write(queue.cancel_queued_requests, now=now)
+        return await self._quick_write(queue.cancel_queued_requests, now=now)
 
     async def next_wakeup(self, *, now: float) -> float | None:
-        return await self._read(queue.next_wakeup, now=now)
+        return await self._quick_read(queue.next_wakeup, now=now)
 
     async def data_version(self) -> int:
-        return await self._read(queue.data_version)
+        return await self._quick_read(queue.data_version)
 
     async def stats(self) -> dict[str, int]:
         return await self._read(queue.stats)
@@ -244,7 +252,7 @@ class Store:
         await self._write(workers.set_worker_status, worker_id, status, now=now)
 
     async def touch_worker(self, worker_id: str, status: str, *, now: float) -> None:
-        await self._write(workers.touch_worker, worker_id, status, now=now)
+        await self._quick_write(workers.touch_worker, worker_id, status, now=now)
 
     async def prune_workers(self, *, before: float) -> int:
         """Forget LOST/GONE/STOPPED workers last seen before ``before`` (wall seconds)."""
@@ -272,7 +280,7 @@ class Store:
 
     async def resolve_dispatch(self, job: JobRow) -> DispatchPlan:
         """The Dispatch (and env) for a claimed job; CatalogError(job_id=) if unresolvable."""
-        return await self._read(catalog.resolve_dispatch, job)
+        return await self._quick_read(catalog.resolve_dispatch, job)
 
     async def get_environment(self, env_hash: str) -> EnvSpec | None:
         return await self._read(catalog.get_environment, env_hash)

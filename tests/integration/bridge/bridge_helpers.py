@@ -37,7 +37,7 @@ def make_dispatch(source: str, file_path: str | Path = "/dev/null", **kw: object
         file_version_id=int(kw.pop("file_version_id", 7)),  # type: ignore[call-overload]
         env_hash=str(kw.pop("env_hash", SYSTEM_ENV)),
         source_code=source,
-        artifact_hash="test",
+        artifact_hash=str(kw.pop("artifact_hash", "test")),
         **kw,  # type: ignore[arg-type]
     )
 

@@ -82,6 +82,10 @@ def test_version_flag_overrides_the_manifest(
         ("def execute(path):\n    return []\n", "no top-level `class Handler`"),
         ("MANIFEST = {'nmae': 'x'}\nclass Handler: pass\n", "unknown MANIFEST key(s) ['nmae']"),
         ("MANIFEST = {'priority': 'high'}\nclass Handler: pass\n", "must be an integer"),
+        (
+            "MANIFEST = {'reuse_guest': 'no'}\nclass Handler: pass\n",
+            "MANIFEST['reuse_guest'] must be True or False",
+        ),
         ("MANIFEST = dict(name='x')\nclass Handler: pass\n", "MANIFEST must be a literal dict"),
         (
             "MANIFEST = {'topics': {'t': {'uri': 'parquet://t', 'schema': {'a': 'int65'}}}}\n"

@@ -248,6 +248,15 @@ def test_old_dispatch_defaults() -> None:
     assert (d.attempt, d.timeout_s, d.memory_limit_mb, d.config) == (None, None, None, {})
 
 
+def test_single_use_guest_is_on_the_wire_only_when_set() -> None:
+    plain = MINIMAL["Dispatch"]
+    assert "single_use_guest" not in plain.to_json()  # byte-identical to before by default
+    assert decode_json("Dispatch", plain.to_json()).single_use_guest is False
+    single = attrs.evolve(plain, single_use_guest=True)
+    assert single.to_json()["single_use_guest"] is True
+    assert decode_json("Dispatch", single.to_json()).single_use_guest is True
+
+
 def test_dispatch_integer_timeout_becomes_float() -> None:
     obj = {**MINIMAL["Dispatch"].to_json(), "timeout_s": 30}
     timeout = decode_json("Dispatch", obj).timeout_s

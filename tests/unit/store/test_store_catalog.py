@@ -64,6 +64,18 @@ async def test_resolve_full_dispatch(store: Store) -> None:
     assert plan.env == EnvSpec(env_hash="e1", lockfile="lock", python_version="3.11")
 
 
+async def test_manifest_reuse_guest_false_makes_a_single_use_guest_dispatch(store: Store) -> None:
+    await queued_job(store)
+    await publish(store, manifest={"reuse_guest": False})
+    assert (await store.resolve_dispatch(await claimed(store))).dispatch.single_use_guest
+
+
+async def test_guests_are_reused_unless_the_manifest_says_not(store: Store) -> None:
+    await queued_job(store)
+    await publish(store, manifest={})
+    assert not (await store.resolve_dispatch(await claimed(store))).dispatch.single_use_guest
+
+
 async def test_dispatch_carries_the_queued_version_for_the_input_check(store: Store) -> None:
     await queued_job(store)
     await publish(store)

@@ -147,3 +147,71 @@ def test_every_named_query_compiles(db: Database) -> None:
                 raise AssertionError(f"query {name}: {exc}") from exc
 
     db.run_sync(prepare_all)
+
+
+# --- quick transactions (the Sentinel's per-job ones) ------------------------------------
+
+
+def _thread_of(conn: sqlite3.Connection) -> str:
+    import threading
+
+    return threading.current_thread().name
+
+
+async def test_quick_transaction_runs_on_the_trio_thread(tmp_path: Path) -> None:
+    import threading
+
+    db = open_database(tmp_path / "x.db", quick=True)
+    try:
+        assert await db.run(_thread_of, quick=True) == threading.current_thread().name
+        assert await db.run(_thread_of) != threading.current_thread().name  # not quick: a thread
+    finally:
+        db.close()
+
+
+async def test_quick_flag_is_ignored_unless_the_database_allows_it(tmp_path: Path) -> None:
+    import threading
+
+    db = open_database(tmp_path / "x.db")
+    try:
+        assert await db.run(_thread_of, quick=True) != threading.current_thread().name
+    finally:
+        db.close()
+
+
+async def test_quick_transaction_never_waits_on_another_process_lock(tmp_path: Path) -> None:
+    """Another connection holds the write lock: the quick call goes to a thread and waits there."""
+    import threading
+
+    db = open_database(tmp_path / "x.db", quick=True)
+    other = sqlite3.connect(tmp_path / "x.db", isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        result: list[str] = []
+
+        def insert(conn: sqlite3.Connection) -> str:
+            conn.execute("INSERT INTO cf_source_root (path) VALUES ('q')")
+            return threading.current_thread().name
+
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+
+            async def quick() -> None:
+                result.append(await db.run(insert, quick=True))
+                done.set()
+
+            nursery.start_soon(quick)
+            # The event loop keeps running while the lock is held elsewhere.
+            for _ in range(5):
+                await trio.sleep(0.01)
+            assert not done.is_set()
+            other.execute("COMMIT")
+        assert result
+        assert result[0] != threading.current_thread().name  # it ran in the thread
+        assert count_roots(db) == 1
+        # and the next quick call is back on the Trio thread, with no busy wait
+        assert await db.run(_thread_of, quick=True) == threading.current_thread().name
+        assert db.run_sync(lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0]) == 5000
+    finally:
+        other.close()
+        db.close()
