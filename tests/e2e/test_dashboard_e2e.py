@@ -74,6 +74,14 @@ def test_sentinel_serves_pages_and_metrics_that_match_its_store(
 
     stats = cluster.db.run_sync(queue.stats, readonly=True)
     assert stats["COMPLETED"] == 3
+
+    def worker_idle_in_store() -> bool:
+        # the worker's row follows its heartbeats: BUSY until the one after its last job
+        sql = "SELECT status FROM cf_worker WHERE worker_id = 'w-dash'"
+        row = cluster.db.run_sync(lambda conn: conn.execute(sql).fetchone(), readonly=True)
+        return row is not None and row[0] == "IDLE"
+
+    wait_until("the worker's row to say IDLE", worker_idle_in_store)
     status, text = fetch(url, "/metrics")
     assert status == 200
     found = samples(text)
