@@ -252,6 +252,7 @@ def run_casparian(
                 "--envs-root",
                 str(root / "envs"),
                 "--allow-system-env",
+                *WORKER_ARGS,
             ]
             procs.append(_spawn(worker_argv, root, f"worker-{i}")[0])
         deadline = time.monotonic() + HANG_S
@@ -323,6 +324,7 @@ def run_huey(work: Path, inputs: list[Path], workers: int) -> float:
 
 
 ROWS = [50]
+WORKER_ARGS: list[str] = []  # --worker-arg: extra worker options (default: none)
 OUTPUTS: list[Path] = []  # the last casparian run's Parquet files
 SPANS: list[tuple[float, float]] = []  # and its jobs' (claimed, concluded), in queue order
 
@@ -334,8 +336,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--repeat", type=int, default=1, help="runs; medians are printed")
     parser.add_argument("--skip-single", action="store_true", help="skip reuse_guest: False")
+    parser.add_argument(
+        "--worker-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="an extra option for every worker, e.g. --worker-arg=--concurrency=2 (repeatable)",
+    )
     args = parser.parse_args(argv)
     ROWS[0] = args.rows
+    WORKER_ARGS[:] = args.worker_arg
     figures: dict[str, list[float]] = {"reuse": [], "single": [], "huey": []}
     for i in range(args.repeat):
         with tempfile.TemporaryDirectory(prefix="bench-smallfiles-") as tmp:
