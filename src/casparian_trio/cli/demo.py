@@ -372,6 +372,7 @@ def _summary(layout: DemoLayout, stats: dict[str, int], elapsed: float) -> None:
         print(_render.table(columns, rows))
     print(
         f"\nread it back: pyarrow.dataset.dataset('{layout.output / 'sales'}').to_table()"
+        f'\nquery it: casparian-trio query "SELECT count(*) FROM sales" --db {layout.db}'
         f"\ninspect jobs: casparian-trio jobs --db {layout.db}",
         file=sys.stdout,
     )

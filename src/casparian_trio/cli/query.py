@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -72,12 +73,16 @@ def cmd_catalog(args: argparse.Namespace) -> int:
     print(f"wrote {out}: {_render.plural(len(plan.views), 'view')} ({names})")
     for note in plan.skipped:
         print(f"  no view for {note}")
-    print(f'query it: casparian-trio query "SELECT count(*) FROM {_example(plan)}"')
+    print(f"query it: casparian-trio query {_example(plan)}")
     return 0
 
 
 def _example(plan: duck_catalog.CatalogPlan) -> str:
-    return duck_catalog.quote_identifier(plan.views[0].name) if plan.views else "<topic>"
+    """A statement to try, quoted for a POSIX shell."""
+    name = plan.views[0].name if plan.views else "TOPIC"
+    if not name.isidentifier():
+        name = duck_catalog.quote_identifier(name)
+    return shlex.quote(f"SELECT count(*) FROM {name}")
 
 
 def cmd_query(args: argparse.Namespace) -> int:
