@@ -329,3 +329,21 @@ def test_reprocess_names_an_unpublished_plugin(cli: Cli, db_path: Path, ops_db: 
     result = cli("reprocess", "--plugin", "nope")
     assert result.rc != 0
     assert "plugin 'nope' is not published" in result.err
+
+
+def test_an_empty_source_root_is_not_a_deletion_of_everything(
+    cli: Cli, data_dir: Path, db_path: Path, published: None
+) -> None:
+    # An unmounted mount point is an empty folder: its files are unknown, not deleted.
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    for path in sorted(data_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    result = cli("scan", "--json")
+    assert result.rc == 0
+    assert (result.json()["deleted"], result.json()["retractions"]) == (0, 0)
+    assert "is empty" in result.err
+    (data_dir / "a.csv").write_text("id,v\n1,2\n")  # something is there again: deletions count
+    again = cli("scan", "--json").json()
+    assert again["deleted"] == 2  # 2024/b.csv and notes.txt
