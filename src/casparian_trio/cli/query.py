@@ -138,12 +138,28 @@ def json_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
 
     Not ``_render.dumps``: that sorts keys and rewrites ``*_at`` fields as times,
     which would alter the user's data. NaN and infinities (not JSON) become null;
-    other non-JSON values (decimals, dates, blobs) their ``str``.
+    other non-JSON values (decimals, dates, blobs) their ``str``. Repeated
+    column names get distinct keys (``unique_keys``).
     """
+    keys = unique_keys(columns)
     objects = [
-        {name: _json_value(value) for name, value in zip(columns, row, strict=True)} for row in rows
+        {name: _json_value(value) for name, value in zip(keys, row, strict=True)} for row in rows
     ]
     return json.dumps(objects, indent=2, default=str, allow_nan=False)
+
+
+def unique_keys(columns: list[str]) -> list[str]:
+    """The column names as object keys, in order; a repeated name (``SELECT *`` over
+    a join) becomes ``NAME_1``, ``NAME_2``... (the first not a column name nor taken).
+    """
+    keys: list[str] = []
+    for name in columns:
+        key, n = name, 0
+        while key in keys or (n and key in columns):
+            n += 1
+            key = f"{name}_{n}"
+        keys.append(key)
+    return keys
 
 
 def _json_value(value: Any) -> Any:
