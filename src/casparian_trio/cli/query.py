@@ -61,6 +61,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     out = Path(args.out).expanduser() if args.out else db_path(args).with_suffix(".duckdb")
+    if out.resolve() == db_path(args).resolve():
+        raise ConfigError(f"catalog: {out} is the database itself; pick another file with --out")
     try:
         duck_catalog.write_catalog(out, plan)
     except duckdb.Error as exc:
