@@ -336,8 +336,20 @@ UPDATE cf_file_location SET deleted_at = :now WHERE id = :location_id AND delete
 -- name: version_location
 SELECT location_id FROM cf_file_version WHERE id = :id;
 
+-- name: version_location_deleted
+-- Whether a version's file location is marked deleted (a retraction's precondition).
+SELECT l.deleted_at FROM cf_file_version AS v
+  JOIN cf_file_location AS l ON l.id = v.location_id
+ WHERE v.id = :id;
+
 -- name: location_current
-SELECT l.id, l.current_version_id, l.deleted_at, l.rel_path FROM cf_file_location AS l
+-- Seed databases leave current_version_id NULL: then the newest version (as current_files).
+SELECT l.id,
+       COALESCE(l.current_version_id,
+                (SELECT max(v.id) FROM cf_file_version AS v WHERE v.location_id = l.id))
+           AS current_version_id,
+       l.deleted_at, l.rel_path
+  FROM cf_file_location AS l
  WHERE l.id = :location_id;
 
 -- name: current_files

@@ -10,7 +10,9 @@ each file's current rows exactly once.
 Rules:
 - A topic name used by one Parquet folder is the view's name. When folders
   share a name (two plugins' default ``output`` topic), each view is named
-  ``<folder name>__<topic>``.
+  ``<folder name>__<topic>``. DuckDB compares names case-insensitively, so
+  ``Sales`` and ``sales`` share a name too; a name still taken (folders of one
+  name) gets ``_2``, ``_3``...
 - A view reads ``<topic>.src-*.parquet`` and ``<topic>.job-*.parquet`` (the
   two naming schemes) with ``union_by_name``: files written under older
   contract versions line up by column name.
@@ -68,7 +70,9 @@ def plan_views(topics: Sequence[dict[str, Any]]) -> CatalogPlan:
     ]
     names: dict[str, int] = {}
     for t in parquet:
-        names[t["topic_name"]] = names.get(t["topic_name"], 0) + 1
+        key = str(t["topic_name"]).casefold()
+        names[key] = names.get(key, 0) + 1
+    taken: set[str] = set()
     views = []
     for t in parquet:
         topic, folder = str(t["topic_name"]), str(t["sink_uri"])
@@ -88,9 +92,21 @@ def plan_views(topics: Sequence[dict[str, Any]]) -> CatalogPlan:
         if not present:
             skipped.append(f"{topic}: no Parquet file in {folder} yet")
             continue
-        name = topic if names[topic] == 1 else f"{Path(folder).name}__{topic}"
+        name = topic if names[topic.casefold()] == 1 else f"{Path(folder).name}__{topic}"
+        name = _unique(name, taken)
         views.append(TopicView(name=name, topic=topic, folder=folder, globs=present))
     return CatalogPlan(views=tuple(views), skipped=tuple(skipped))
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    """``name``, or ``name_2``, ``name_3``...: the first not in ``taken`` (case-insensitively,
+    as DuckDB compares identifiers); it is added to ``taken``."""
+    candidate, n = name, 1
+    while candidate.casefold() in taken:
+        n += 1
+        candidate = f"{name}_{n}"
+    taken.add(candidate.casefold())
+    return candidate
 
 
 def quote_identifier(name: str) -> str:

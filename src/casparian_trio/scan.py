@@ -10,6 +10,7 @@ transaction each (``store.scans``).
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -72,13 +73,16 @@ def scan_root(
     """Record new, changed and deleted files of one root and queue their jobs.
 
     A file the catalog knows that the walk no longer finds is deleted (unless it
-    sits under a directory that could not be listed): its location is marked
+    sits under a directory that could not be listed, or the root is empty:
+    ``looks_unmounted``): its location is marked
     and each plugin that parsed it gets a retraction job (``store.scans``).
     """
     states = db.run_sync(partial(catalog.location_states, source_root_id=root_id), readonly=True)
     known = {path: (s.mtime, s.size) for path, s in states.items() if not s.deleted}
     unlisted: list[str] = []
     candidates = list(scout.walk(root, unlisted=unlisted))
+    if not candidates and known and looks_unmounted(root):
+        unlisted.append("")
     counts = ScanCounts(files=len(candidates))
     batch: list[ScannedFile] = []
     for done, candidate in enumerate(candidates, start=1):
@@ -102,6 +106,27 @@ def scan_root(
         )
         counts.add(db.run_sync(record))
     return counts
+
+
+def looks_unmounted(root: Path) -> bool:
+    """True (and a warning) when ``root`` holds no entry at all.
+
+    An unmounted mount point is an empty folder: its files are unknown, not
+    deleted. A root that still holds anything (even ignored files) is listed as it is.
+    """
+    try:
+        with os.scandir(root) as entries:
+            if any(True for _ in entries):
+                return False
+    except OSError:
+        return False  # the walk already recorded it as unlisted
+    logger.warning(
+        "source %s is empty; if it is an unmounted drive, mount it "
+        "(its files are not marked deleted while it is empty)",
+        root,
+        extra={"event": "scan.empty_root"},
+    )
+    return True
 
 
 def deleted_locations(

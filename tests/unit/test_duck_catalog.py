@@ -62,3 +62,22 @@ def test_write_catalog_replaces_the_file(tmp_path: Path) -> None:
     assert conn.execute("SELECT count(*) FROM t").fetchall() == [(3,)]
     conn.close()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cat.duckdb", "t"]
+
+
+def test_view_names_that_differ_only_in_case_do_not_replace_each_other(tmp_path: Path) -> None:
+    # DuckDB identifiers are case-insensitive: "Sales" and "sales" are one view.
+    write(tmp_path / "x" / "a", "Sales.src-1.p.parquet", [1])
+    write(tmp_path / "y" / "a", "sales.src-2.q.parquet", [2, 3])
+    write(tmp_path / "z" / "a", "sales.src-3.r.parquet", [4, 5, 6])
+    listed = [
+        {"topic_name": "Sales", "sink_uri": str(tmp_path / "x" / "a")},
+        {"topic_name": "sales", "sink_uri": str(tmp_path / "y" / "a")},
+        {"topic_name": "sales", "sink_uri": str(tmp_path / "z" / "a")},
+    ]
+    plan = duck_catalog.plan_views(listed)
+    names = [v.name for v in plan.views]
+    assert len({n.casefold() for n in names}) == 3, names
+    counts = sorted(
+        rows(plan, f"SELECT count(*) FROM {duck_catalog.quote_identifier(n)}")[0][0] for n in names
+    )
+    assert counts == [1, 2, 3]

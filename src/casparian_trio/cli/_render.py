@@ -190,7 +190,12 @@ def _cell(text: str, width: int, column: Column) -> str:
 def table(
     columns: Sequence[Column], rows: Sequence[Sequence[str]], *, max_width: int = TABLE_WIDTH
 ) -> str:
-    """Render rows (already strings) as an aligned table at most ``max_width`` wide."""
+    """Render rows (already strings) as an aligned table at most ``max_width`` wide.
+
+    Control characters in a cell (a file name with a newline or an escape
+    sequence) are shown escaped (``printable``): one row stays one line.
+    """
+    rows = [[printable(text) for text in row] for row in rows]
     natural = [max([len(c.header)] + [len(row[i]) for row in rows]) for i, c in enumerate(columns)]
     widths = _fit(natural, columns, max_width)
     lines = [GAP.join(_cell(c.header, w, c) for c, w in zip(columns, widths, strict=True))]
@@ -198,6 +203,15 @@ def table(
         cells = (_cell(text, w, c) for text, w, c in zip(row, widths, columns, strict=True))
         lines.append(GAP.join(cells))
     return "\n".join(line.rstrip() for line in lines)
+
+
+# Control characters as the escapes Python's repr uses ("\n", "\x1b").
+_CONTROL = {c: repr(chr(c))[1:-1] for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (C0, DEL, C1) escaped: safe on one terminal line."""
+    return text.translate(_CONTROL)
 
 
 def dumps(document: Any) -> str:
@@ -245,7 +259,7 @@ class Progress:
             text = f"{self.label} {bar} {done}/{self.total}"
         else:
             text = f"{self.label} {done}"
-        return f"{text} {detail}".rstrip()
+        return f"{text} {printable(detail)}".rstrip()
 
     def close(self) -> None:
         """Erase the progress line so the summary starts on a clean line."""

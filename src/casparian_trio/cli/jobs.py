@@ -189,6 +189,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
     refused = [r for r in results if r["outcome"] == "refused"]
     if len(results) == 1 and refused and not args.json:
         job_id, before = refused[0]["job_id"], refused[0]["before"]
+        if before in RETRYABLE or args.force:
+            raise ConfigError(_refused_retraction(job_id))
         raise ConfigError(
             f"job {job_id} is {before}; only FAILED or CANCELLED jobs can be retried "
             "(`retry --force` re-runs it anyway)"
@@ -201,6 +203,8 @@ def cmd_retry(args: argparse.Namespace) -> int:
             )
         elif r["outcome"] == "unchanged":
             print(f"job {r['job_id']} is already {r['before']}: nothing to do")
+        elif r["before"] in RETRYABLE or args.force:
+            print(_refused_retraction(r["job_id"]), file=sys.stderr)
         else:
             print(
                 f"job {r['job_id']} is {r['before']}: not retried "
@@ -208,3 +212,14 @@ def cmd_retry(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     return 1 if refused else 0
+
+
+# What retry takes without --force; one of these refused is a retraction whose file is back.
+RETRYABLE = (JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+def _refused_retraction(job_id: object) -> str:
+    return (
+        f"job {job_id} is a retraction and its file is back: not retried (it would remove "
+        "the file's current rows; `scan` queues a retraction if the file is deleted again)"
+    )

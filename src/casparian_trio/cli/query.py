@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import json
+import math
 import shlex
 import sys
 from pathlib import Path
@@ -59,6 +61,8 @@ def cmd_catalog(args: argparse.Namespace) -> int:
 
     plan = _plan(args)
     out = Path(args.out).expanduser() if args.out else db_path(args).with_suffix(".duckdb")
+    if out.resolve() == db_path(args).resolve():
+        raise ConfigError(f"catalog: {out} is the database itself; pick another file with --out")
     try:
         duck_catalog.write_catalog(out, plan)
     except duckdb.Error as exc:
@@ -112,7 +116,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def render(columns: list[str], rows: list[tuple[Any, ...]], *, as_json: bool, as_csv: bool) -> str:
     """A query result as text: table (default), ``--json`` or ``--csv``; ends with a newline."""
     if as_json:
-        return _render.dumps([dict(zip(columns, row, strict=True)) for row in rows]) + "\n"
+        return json_rows(columns, rows) + "\n"
     if as_csv:
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -129,6 +133,45 @@ def render(columns: list[str], rows: list[tuple[Any, ...]], *, as_json: bool, as
         f", first {len(shown)} shown)" if more else ")"
     )
     return f"{table}\n{tail}\n"
+
+
+def json_rows(columns: list[str], rows: list[tuple[Any, ...]]) -> str:
+    """Rows as a JSON list of objects: the values as queried, keys in the SELECT's order.
+
+    Not ``_render.dumps``: that sorts keys and rewrites ``*_at`` fields as times,
+    which would alter the user's data. NaN and infinities (not JSON) become null;
+    other non-JSON values (decimals, dates, blobs) their ``str``. Repeated
+    column names get distinct keys (``unique_keys``).
+    """
+    keys = unique_keys(columns)
+    objects = [
+        {name: _json_value(value) for name, value in zip(keys, row, strict=True)} for row in rows
+    ]
+    return json.dumps(objects, indent=2, default=str, allow_nan=False)
+
+
+def unique_keys(columns: list[str]) -> list[str]:
+    """The column names as object keys, in order; a repeated name (``SELECT *`` over
+    a join) becomes ``NAME_1``, ``NAME_2``... (the first not a column name nor taken).
+    """
+    keys: list[str] = []
+    for name in columns:
+        key, n = name, 0
+        while key in keys or (n and key in columns):
+            n += 1
+            key = f"{name}_{n}"
+        keys.append(key)
+    return keys
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, list | tuple):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return value
 
 
 def _cell(value: Any) -> str:

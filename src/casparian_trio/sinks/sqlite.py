@@ -124,8 +124,15 @@ class SqliteSink:
         self.rows += batch.num_rows
 
     def commit(self) -> Artifact | None:
+        """Promote the staged rows in one transaction (after the quarantine's).
+
+        The stale and mode checks run first, so a job a newer version overtook
+        during its run leaves no quarantine rows behind (and again inside the
+        promoting transaction).
+        """
         if self.conformer is not None:
             self.conformer.check_invalid_fraction()
+        self.check()
         if self._quarantine is not None:
             self.quarantine_artifact = self._quarantine.commit()
         elif self.conformer is not None:

@@ -26,6 +26,7 @@ from casparian_trio.errors import CatalogError, StoreError
 from casparian_trio.filenames import shown
 from casparian_trio.store._sql import q
 from casparian_trio.store.rows import (
+    JOB_RETRACT,
     TERMINAL_STATUSES,
     JobRow,
     JobStatus,
@@ -420,17 +421,24 @@ def retry(conn: sqlite3.Connection, job_id: int, *, now: float, force: bool = Fa
     """Operator retry: FAILED/CANCELLED → QUEUED with a fresh retry budget; else unchanged.
 
     ``force`` also re-runs a COMPLETED, SUPERSEDED or SKIPPED job (its output is
-    replaced by the new run's: output identity is (topic, source file)).
+    replaced by the new run's: output identity is (topic, source file)). A
+    retraction job whose file is back (not deleted) is never re-run: it would
+    remove that file's current rows.
 
     Raises:
         StoreError: no such job.
     """
     job = _require_job(conn, job_id)
     allowed = (JobStatus.FAILED, JobStatus.CANCELLED, *(FORCE_RETRYABLE if force else ()))
-    if job.status not in allowed:
+    if job.status not in allowed or (job.kind == JOB_RETRACT and _file_is_back(conn, job)):
         return str(job.status)
     conn.execute(q("retry_job"), {"id": job_id, "now": now})
     return str(JobStatus.QUEUED)
+
+
+def _file_is_back(conn: sqlite3.Connection, job: JobRow) -> bool:
+    row = conn.execute(q("version_location_deleted"), {"id": job.file_version_id}).fetchone()
+    return row is not None and row["deleted_at"] is None
 
 
 def rerun(conn: sqlite3.Connection, job_id: int, *, now: float, priority: int) -> bool:

@@ -139,3 +139,20 @@ def test_dumps_writes_every_time_field_as_iso_and_leaves_durations() -> None:
         "uptime_s": 12.5,
         "running": True,
     }
+
+
+def test_table_cells_show_control_characters_escaped() -> None:
+    # A file named "a\nb.csv" or "\x1b[2J.csv" must not break the table or drive the terminal.
+    text = _render.table(
+        [_render.Column("file"), _render.Column("n")], [["a\nb.csv", "1"], ["\x1b[2J.csv", "2"]]
+    )
+    lines = text.splitlines()
+    assert len(lines) == 3
+    assert "\x1b" not in text
+    assert lines[1].split() == ["a\\nb.csv", "1"]
+    assert lines[2].split() == ["\\x1b[2J.csv", "2"]
+
+
+def test_progress_detail_shows_control_characters_escaped() -> None:
+    bar = _render.Progress("scanning", total=2, stream=io.StringIO(), enabled=False)
+    assert bar.line(1, "x\r\ny.csv").endswith("x\\r\\ny.csv")

@@ -329,3 +329,43 @@ def test_reprocess_names_an_unpublished_plugin(cli: Cli, db_path: Path, ops_db: 
     result = cli("reprocess", "--plugin", "nope")
     assert result.rc != 0
     assert "plugin 'nope' is not published" in result.err
+
+
+def test_an_empty_source_root_is_not_a_deletion_of_everything(
+    cli: Cli, data_dir: Path, db_path: Path, published: None
+) -> None:
+    # An unmounted mount point is an empty folder: its files are unknown, not deleted.
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    for path in sorted(data_dir.rglob("*"), reverse=True):
+        path.rmdir() if path.is_dir() else path.unlink()
+    result = cli("scan", "--json")
+    assert result.rc == 0
+    assert (result.json()["deleted"], result.json()["retractions"]) == (0, 0)
+    assert "is empty" in result.err
+    (data_dir / "a.csv").write_text("id,v\n1,2\n")  # something is there again: deletions count
+    again = cli("scan", "--json").json()
+    assert again["deleted"] == 2  # 2024/b.csv and notes.txt
+
+
+def test_retry_refuses_a_retraction_whose_file_is_back(
+    cli: Cli, data_dir: Path, db_path: Path, published: None
+) -> None:
+    # Run, it would remove the rows of a file that exists again.
+    cli("source", "add", str(data_dir))
+    cli("scan")
+    complete_all(db_path)
+    content = (data_dir / "a.csv").read_bytes()
+    (data_dir / "a.csv").unlink()
+    cli("scan")
+    (data_dir / "a.csv").write_bytes(content)
+    cli("scan")
+    [(retract_id,)] = query(db_path, "SELECT id FROM cf_processing_queue WHERE kind = 'retract'")
+    result = cli("retry", str(retract_id))
+    assert result.rc != 0
+    assert "its file is back" in result.err
+    assert jobs_by_kind(db_path)[-1] == ("a.csv", "retract", "CANCELLED")
+    forced = cli("retry", "--force", str(retract_id))
+    assert forced.rc != 0
+    assert jobs_by_kind(db_path)[-1] == ("a.csv", "retract", "CANCELLED")

@@ -125,3 +125,20 @@ def test_sqlite_replaces_the_file_rows_in_one_transaction(tmp_path: Path) -> Non
         run(sinks(tmp_path, uri, job_id=1, version=1, replaces=(2,)), 9)
     assert sinks(tmp_path, uri, job_id=3, version=2, replaces=(1, 2)).retract() == 1
     assert conn.execute("SELECT count(*) FROM t_rows").fetchone() == (0,)
+
+
+def test_sqlite_a_job_that_turns_stale_during_its_run_adds_no_quarantine_rows(
+    tmp_path: Path,
+) -> None:
+    uri, schema = "sqlite://db.sqlite/t_rows", '{"v": "int64"}'
+    stale = sinks(tmp_path, uri, job_id=1, version=1, replaces=(2,), schema=schema)
+    stale.prepare()  # the table is empty: not stale yet
+    run(sinks(tmp_path, uri, job_id=2, version=2, replaces=(1,), schema=schema), 3)
+    stale.write(pa.record_batch({"v": pa.array([str(v) for v in range(20)] + ["x"])}))
+    with pytest.raises(OutputSuperseded):
+        stale.commit()
+    conn = sqlite3.connect(tmp_path / "db.sqlite")
+    assert conn.execute("SELECT v FROM t_rows").fetchall() == [(3,)]
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if "t_rows_quarantine" in tables:
+        assert conn.execute("SELECT count(*) FROM t_rows_quarantine").fetchone() == (0,)

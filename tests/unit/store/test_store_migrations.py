@@ -11,6 +11,7 @@ from casparian_trio.errors import SchemaError
 from casparian_trio.store import Store, migrate, open_database
 from casparian_trio.store._conn import connect
 from casparian_trio.store._migrate import latest_version, migrations
+from casparian_trio.store.scans import record_deletions
 
 NOW = 1_700_000_000.0
 
@@ -166,3 +167,18 @@ async def test_seed_job_resolves_to_a_dispatch(seed_db: tuple[Path, Path]) -> No
     assert d.attempt == 1
     assert "class Handler" in d.source_code
     assert plan.env is None  # no cf_plugin_environment row for that hash
+
+
+def test_a_seed_file_deleted_after_the_upgrade_is_retracted(seed_db: tuple[Path, Path]) -> None:
+    # The seed leaves current_version_id NULL: the newest version is the current one.
+    conn = connect(seed_db[0])
+    migrate(conn)
+    conn.execute("UPDATE cf_processing_queue SET status = 'COMPLETED'")
+    (location_id,) = conn.execute("SELECT id FROM cf_file_location").fetchone()
+    counts = record_deletions(conn, location_ids=[location_id], now=NOW)
+    assert (counts.deleted, counts.retractions) == (1, 1)
+    row = conn.execute(
+        "SELECT kind, status, file_version_id FROM cf_processing_queue WHERE kind = 'retract'"
+    ).fetchone()
+    newest = conn.execute("SELECT max(id) FROM cf_file_version").fetchone()[0]
+    assert tuple(row) == ("retract", "QUEUED", newest)
