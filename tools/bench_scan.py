@@ -81,6 +81,7 @@ def bench(src: Path, files: int, repeat: int, work: Path) -> dict[str, float]:
     figures: dict[str, float] = {}
     figures["first"], out = run(src, "scan", "--db", db, "--json")
     assert json.loads(out)["queued"] == files, out
+    figures["first_cpu"] = CPU[str(src)][-1]
     figures["unchanged"] = statistics.median(run(src, "scan", "--db", db)[0] for _ in range(repeat))
     figures["unchanged_cpu"] = statistics.median(CPU[str(src)][-repeat:])
     touched = []
