@@ -48,7 +48,6 @@ import dataclasses
 import hashlib
 import logging
 import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -62,6 +61,9 @@ from pathlib import Path
 from typing import Any
 
 PLUGIN = "bench_control"
+sys.path.insert(0, str(Path(__file__).parent))
+from _procs import child_env, free_port, spawn, stop, wait_for  # noqa: E402
+
 # A hang guard for each wait: start-up, a run's last conclusion.
 HANG_S = 120.0
 GOAL_PER_S = 2000
@@ -199,46 +201,15 @@ class Result:
     poll_failures: int = 0
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(root: Path) -> dict[str, str]:
-    # No CASPARIAN_* of the caller's (a $CASPARIAN_KEYS, a $CASPARIAN_CONFIG ...) leaks in.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CASPARIAN_")}
-    return {**env, "TMPDIR": str(root), "PYTHONUNBUFFERED": "1"}
-
-
-def _spawn(argv: list[str], root: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
-    log = root / f"{name}.log"
-    with open(log, "wb") as out:
-        popen = subprocess.Popen(
-            argv, cwd=root, env=_env(root), stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
-    return popen, log
-
-
-def _wait_for(log: Path, popen: subprocess.Popen[bytes], text: str) -> None:
-    deadline = time.monotonic() + HANG_S
-    while text not in log.read_text(errors="replace"):
-        if popen.poll() is not None:
-            raise SystemExit(f"{log.name}: exited {popen.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{log.name}: no {text!r} within {HANG_S:g} s")
-        time.sleep(0.02)
-
-
 def start_sentinel(
     root: Path, db: Path, address: str, *, keys: Path | None = None, http: bool = False
 ) -> subprocess.Popen[bytes]:
     extra = ["--keys", str(keys)] if keys is not None else []
     if http:
         extra += ["--http", "127.0.0.1:0"]
-    popen, log = _spawn(sentinel_argv(db, address, extra), root, "sentinel")
+    popen, log = spawn(sentinel_argv(db, address, extra), root, "sentinel")
     try:
-        _wait_for(log, popen, "sentinel serving")
+        wait_for(log, popen, "sentinel serving", hang_s=HANG_S)
     except BaseException:
         _stop([popen])
         raise
@@ -249,7 +220,7 @@ def start_worker(
     root: Path, address: str, worker_id: str, slots: int, keys: Path | None = None
 ) -> subprocess.Popen[bytes]:
     extra = ["--keys-dir", str(keys)] if keys is not None else []
-    popen, _log = _spawn(worker_argv(address, worker_id, slots, extra), root, f"worker-{worker_id}")
+    popen, _log = spawn(worker_argv(address, worker_id, slots, extra), root, f"worker-{worker_id}")
     return popen
 
 
@@ -262,7 +233,7 @@ def make_keys(root: Path, workers: int) -> Path:
         [*base, "add", f"w{i}", "--role", "worker", "--dir", str(keys)] for i in range(workers)
     ]
     for argv in commands:
-        done = subprocess.run(argv, capture_output=True, text=True, env=_env(root))
+        done = subprocess.run(argv, capture_output=True, text=True, env=child_env(root))
         if done.returncode != 0:
             raise SystemExit(f"{' '.join(argv[2:])}: exited {done.returncode}:\n{done.stderr}")
     return keys
@@ -319,7 +290,7 @@ def init_db(db: Path) -> None:
         [sys.executable, "-m", "casparian_trio", "init-db", "--db", str(db)],
         check=True,
         capture_output=True,
-        env=_env(db.parent),
+        env=child_env(db.parent),
     )
 
 
@@ -399,15 +370,7 @@ def _count_completed(db_path: Path) -> int:
 
 
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(15)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    stop(procs, grace_s=15)
 
 
 def run_once(jobs: int, workers: int, slots: int, mode: Mode, *, poll_s: float = 0.5) -> Result:

@@ -24,8 +24,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import os
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -36,6 +34,9 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _procs import child_env, free_port, spawn, stop, wait_for
 
 HANG_S = 600.0
 PLUGIN_SOURCE = """
@@ -97,48 +98,8 @@ def check_outputs(parquet_files: list[Path], files: int, rows: int) -> None:
 # --- casparian-trio --------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _env(root: Path) -> dict[str, str]:
-    env = {**os.environ, "TMPDIR": str(root), "PYTHONUNBUFFERED": "1"}
-    for key in ("CASPARIAN_DB", "CASPARIAN_BIND", "CASPARIAN_CONNECT", "CASPARIAN_OUTPUT"):
-        env.pop(key, None)
-    return env
-
-
-def _spawn(argv: list[str], root: Path, name: str) -> tuple[subprocess.Popen[bytes], Path]:
-    log = root / f"{name}.log"
-    with open(log, "wb") as out:
-        popen = subprocess.Popen(
-            argv, cwd=root, env=_env(root), stdin=subprocess.DEVNULL, stdout=out, stderr=out
-        )
-    return popen, log
-
-
-def _wait_for(log: Path, popen: subprocess.Popen[bytes], text: str) -> None:
-    deadline = time.monotonic() + HANG_S
-    while text not in log.read_text(errors="replace"):
-        if popen.poll() is not None:
-            raise SystemExit(f"{log.name}: exited {popen.returncode}:\n{log.read_text()[-3000:]}")
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{log.name}: no {text!r} within {HANG_S:g} s")
-        time.sleep(0.02)
-
-
 def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
-    for p in procs:
-        if p.poll() is None:
-            p.terminate()
-    for p in procs:
-        try:
-            p.wait(30)
-        except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
+    stop(procs, grace_s=30)
 
 
 def seed(
@@ -224,19 +185,19 @@ def run_casparian(
         [sys.executable, "-m", "casparian_trio", "init-db", "--db", str(db)],
         check=True,
         capture_output=True,
-        env=_env(root),
+        env=child_env(root),
     )
     plugin = "smallfiles"
     seed(db, inputs, plugin, {} if reuse else {"reuse_guest": False}, source)
     address = f"tcp://127.0.0.1:{free_port()}"
-    sentinel, log = _spawn(
+    sentinel, log = spawn(
         [sys.executable, "-m", "casparian_trio", "sentinel", "--db", str(db), "--bind", address],
         root,
         "sentinel",
     )
     procs = [sentinel]
     try:
-        _wait_for(log, sentinel, "sentinel serving")
+        wait_for(log, sentinel, "sentinel serving", hang_s=HANG_S)
         for i in range(workers):
             worker_argv = [
                 sys.executable,
@@ -254,7 +215,7 @@ def run_casparian(
                 "--allow-system-env",
                 *WORKER_ARGS,
             ]
-            procs.append(_spawn(worker_argv, root, f"worker-{i}")[0])
+            procs.append(spawn(worker_argv, root, f"worker-{i}")[0])
         deadline = time.monotonic() + HANG_S
         while True:
             done, bad, spans = _progress(db)
@@ -296,7 +257,7 @@ def run_huey(work: Path, inputs: list[Path], workers: int) -> float:
             " initial_delay=0.001, max_delay=0.01, backoff=1.05).run()\n",
         ],
         cwd=root,
-        env=_env(root),
+        env=child_env(root),
         stdout=subprocess.DEVNULL,
         stderr=open(root / "consumer.log", "wb"),  # noqa: SIM115 (closed with the process)
     )
