@@ -1,7 +1,7 @@
 """Is the file a DISPATCH names still the version the Sentinel queued? (pure, plus one probe)
 
 Before a guest starts, the worker looks at the input (``observe``: one
-``os.lstat`` and two ``realpath`` calls, run in a thread) and ``judge`` decides:
+``os.lstat`` and two ``realpath`` calls, in a thread, or on the Trio thread for a file of at most 1 MiB) and ``judge`` decides:
 
 - missing → ``gone`` (deleted since the scan): not the plugin's fault, not retried;
 - a symlink, not a regular file, or resolving outside its source root → a
@@ -64,7 +64,7 @@ class InputRefused(CasparianError):
 
 
 def observe(path: str, source_root: str) -> Observed:
-    """The I/O half: lstat the path, resolve it and its root (run in a thread)."""
+    """The I/O half: lstat the path, resolve it and its root (blocking: a thread, or inline for a small file)."""
     try:
         st = os.lstat(path)
     except (FileNotFoundError, NotADirectoryError):
@@ -109,7 +109,7 @@ HASH_CHUNK = 1024 * 1024
 
 
 def digest(path: str) -> str | None:
-    """The file's sha256 (hex), None when it vanished (run in a thread)."""
+    """The file's sha256 (hex), None when it vanished (blocking: a thread, or inline for a small file)."""
     sha = hashlib.sha256()
     try:
         with open(path, "rb") as handle:

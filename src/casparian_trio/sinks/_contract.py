@@ -83,13 +83,31 @@ def read_contract(directory: Path, topic: str) -> Contract | None:
     """
     path = contract_path(directory, topic)
     try:
-        return Contract.from_json(json.loads(path.read_text(encoding="utf-8")))
+        with open(path, "rb") as file:
+            stat = os.fstat(file.fileno())
+            key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            cached = _PARSED.get(str(path))
+            if cached is not None and cached[0] == key:
+                return cached[1]
+            text = file.read().decode("utf-8")
+        contract = Contract.from_json(json.loads(text))
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise SinkError(
             f"topic {topic!r}: {path} is not a valid contract ({exc}); remove it"
         ) from exc
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.clear()
+    _PARSED[str(path)] = (key, contract)
+    return contract
+
+
+# Parsed contracts by path, each with the (device, inode, mtime, size) it was read
+# at: every job of a topic reads its contract twice, and the file changes only by
+# ``write_contract``'s rename (a new inode). Contracts are frozen, so sharing is safe.
+_PARSED: dict[str, tuple[tuple[int, int, int, int], Contract]] = {}
+_PARSED_MAX = 1024
 
 
 def write_contract(directory: Path, contract: Contract) -> None:

@@ -275,9 +275,11 @@ class Conformer:
         return Conformed(good, quarantine, retargeted)
 
     def _lineage_arrays(self, n: int) -> tuple[pa.Array, ...]:
-        # One constant array per job and column, sliced (zero-copy) for every batch.
+        # One constant array per job and column, sliced (zero-copy) for every batch:
+        # built for the first batch's rows (a small file's only batch: no more),
+        # then at least doubled when a bigger batch comes.
         if self._lineage is None or len(self._lineage[0]) < n:
-            size = max(n, 65536)
+            size = n if self._lineage is None else max(n, 2 * len(self._lineage[0]))
             self._lineage = (
                 _constant_int64(self.job_id, size),
                 _constant_int64(self.file_version_id, size),

@@ -113,6 +113,9 @@ class ParquetSink:
     _current: Contract | None = None
     _writer: pq.ParquetWriter | None = None
     _staging: Path | None = None
+    # The staged file's Arrow schema as a reader sees it (the closed writer's footer):
+    # Parquet stores some types in a wider unit (date64 → date32, time32[s] → [ms]).
+    _staged_schema: pa.Schema | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
     _buffer_rows: int = 0
     _buffer_bytes: int = 0
@@ -191,6 +194,7 @@ class ParquetSink:
             self._open(self.conformer.output_schema())  # an empty file still has the schema
         if self._writer is not None:
             self._writer.close()
+            self._staged_schema = _footer_schema(self._writer)
             self._writer = None
         if self._staging is None and self.mode != "replace":
             # Nothing to promote: the file's earlier output (if any) goes, and no
@@ -255,6 +259,8 @@ class ParquetSink:
     def _retract_quarantine(self) -> int:
         if self.conformer is None or self.source_file_id is None:
             return 0  # a quarantine sink has none of its own; job-named files stay
+        if self._quarantine is None and not os.path.isdir(self._quarantine_directory()):
+            return 0  # no quarantine folder: nothing to remove (the common case)
         return self._quarantine_sink(create=False).retract()
 
     def prepare(self) -> None:
@@ -269,7 +275,7 @@ class ParquetSink:
     def _meet_contract(self, conformer: Conformer) -> Reconciled:
         """Decide the promotion against the current contract; conform the staged file if needed."""
         assert self._staging is not None
-        staged = pq.read_schema(self._staging)
+        staged = self._staged_schema or pq.read_schema(self._staging)
         self._current = (
             None if self.mode == "replace" else read_contract(self.directory, self.topic)
         )
@@ -351,10 +357,9 @@ class ParquetSink:
         if self._quarantine is not None:
             return self._quarantine
         name = f"{self.topic}{QUARANTINE_SUFFIX}"
-        directory = self.directory.with_name(f"{self.directory.name}{QUARANTINE_SUFFIX}")
         sink = ParquetSink(
             name,
-            directory,
+            self._quarantine_directory(),
             self.job_id,
             "append",
             None,
@@ -366,6 +371,9 @@ class ParquetSink:
         if create:
             self._quarantine = sink
         return sink
+
+    def _quarantine_directory(self) -> Path:
+        return self.directory.with_name(f"{self.directory.name}{QUARANTINE_SUFFIX}")
 
     def _retarget(self, schema: pa.Schema) -> None:
         """The job's schema grew (lossless): recast what is buffered and what is staged."""
@@ -426,7 +434,8 @@ class ParquetSink:
 def promoted_version(path: Path) -> int | None:
     """The file version a promoted file was parsed from (its footer), None if unknown/absent."""
     try:
-        metadata = pq.read_schema(path).metadata or {}
+        with open(path, "rb") as file:  # missing: the common case, one failed open()
+            metadata = pq.read_schema(file).metadata or {}
     except FileNotFoundError:
         return None
     except (OSError, pa.ArrowException):
@@ -437,6 +446,16 @@ def promoted_version(path: Path) -> int | None:
         return None if value is None else int(value)
     except ValueError:
         return None
+
+
+def _footer_schema(writer: pq.ParquetWriter) -> pa.Schema | None:
+    """A closed writer's file schema as ``pq.read_schema`` gives it, without reading
+    the file back (None: this pyarrow does not expose the footer; read the file)."""
+    try:
+        schema: pa.Schema = writer.writer.metadata.schema.to_arrow_schema()
+    except (AttributeError, pa.ArrowException):
+        return None
+    return schema
 
 
 def contract_report(contract: Contract) -> dict[str, Any]:
@@ -517,8 +536,11 @@ def _dir_lock(directory: Path) -> Iterator[None]:
     flock on the directory itself: no lock file for dataset readers to trip on.
     Runs in the writer thread, so blocking here never stalls the event loop.
     """
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
