@@ -47,6 +47,7 @@ Invariants:
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -60,7 +61,7 @@ import attrs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from casparian_trio.errors import OutputSuperseded, SinkError
+from casparian_trio.errors import CasparianError, OutputSuperseded, SinkError
 from casparian_trio.protocol.messages import Artifact
 from casparian_trio.sinks._contract import (
     Contract,
@@ -116,6 +117,10 @@ class ParquetSink:
     # The staged file's Arrow schema as a reader sees it (the closed writer's footer):
     # Parquet stores some types in a wider unit (date64 → date32, time32[s] → [ms]).
     _staged_schema: pa.Schema | None = None
+    # A full row group is encoded by this one thread while the next one fills
+    # (at most one in flight; see ``_flush``). Started by the first full group only.
+    _encoder: concurrent.futures.ThreadPoolExecutor | None = None
+    _encoding: concurrent.futures.Future[None] | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
     _buffer_rows: int = 0
     _buffer_bytes: int = 0
@@ -177,7 +182,7 @@ class ParquetSink:
         self._buffer_bytes += batch.nbytes
         self.rows += batch.num_rows
         if self._buffer_rows >= ROW_GROUP_ROWS or self._buffer_bytes >= ROW_GROUP_BYTES:
-            self._flush()
+            self._flush(background=True)
 
     def commit(self) -> Artifact | None:
         """Finish the file, meet the topic's contract, rename it into place.
@@ -186,6 +191,7 @@ class ParquetSink:
         (``_contract.reconcile``) runs under the directory lock with the rename.
         """
         self._flush()
+        self._stop_encoder()
         if (
             self._writer is None
             and self.conformer is not None
@@ -344,6 +350,10 @@ class ParquetSink:
             self._quarantine.abort()
         self._buffer.clear()
         try:
+            self._stop_encoder()  # a row group being encoded finishes first (bounded)
+        except Exception:
+            logger.debug("encoding an aborted row group failed", exc_info=True)
+        try:
             if self._writer is not None:
                 self._writer.close()
         except Exception:
@@ -378,6 +388,7 @@ class ParquetSink:
     def _retarget(self, schema: pa.Schema) -> None:
         """The job's schema grew (lossless): recast what is buffered and what is staged."""
         self._buffer = [_cast_batch(b, schema) for b in self._buffer]
+        self._wait_encoded()
         if self._writer is None:
             return
         self._writer.close()
@@ -392,16 +403,62 @@ class ParquetSink:
         staged.close()
         old.unlink(missing_ok=True)
 
-    def _flush(self) -> None:
+    def _flush(self, *, background: bool = False) -> None:
+        """Write what is buffered as a row group (``background``: in the encoder thread).
+
+        Encoding a row group takes as long as parsing one: done in line, the
+        stream would stop for it (the guest blocks once the pipeline is full),
+        so a full group is handed to the encoder while the next one is buffered.
+        One group at most is in flight, so memory stays at two row groups.
+        """
         if not self._buffer:
             return
         table = pa.Table.from_batches(self._buffer)
         self._buffer = []
-        self._buffer_rows = self._buffer_bytes = 0
+        if background and table.num_rows > ROW_GROUP_ROWS:
+            # Exactly ROW_GROUP_ROWS rows per group; the rest starts the next one
+            # (written whole, each flush would leave a small group behind).
+            self._buffer = table.slice(ROW_GROUP_ROWS).to_batches()
+            table = table.slice(0, ROW_GROUP_ROWS)
+        self._buffer_rows = sum(b.num_rows for b in self._buffer)
+        self._buffer_bytes = sum(b.nbytes for b in self._buffer)
+        self._wait_encoded()
         if self._writer is None:
             self._open(table.schema, use_dictionary=dictionary_columns(table))
-        assert self._writer is not None
-        self._writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        writer = self._writer
+        assert writer is not None
+        if not background:
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+            return
+        if self._encoder is None:
+            self._encoder = concurrent.futures.ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix=f"parquet-encode-{self.job_id}"
+            )
+        self._encoding = self._encoder.submit(
+            writer.write_table, table, row_group_size=ROW_GROUP_ROWS
+        )
+
+    def _wait_encoded(self) -> None:
+        """Until the row group in the encoder is written; its error, if any, is raised here."""
+        encoding, self._encoding = self._encoding, None
+        if encoding is None:
+            return
+        try:
+            encoding.result()
+        except CasparianError:
+            raise
+        except Exception as exc:
+            raise SinkError(
+                f"topic {self.topic!r} ({self.location}): writing failed: {exc}"
+            ) from exc
+
+    def _stop_encoder(self) -> None:
+        try:
+            self._wait_encoded()
+        finally:
+            if self._encoder is not None:
+                self._encoder.shutdown(wait=True)
+                self._encoder = None
 
     def _open(self, schema: pa.Schema, use_dictionary: bool | list[str] = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)

@@ -54,6 +54,55 @@ def test_parquet_abort_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
     assert list((tmp_path / "ds").iterdir()) == []
 
 
+def test_parquet_full_groups_encode_beside_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Full row groups go to the encoder thread; every row lands once, in order."""
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 100)
+    sink = sink_for(tmp_path, "parquet://ds")
+    for b in batches(37, 30):  # 1,110 rows: 11 full groups in the background, 1 at commit
+        sink.write(b)
+    artifact = sink.commit()
+    assert artifact is not None and artifact.rows == 1110
+    table = pq.read_table(artifact.uri)
+    assert table.column("i").to_pylist() == list(range(1110))
+    assert pq.ParquetFile(artifact.uri).metadata.num_row_groups == 12
+
+
+def test_parquet_encoder_failure_fails_the_job(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A row group the encoder cannot write is a SinkError naming the topic; nothing is promoted."""
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 10)
+    sink = sink_for(tmp_path, "parquet://ds")
+    sink.write(batches(1, 10)[0])  # opens the writer, hands the group to the encoder
+    assert sink._writer is not None
+
+    def broken(*_args: object, **_kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    sink._wait_encoded()
+    monkeypatch.setattr(sink._writer, "write_table", broken)
+    sink.write(batches(1, 10)[0])
+    with pytest.raises(SinkError, match=r"topic 't'.*writing failed.*No space left"):
+        sink.commit()
+    sink.abort()
+    assert not list((tmp_path / "ds").glob("*.parquet"))
+    assert not list((tmp_path / "ds").glob(".*.staging"))
+
+
+def test_parquet_abort_while_a_group_encodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 50)
+    sink = sink_for(tmp_path, "parquet://ds")
+    for b in batches(4, 50):
+        sink.write(b)
+    sink.abort()  # waits for the group in flight, then removes the staged file
+    assert sink._encoder is None
+    assert list((tmp_path / "ds").iterdir()) == []
+
+
 def test_parquet_error_mode(tmp_path: Path) -> None:
     first = sink_for(tmp_path, "parquet://ds", job_id=1)
     first.write(batches(1, 5)[0])
