@@ -257,7 +257,7 @@ class BridgeExecutor:
         }
         if job.retracted is not None:
             metrics["retracted"] = job.retracted
-        logger.info(
+        logger.debug(  # the runner's "job N SUCCESS" line says it at INFO, with the rows
             "job %d succeeded: %d rows",
             job_id,
             rows,

@@ -71,11 +71,14 @@ class JobRun:
             reason = self.reason or StopReason.ABORT
             receipt = Conclude(status="ABORTED", error_message=reason.value)
         receipt = _finish(receipt, self.dispatch.attempt, trio.current_time() - started)
+        rows = receipt.metrics.get("rows") if receipt.status == "SUCCESS" else None
         logger.info(
             "job %d %s%s",
             self.job_id,
             receipt.status,
-            f": {receipt.error_message.splitlines()[0]}" if receipt.error_message else "",
+            f": {receipt.error_message.splitlines()[0]}"
+            if receipt.error_message
+            else (f": {rows} rows" if rows is not None else ""),
             extra={"event": "job.finished", "job_id": self.job_id},
         )
         return receipt

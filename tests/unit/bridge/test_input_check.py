@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
 import stat
+from pathlib import Path
 
 import pytest
 
+from casparian_trio.bridge import _input_check
 from casparian_trio.bridge._input_check import (
     SKIP_GONE,
     SKIP_SUPERSEDED,
@@ -79,3 +82,24 @@ def test_judge(
 def test_refusals_are_deterministic_and_skips_are_not() -> None:
     assert (LINK.skip_reason, LINK.deterministic) == (None, True)
     assert (GONE.deterministic, CHANGED.deterministic) == (False, False)
+
+
+def test_real_path_agrees_with_realpath(tmp_path: Path) -> None:
+    """The kernel's answer (/proc/self/fd) is realpath's, for links, dots, missing paths."""
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.csv").write_text("x\n")
+    (tmp_path / "link").symlink_to(tmp_path / "a")
+    (tmp_path / "a" / "b" / "to_f").symlink_to("f.csv")
+    (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+    for rel in [
+        "a/b/f.csv",
+        "link/b/f.csv",
+        "link",
+        "a/b/to_f",
+        "dangling",
+        "missing/file.csv",
+        "a/b/../b/f.csv",
+        "caf\udce9.csv",  # a name that is not UTF-8 (surrogate-escaped)
+    ]:
+        path = str(tmp_path / rel)
+        assert _input_check.real_path(path) == os.path.realpath(path), rel

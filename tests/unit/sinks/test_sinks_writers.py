@@ -63,7 +63,8 @@ def test_parquet_full_groups_encode_beside_the_next(
     for b in batches(37, 30):  # 1,110 rows: 11 full groups in the background, 1 at commit
         sink.write(b)
     artifact = sink.commit()
-    assert artifact is not None and artifact.rows == 1110
+    assert artifact is not None
+    assert artifact.rows == 1110
     table = pq.read_table(artifact.uri)
     assert table.column("i").to_pylist() == list(range(1110))
     assert pq.ParquetFile(artifact.uri).metadata.num_row_groups == 12
