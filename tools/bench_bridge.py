@@ -11,7 +11,9 @@ process's peak RSS for 1x and 5x the input (measured with
 ``getrusage(RUSAGE_SELF)`` in a fresh subprocess each, so the guest is not
 counted), and the mean per-job overhead of a trivial plugin on a tiny file,
 cold and with a reused guest (an idle worker: 0.3 s between jobs, not timed).
-Then the whole job through a real Sentinel and one real worker
+Then the whole job through a real Sentinel and one real worker, for two plugin
+shapes (``csv_stream.py``'s incremental reader, and ``read_csv`` returning one
+table)
 (``python -m casparian_trio sentinel|worker``, from its claim to its
 conclusion in the database) against the one-process figure, and the Parquet
 size against ``write_table``'s.
@@ -148,7 +150,22 @@ def main() -> None:
         run(Path(tmp), args.rows, args.jobs, args.five, args.repeat)
 
 
-def whole_job(tmp: Path, csv: Path, plugin: Path, base: dict[str, float]) -> None:
+# The other plugin shape a user writes: parse the whole file (pyarrow's threaded
+# read_csv), return one table. The guest cannot stream it, so the host writes
+# after the parse; ``csv_stream.py`` (pyarrow's incremental reader) overlaps the two.
+READ_WHOLE = """
+import pyarrow.csv as pacsv
+
+
+class Handler:
+    def execute(self, file_path):
+        return pacsv.read_csv(file_path)
+"""
+
+
+def whole_job(
+    tmp: Path, csv: Path, source: str, base: dict[str, float], label: str, repeat: int
+) -> None:
     """The job through a real Sentinel and worker; its time and Parquet size vs one process.
 
     Two jobs are queued: a small file first, so the big one meets the worker as
@@ -158,16 +175,20 @@ def whole_job(tmp: Path, csv: Path, plugin: Path, base: dict[str, float]) -> Non
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_smallfiles as small
 
-    work = tmp / "whole"
-    work.mkdir()
     first = write_csv(tmp / "first.csv", 1000)
-    small.run_casparian(work, [first, csv], 1, reuse=True, source=plugin.read_text(), check=False)
-    (a0, a1), (b0, b1) = small.SPANS
-    seconds = b1 - b0
-    size = max(p.stat().st_size for p in small.OUTPUTS)  # the big file's output
+    runs = []
+    for i in range(repeat):  # the best of ``repeat`` fresh systems, as for the one-process line
+        work = tmp / f"whole-{label.split(':')[0]}-{i}"
+        work.mkdir()
+        small.run_casparian(work, [first, csv], 1, reuse=True, source=source, check=False)
+        (a0, a1), (b0, b1) = small.SPANS
+        size = max(p.stat().st_size for p in small.OUTPUTS)  # the big file's output
+        runs.append((b1 - b0, a1 - a0, size))
+    seconds, first_s, size = min(runs)
+    a0, a1 = 0.0, first_s
     one = (tmp / "one.parquet").stat().st_size
     print(
-        f"whole job, real Sentinel + worker:    {seconds:.2f} s (claim to conclusion), "
+        f"whole job ({label}), real Sentinel + worker: {seconds:.2f} s (claim to conclusion), "
         f"{seconds / base['seconds']:.2f}x one process (must <= 1.2x, aim <= 0.75x); "
         f"the worker's first job (1,000 rows): {a1 - a0:.2f} s"
     )
@@ -184,7 +205,8 @@ def run(tmp: Path, rows: int, jobs: int, five: bool, repeat: int) -> None:
     )
     plugin = PLUGINS / "csv_stream.py"
     base = measure(ONE_PROCESS, csv, tmp / "one.parquet", repeat=repeat)
-    whole_job(tmp, csv, plugin, base)
+    whole_job(tmp, csv, plugin.read_text(), base, "csv_stream: open_csv batches", repeat)
+    whole_job(tmp, csv, READ_WHOLE, base, "read_csv: one table", repeat)
     bridge = measure(BRIDGE, csv, tmp / "bridge1", plugin, 1, "cold", repeat=repeat)
     warm = measure(BRIDGE, csv, tmp / "bridge1w", plugin, 1, "warm", repeat=repeat)
     print(

@@ -28,6 +28,7 @@ import stat
 
 import attrs
 
+from casparian_trio._realpath import real_path
 from casparian_trio.errors import CasparianError
 
 SKIP_GONE = "gone"
@@ -77,31 +78,6 @@ def observe(path: str, source_root: str) -> Observed:
         real_path=real_path(path),
         real_root=real_path(source_root),
     )
-
-
-def real_path(path: str) -> str:
-    """``os.path.realpath``, from the kernel where it can tell (Linux ``/proc/self/fd``).
-
-    ``realpath`` is an lstat per component in Python; an ``O_PATH`` open and one
-    readlink resolve the same links in two system calls. Falls back to realpath
-    when ``/proc`` is not there or the path went away meanwhile.
-    """
-    flags = getattr(os, "O_PATH", None)
-    if flags is None:
-        return os.path.realpath(path)
-    try:
-        fd = os.open(path, flags | os.O_CLOEXEC)
-    except OSError:
-        return os.path.realpath(path)
-    try:
-        resolved = os.readlink(f"/proc/self/fd/{fd}")
-    except OSError:
-        return os.path.realpath(path)
-    finally:
-        os.close(fd)
-    if not resolved.startswith("/") or resolved.endswith(" (deleted)"):
-        return os.path.realpath(path)
-    return resolved
 
 
 def judge(

@@ -19,6 +19,7 @@ from pathlib import Path, PurePosixPath
 
 import attrs
 
+from casparian_trio._realpath import real_path
 from casparian_trio.errors import SinkError
 
 _TABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
@@ -67,8 +68,8 @@ def _confine(uri: str, topic: str, rel: str, output_root: Path) -> Path:
         )
     if ".." in pure.parts:
         raise _bad(uri, topic, "'..' would escape the output root")
-    root = output_root.resolve()
-    resolved = (root / pure).resolve()
+    root = Path(real_path(str(output_root)))
+    resolved = Path(real_path(str(root / pure)))
     if resolved != root and root not in resolved.parents:
         raise _bad(uri, topic, "resolves outside the output root (symlink?)")
     return resolved

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from casparian_trio.bridge import _input_check
+from casparian_trio._realpath import real_path
 from casparian_trio.bridge._input_check import (
     SKIP_GONE,
     SKIP_SUPERSEDED,
@@ -102,4 +102,4 @@ def test_real_path_agrees_with_realpath(tmp_path: Path) -> None:
         "caf\udce9.csv",  # a name that is not UTF-8 (surrogate-escaped)
     ]:
         path = str(tmp_path / rel)
-        assert _input_check.real_path(path) == os.path.realpath(path), rel
+        assert real_path(path) == os.path.realpath(path), rel
