@@ -65,9 +65,11 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import socket
 import struct
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -84,6 +86,8 @@ ERROR_TAG = 0xFFFFFFFF
 FRAME_TARGET_BYTES = 4 * 1024 * 1024
 # Never send a frame larger than this (the host refuses > 256 MiB).
 FRAME_MAX_BYTES = 64 * 1024 * 1024
+# Full frames waiting for the sender thread (each about FRAME_TARGET_BYTES).
+SEND_AHEAD = 2
 PR_SET_PDEATHSIG = 1
 SIGKILL = 9
 
@@ -126,7 +130,15 @@ def _limit_memory(limit_mb: int) -> None:
 
 
 class Channel:
-    """Frames data to the host, coalescing small batches per topic."""
+    """Frames data to the host, coalescing small batches per topic.
+
+    A frame that fills up while the plugin still runs is encoded (Arrow IPC)
+    and sent by a sender thread, so the plugin's next batch is parsed
+    meanwhile (pyarrow and ``sendall`` release the GIL); at most
+    ``SEND_AHEAD`` frames wait for it. Frames sent at the end and control
+    frames wait until the thread has sent everything before them, so the
+    host reads frames in the order they were made and END or ERROR last.
+    """
 
     def __init__(self, sock: socket.socket, topics: list[str]) -> None:
         self.sock = sock
@@ -139,6 +151,9 @@ class Channel:
         # reaches the host (a header-only file records its columns).
         self.empty: dict[str, Any] = {}
         self.sent: set[str] = set()
+        self._ahead: queue.Queue[tuple[str, list[Any]] | None] | None = None
+        self._sender: threading.Thread | None = None
+        self._send_error: BaseException | None = None
 
     def publish(self, topic: str, data: object) -> None:
         if topic not in self.topics:
@@ -171,13 +186,61 @@ class Channel:
         pending.append(batch)
         self.pending_bytes[topic] = self.pending_bytes.get(topic, 0) + size
         if self.pending_bytes[topic] >= FRAME_TARGET_BYTES:
-            self._flush(topic)
+            self._flush(topic, ahead=True)
 
-    def _flush(self, topic: str) -> None:
+    def _flush(self, topic: str, *, ahead: bool = False) -> None:
         batches = self.pending.pop(topic, [])
         self.pending_bytes.pop(topic, None)
         if not batches:
             return
+        self.rows += sum(b.num_rows for b in batches)
+        self.batches += len(batches)
+        self.sent.add(topic)
+        if ahead and self._start_sender():
+            assert self._ahead is not None
+            self._raise_send_error()
+            self._ahead.put((topic, batches))  # blocks while SEND_AHEAD frames wait
+            return
+        self._drain()
+        self._send_frame(topic, batches)
+
+    def _start_sender(self) -> bool:
+        if self._sender is not None:
+            return True
+        self._ahead = queue.Queue(maxsize=SEND_AHEAD)
+        thread = threading.Thread(target=self._send_ahead, name="guest-sender", daemon=True)
+        try:
+            thread.start()
+        except RuntimeError:  # no memory for its stack under a tight memory_mb: send in line
+            self._ahead = None
+            return False
+        self._sender = thread
+        return True
+
+    def _send_ahead(self) -> None:
+        assert self._ahead is not None
+        while (item := self._ahead.get()) is not None:
+            if self._send_error is None:  # after a failure, drop the rest: ERROR follows
+                try:
+                    self._send_frame(*item)
+                except BaseException as exc:  # MemoryError too: the job's ERROR frame says it
+                    self._send_error = exc
+
+    def _drain(self) -> None:
+        """Until the sender thread has sent every frame handed to it; its error is raised here."""
+        if self._sender is not None:
+            assert self._ahead is not None
+            self._ahead.put(None)
+            self._sender.join()
+            self._sender = self._ahead = None
+        self._raise_send_error()
+
+    def _raise_send_error(self) -> None:
+        if self._send_error is not None:
+            error, self._send_error = self._send_error, None
+            raise error
+
+    def _send_frame(self, topic: str, batches: list[Any]) -> None:
         import pyarrow as pa
 
         sink = pa.BufferOutputStream()
@@ -189,11 +252,9 @@ class Channel:
         head = HEADER.pack(TOPIC_LEN.size + len(name) + body.size) + TOPIC_LEN.pack(len(name))
         self.sock.sendall(head + name)
         self.sock.sendall(memoryview(body))
-        self.rows += sum(b.num_rows for b in batches)
-        self.batches += len(batches)
-        self.sent.add(topic)
 
     def flush_all(self) -> None:
+        self._drain()
         for topic in list(self.pending):
             self._flush(topic)
         for topic, batch in self.empty.items():
@@ -202,6 +263,11 @@ class Channel:
                 self._flush(topic)
 
     def send_control(self, tag: int, obj: dict[str, Any]) -> None:
+        try:
+            self._drain()  # END or ERROR comes after every data frame
+        except BaseException:
+            if tag != ERROR_TAG:
+                raise  # END must not follow a frame that was not sent: the caller sends ERROR
         body = json.dumps(obj, default=str).encode("utf-8")
         self.sock.sendall(HEADER.pack(tag) + HEADER.pack(len(body)) + body)
 

@@ -198,3 +198,43 @@ async def test_two_million_row_csv(job_env: JobEnv, tmp_path: Path) -> None:
     pq.write_table(got, reference)
     assert file_size(artifact.uri) <= 1.05 * file_size(reference)
     job_env.assert_nothing_left(failed=False)
+
+
+MANY_FRAMES = textwrap.dedent(
+    """
+    import pyarrow as pa
+
+    class Handler:
+        def execute(self, file_path):
+            for k in range(40):  # ~32 MB in ~8 frames: most are sent by the guest's sender thread
+                yield pa.record_batch({"id": pa.array(range(k * 100_000, (k + 1) * 100_000))})
+            if "fail" in file_path:
+                raise ValueError("broke after 40 batches")
+    """
+)
+
+
+async def test_frames_sent_ahead_arrive_in_order(job_env: JobEnv, tmp_path: Path) -> None:
+    """Frames the guest's sender thread sends while the plugin runs keep their order;
+    the same guest then runs a small job (its sender thread is gone)."""
+    ex = job_env.executor
+    with trio.fail_after(HANG_GUARD_S):
+        async with ex:  # keeps the guest between the two jobs
+            receipt = await ex.run(31, make_dispatch(MANY_FRAMES, tmp_path / "ok"))
+            assert receipt.status == "SUCCESS", receipt.error_message
+            (artifact,) = receipt.artifacts
+            ids = pq.read_table(artifact.uri).column("id").to_pylist()
+            assert ids == list(range(4_000_000))
+            assert receipt.metrics["rows"] == 4_000_000
+            again = await ex.run(32, make_dispatch(MANY_FRAMES, tmp_path / "ok2"))
+    assert again.status == "SUCCESS", again.error_message
+    assert again.metrics["guest_job"] == receipt.metrics["guest_job"] + 1  # the same guest
+    job_env.assert_nothing_left(failed=False)
+
+
+async def test_a_failure_after_frames_sent_ahead(job_env: JobEnv, tmp_path: Path) -> None:
+    with trio.fail_after(HANG_GUARD_S):
+        receipt = await job_env.executor.run(33, make_dispatch(MANY_FRAMES, tmp_path / "fail"))
+    assert receipt.status == "FAILED"
+    assert "broke after 40 batches" in (receipt.error_message or "")
+    job_env.assert_nothing_left()
