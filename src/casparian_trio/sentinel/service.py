@@ -226,12 +226,8 @@ class Sentinel:
 
     async def _dispatch_round(self) -> None:
         """Fill every advertised free slot, one claim per slot, until the queue runs dry."""
-        progress = True
-        while progress:
-            progress = False
-            for worker in self.ctx.registry.with_credit():
-                if await self.dispatcher.dispatch_one(worker):
-                    progress = True
+        while await self.dispatcher.dispatch_round():
+            pass
 
     async def _next_delay(self) -> float:
         if self.ctx.registry.total_free_slots() == 0:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from casparian_trio.store._db import Database, open_database
 from casparian_trio.store._migrate import migrate
+from casparian_trio.store.claims import Claimed, ClaimRequest
 from casparian_trio.store.rows import (
     DispatchPlan,
     EnvSpec,
@@ -24,6 +25,8 @@ from casparian_trio.store.service import Store
 from casparian_trio.store.topics import TopicOutput
 
 __all__ = [
+    "ClaimRequest",
+    "Claimed",
     "Database",
     "DispatchPlan",
     "EnvSpec",

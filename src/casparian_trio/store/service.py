@@ -16,8 +16,9 @@ from typing import Any, TypeVar
 
 import attrs
 
-from casparian_trio.store import catalog, queue, scans, sentinels, topics, workers
+from casparian_trio.store import catalog, claims, queue, scans, sentinels, topics, workers
 from casparian_trio.store._db import Database
+from casparian_trio.store.claims import Claimed, ClaimRequest
 from casparian_trio.store.rows import (
     DispatchPlan,
     EnvSpec,
@@ -114,6 +115,17 @@ class Store:
             worker_host=worker_host,
             worker_pid=worker_pid,
         )
+
+    async def claim_round(
+        self, requests: Sequence[ClaimRequest], *, now: float
+    ) -> list[Claimed | None]:
+        """One claim per request (a free slot, in filling order), each resolved: one transaction.
+
+        Returns one entry per request (None: nothing claimable for it); see ``claims``.
+        """
+        if not requests:
+            return []
+        return await self._quick_write(claims.claim_round, tuple(requests), now=now)
 
     async def complete(
         self,
