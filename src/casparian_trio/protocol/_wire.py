@@ -14,6 +14,7 @@ empty (old peers expect ``"jobs": []``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -172,14 +173,22 @@ def positive(what: str) -> Callable[[Any, Any, int], None]:
 # --- the two walks -----------------------------------------------------------------------------
 
 
+@functools.cache
+def _specs(cls: type[Any]) -> tuple[tuple[str, str, str, Wire], ...]:
+    """(attribute, init alias, JSON key, Wire) of each field of ``cls``, in order (once per class)."""
+    return tuple(
+        (field.name, field.alias, field.metadata[WIRE].name or field.name, field.metadata[WIRE])
+        for field in attrs.fields(cls)
+    )
+
+
 def to_json(payload: Any) -> dict[str, Any]:
     """The JSON object of an attrs payload, keys in field order."""
     doc: dict[str, Any] = {}
-    for field in attrs.fields(type(payload)):
-        spec: Wire = field.metadata[WIRE]
-        value = spec.write(getattr(payload, field.name))
+    for attribute, _alias, key, spec in _specs(type(payload)):
+        value = spec.write(getattr(payload, attribute))
         if value is not OMIT:
-            doc[spec.name or field.name] = value
+            doc[key] = value
     return doc
 
 
@@ -188,8 +197,5 @@ def from_json(cls: type[T], obj: Mapping[str, Any]) -> T:
 
     Unknown keys are ignored: newer peers may add extensions.
     """
-    kwargs: dict[str, Any] = {}
-    for field in attrs.fields(cls):  # type: ignore[arg-type]  # an attrs class
-        spec: Wire = field.metadata[WIRE]
-        kwargs[field.alias] = spec.read(obj, spec.name or field.name)
+    kwargs = {alias: spec.read(obj, key) for _attribute, alias, key, spec in _specs(cls)}
     return cls(**kwargs)

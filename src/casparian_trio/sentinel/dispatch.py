@@ -120,7 +120,9 @@ class Dispatcher:
         held.pending = None
         held.dispatched_at = trio.current_time()
         self.ctx.outbox.put(Outgoing(worker.identity, dispatch, held.job_id))
-        logger.info(
+        # DEBUG: the outcome line (reactions.py) names the worker and attempt
+        # again; a second INFO line per job was a measurable share of its cost.
+        logger.debug(
             "job %d (%s) dispatched to %s, attempt %d",
             held.job_id,
             held.plugin_name,
