@@ -14,7 +14,6 @@ empty (old peers expect ``"jobs": []``).
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
@@ -173,13 +172,19 @@ def positive(what: str) -> Callable[[Any, Any, int], None]:
 # --- the two walks -----------------------------------------------------------------------------
 
 
-@functools.cache
-def _specs(cls: type[Any]) -> tuple[tuple[str, str, str, Wire], ...]:
+_Spec = tuple[str, str, str, Wire]
+_SPECS: dict[type[Any], tuple[_Spec, ...]] = {}
+
+
+def _specs(cls: type[Any]) -> tuple[_Spec, ...]:
     """(attribute, init alias, JSON key, Wire) of each field of ``cls``, in order (once per class)."""
-    return tuple(
-        (field.name, field.alias, field.metadata[WIRE].name or field.name, field.metadata[WIRE])
-        for field in attrs.fields(cls)
-    )
+    specs = _SPECS.get(cls)
+    if specs is None:
+        specs = _SPECS[cls] = tuple(
+            (field.name, field.alias, field.metadata[WIRE].name or field.name, field.metadata[WIRE])
+            for field in attrs.fields(cls)
+        )
+    return specs
 
 
 def to_json(payload: Any) -> dict[str, Any]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from casparian_trio.store._db import Database, open_database
 from casparian_trio.store._migrate import migrate
 from casparian_trio.store.claims import Claimed, ClaimRequest
+from casparian_trio.store.receipts import ReceiptWrite, Recorded, Write
 from casparian_trio.store.rows import (
     DispatchPlan,
     EnvSpec,
@@ -34,10 +35,13 @@ __all__ = [
     "JobStatus",
     "Outcome",
     "PluginRelease",
+    "ReceiptWrite",
+    "Recorded",
     "SentinelRecord",
     "Store",
     "TopicOutput",
     "TopicSink",
+    "Write",
     "backoff_delay",
     "migrate",
     "open_database",

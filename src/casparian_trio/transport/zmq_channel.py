@@ -152,6 +152,33 @@ class ZmqChannel:
             return await self._retry(self._recv_nowait, zmq.POLLIN, sends=False), None
         return await self._retry(self._recv_meta_nowait, zmq.POLLIN, sends=False)
 
+    def receive_nowait_authenticated(self) -> tuple[list[bytes], str | None] | None:
+        """A message already in the socket, with its User-Id (None: no CURVE), or None.
+
+        Never waits and is no checkpoint. Follows the wake rules of a receive
+        (module docstring, rule 3): this call may have consumed the FD's edge.
+
+        Raises:
+            TransportClosed: the channel is closed.
+            TransportError: any other zmq failure.
+        """
+        for retry in (False, True):
+            self._raise_if_closed()
+            try:
+                if self._authenticated:
+                    result = self._recv_meta_nowait()
+                else:
+                    result = self._recv_nowait(), None
+            except zmq.Again:
+                events = self._events()
+                self._wake_others(events, sends=False)
+                if events & zmq.POLLIN and not retry:
+                    continue  # reading EVENTS processed the commands: once more, as rule 1
+                return None
+            self._wake_all()
+            return result
+        return None
+
     def close(self) -> None:
         """Close the socket (linger 0) and wake every waiter with TransportClosed."""
         if self._closed:
