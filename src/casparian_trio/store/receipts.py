@@ -6,7 +6,8 @@ records them together: one ``BEGIN IMMEDIATE … COMMIT`` instead of one per job
 function as the single call (``queue.fail``, ``topics.complete_with_outputs``...)
 inside a SAVEPOINT: when one raises, the receipts before it are kept (as they
 would have been, committed one by one), nothing after it runs, and the error
-is handed back with the results so far. An error of SQLite itself (a full disk,
+is handed back with the results so far (a batch of one raises it, rolling its
+transaction back, as its own call did). An error of SQLite itself (a full disk,
 a busy lock) rolls the whole batch back instead: it concerns all of them.
 """
 
@@ -82,6 +83,8 @@ def record_receipts(
     backoff_cap_s: float,
 ) -> Recorded:
     """Run each write in order inside the caller's transaction (see the module docstring)."""
+    if len(writes) == 1:  # alone, an error rolls it back as its own call would: no SAVEPOINT
+        return Recorded((_one(conn, writes[0], now, backoff_base_s, backoff_cap_s),))
     results: list[bool | str | None] = []
     for write in writes:
         conn.execute("SAVEPOINT receipt")

@@ -192,3 +192,23 @@ async def test_an_error_of_sqlite_itself_rolls_the_whole_batch_back(
             now=NOW,
         )
     assert [(await store.get_job(j)).status for j in (j1, j2)] == ["RUNNING", "RUNNING"]  # type: ignore[union-attr]
+
+
+async def test_a_receipt_alone_that_raises_rolls_back_and_raises_as_its_own_call(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await publish(store, "a")
+    await queue_jobs(store, "a", 1)
+    [(j1, a1)] = await claim_all(store, 1)
+    real_complete = queue.complete
+
+    def write_then_raise(conn: sqlite3.Connection, *args: object, **kw: object) -> bool:
+        real_complete(conn, *args, **kw)  # type: ignore[arg-type]
+        raise ValueError("broken after its write")
+
+    monkeypatch.setattr(queue, "complete", write_then_raise)
+    with pytest.raises(ValueError, match="broken"):
+        await store.record_receipts(
+            [ReceiptWrite(Write.COMPLETE, j1, a1, result_summary={})], now=NOW
+        )
+    assert (await store.get_job(j1)).status == "RUNNING"  # type: ignore[union-attr]
