@@ -19,7 +19,8 @@ may drain the mailbox and so consume that edge (pyzmq#1177). The algorithm
    task there would raise BusyResourceError); others park on a ParkingLot.
 3. Because any call may consume the edge, a task that touched the socket
    wakes whoever might now proceed:
-   - after every successful send/receive: everybody;
+   - after every successful receive: everybody; after a successful send:
+     the receivers, when ``EVENTS`` (read right after) shows ``POLLIN``;
    - a sender that saw ``POLLIN``: the receivers;
    - a receiver: the sender, if it saw ``POLLOUT`` -- or always on a ROUTER,
      where ``POLLOUT`` means "some peer has room", not "*this* peer has room",
@@ -215,7 +216,10 @@ class ZmqChannel:
             except zmq.Again:
                 pass
             else:
-                self._wake_all()
+                if sends:
+                    self._after_send()
+                else:
+                    self._wake_all()
                 # Taken from / handed to the socket: the caller must see the outcome.
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return result
@@ -245,6 +249,23 @@ class ZmqChannel:
                 # Leaving for good (cancelled, closed): hand the FD to a parked task.
                 # Not on a normal wake-up, or two receivers could ping-pong the sender.
                 self._wake_all()
+
+    def _after_send(self) -> None:
+        """Rule 3 after a successful send: wake the receivers only if a message is there.
+
+        The send may have drained the FD's signal, but reading EVENTS processes
+        what it announced: POLLIN now means a receiver must look; otherwise the
+        next arrival signals the FD afresh. (No other sender can be waiting:
+        the send lock admits one.) Waking the FD waiter after every send cost
+        the Sentinel a spurious wake-up of its pump per DISPATCH.
+        """
+        try:
+            events = self._events()
+        except TransportError:
+            self._wake_all()  # the send went out; whoever waits finds out what happened
+            return
+        if events & zmq.POLLIN:
+            self._wake_receivers()
 
     def _wake_others(self, events: int, *, sends: bool) -> None:
         if sends:
