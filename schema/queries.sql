@@ -6,16 +6,20 @@
 -- name: supersede_queued
 -- A new version of a file makes queued jobs of older versions pointless: the
 -- job resolves the file by location, so they would process the new content twice.
+-- It starts from the file's older versions (few), not from every QUEUED job:
+-- queueing a directory of N new files stays O(N), not O(N^2).
 UPDATE cf_processing_queue
    SET status = 'CANCELLED',
        error_message = 'superseded by file version ' || :file_version_id,
        updated_at = :now
- WHERE status = 'QUEUED'
-   AND plugin_name = :plugin_name
-   AND file_version_id IN (
-       SELECT older.id FROM cf_file_version AS older
+ WHERE id IN (
+       SELECT job.id
+         FROM cf_file_version AS older
+         JOIN cf_processing_queue AS job ON job.file_version_id = older.id
         WHERE older.location_id = (SELECT location_id FROM cf_file_version WHERE id = :file_version_id)
-          AND older.id < :file_version_id);
+          AND older.id < :file_version_id
+          AND job.plugin_name = :plugin_name
+          AND job.status = 'QUEUED');
 
 -- name: enqueue_job
 INSERT INTO cf_processing_queue

@@ -172,14 +172,28 @@ def positive(what: str) -> Callable[[Any, Any, int], None]:
 # --- the two walks -----------------------------------------------------------------------------
 
 
+_Spec = tuple[str, str, str, Wire]
+_SPECS: dict[type[Any], tuple[_Spec, ...]] = {}
+
+
+def _specs(cls: type[Any]) -> tuple[_Spec, ...]:
+    """(attribute, init alias, JSON key, Wire) of each field of ``cls``, in order (once per class)."""
+    specs = _SPECS.get(cls)
+    if specs is None:
+        specs = _SPECS[cls] = tuple(
+            (field.name, field.alias, field.metadata[WIRE].name or field.name, field.metadata[WIRE])
+            for field in attrs.fields(cls)
+        )
+    return specs
+
+
 def to_json(payload: Any) -> dict[str, Any]:
     """The JSON object of an attrs payload, keys in field order."""
     doc: dict[str, Any] = {}
-    for field in attrs.fields(type(payload)):
-        spec: Wire = field.metadata[WIRE]
-        value = spec.write(getattr(payload, field.name))
+    for attribute, _alias, key, spec in _specs(type(payload)):
+        value = spec.write(getattr(payload, attribute))
         if value is not OMIT:
-            doc[spec.name or field.name] = value
+            doc[key] = value
     return doc
 
 
@@ -188,8 +202,5 @@ def from_json(cls: type[T], obj: Mapping[str, Any]) -> T:
 
     Unknown keys are ignored: newer peers may add extensions.
     """
-    kwargs: dict[str, Any] = {}
-    for field in attrs.fields(cls):  # type: ignore[arg-type]  # an attrs class
-        spec: Wire = field.metadata[WIRE]
-        kwargs[field.alias] = spec.read(obj, spec.name or field.name)
+    kwargs = {alias: spec.read(obj, key) for _attribute, alias, key, spec in _specs(cls)}
     return cls(**kwargs)

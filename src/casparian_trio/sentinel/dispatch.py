@@ -1,9 +1,10 @@
 """Dispatch: claim a job for a worker with a free slot and send it (or its env first).
 
 Credit-based: a worker gets a job only for a slot it advertised, so short jobs
-never wait behind a long one on a busy worker while another is idle. The slot
-is taken (a HeldJob) before the first await after the claim, and every await
-is followed by a check that the worker and the slot are still the ones we took.
+never wait behind a long one on a busy worker while another is idle. A round
+claims (and resolves) a job for every free slot in one transaction; each job
+takes its slot (a HeldJob) after a check that its worker is still there with
+that slot free, and the next await comes only after it took it.
 """
 
 from __future__ import annotations
@@ -13,13 +14,12 @@ import logging
 import attrs
 import trio
 
-from casparian_trio.errors import CatalogError
 from casparian_trio.protocol import Dispatch, PrepareEnv
 from casparian_trio.sentinel._context import SentinelContext
 from casparian_trio.sentinel._outbox import Outgoing
 from casparian_trio.sentinel.decisions import needs_env, with_defaults
 from casparian_trio.sentinel.registry import HeldJob, WorkerState
-from casparian_trio.store import DispatchPlan
+from casparian_trio.store import Claimed, ClaimRequest, DispatchPlan
 
 logger = logging.getLogger(__name__)
 
@@ -28,21 +28,43 @@ logger = logging.getLogger(__name__)
 class Dispatcher:
     ctx: SentinelContext
 
-    async def dispatch_one(self, worker: WorkerState) -> bool:
-        """Claim one job this worker can run and send it; False when there is none."""
-        if worker.free_slots <= 0 or self.ctx.registry.get(worker.identity) is not worker:
+    async def dispatch_round(self) -> bool:
+        """Claim a job for every free slot (one transaction) and send each; False if none.
+
+        The slots are filled in ``Registry.fill_order`` order, as one claim per
+        slot would; True also when a claimed job could not be sent (handed back
+        or failed), so the caller tries again for the slot it left free.
+        """
+        order = self.ctx.registry.fill_order()
+        if not order:
             return False
-        job = await self.ctx.store.claim(
-            capabilities=sorted(worker.capabilities),
-            worker_id=worker.worker_id,
-            now=self.ctx.wall(),
-            worker_host=worker.host,
-            worker_pid=worker.pid,
-        )
-        if job is None:
-            return False
-        if self.ctx.registry.get(worker.identity) is not worker or job.id in worker.stale:
-            # It left while we claimed, or it still runs an older attempt of this very job.
+        requests = [
+            ClaimRequest(
+                worker_id=w.worker_id,
+                capabilities=tuple(sorted(w.capabilities)),
+                host=w.host,
+                pid=w.pid,
+            )
+            for w in order
+        ]
+        results = await self.ctx.store.claim_round(requests, now=self.ctx.wall())
+        claimed = False
+        for worker, result in zip(order, results, strict=True):
+            if result is not None:
+                claimed = True
+                await self._take(worker, result)
+        return claimed
+
+    async def _take(self, worker: WorkerState, claimed: Claimed) -> None:
+        """Give a claimed job its slot and send it, or hand it back (or fail it) at once."""
+        job = claimed.job
+        if (
+            self.ctx.registry.get(worker.identity) is not worker
+            or job.id in worker.stale
+            or worker.free_slots <= 0
+        ):
+            # It left (or filled up) while we claimed, or it still runs an older
+            # attempt of this very job.
             await self.ctx.store.requeue(
                 job.id,
                 job.attempt,
@@ -51,34 +73,26 @@ class Dispatcher:
                 counted=False,
                 outcome="HANDED_BACK",
             )
-            return False
+            return
+        if claimed.error is not None or claimed.plan is None:
+            error = str(claimed.error)
+            status = await self.ctx.store.fail(
+                job.id, job.attempt, error=error, now=self.ctx.wall(), outcome="FAILED"
+            )
+            logger.warning(
+                "job %d cannot be dispatched: %s (%s)", job.id, error, status,
+                extra={"event": "job.unresolvable", "job_id": job.id},
+            )  # fmt: skip
+            return
         held = HeldJob(
             job_id=job.id,
             attempt=job.attempt,
             plugin_name=job.plugin_name,
             timeout_s=self.ctx.config.job_timeout_s,
+            retries=claimed.plan.retries,
         )
-        worker.jobs[job.id] = held  # take the slot before the next await
-        try:
-            plan = await self.ctx.store.resolve_dispatch(job)
-        except CatalogError as exc:
-            worker.jobs.pop(job.id, None)
-            status = await self.ctx.store.fail(
-                job.id, job.attempt, error=str(exc), now=self.ctx.wall(), outcome="FAILED"
-            )
-            logger.warning(
-                "job %d cannot be dispatched: %s (%s)", job.id, exc, status,
-                extra={"event": "job.unresolvable", "job_id": job.id},
-            )  # fmt: skip
-            return True
-        if (
-            worker.jobs.get(job.id) is not held
-            or self.ctx.registry.get(worker.identity) is not worker
-        ):
-            return True  # lost meanwhile; whoever removed it has requeued it
-        held.retries = plan.retries
-        self._send_or_prepare(worker, held, plan)
-        return True
+        worker.jobs[job.id] = held
+        self._send_or_prepare(worker, held, claimed.plan)
 
     def _send_or_prepare(self, worker: WorkerState, held: HeldJob, plan: DispatchPlan) -> None:
         dispatch = with_defaults(plan.dispatch, default_timeout_s=self.ctx.config.job_timeout_s)
@@ -106,7 +120,9 @@ class Dispatcher:
         held.pending = None
         held.dispatched_at = trio.current_time()
         self.ctx.outbox.put(Outgoing(worker.identity, dispatch, held.job_id))
-        logger.info(
+        # DEBUG: the outcome line (reactions.py) names the worker and attempt
+        # again; a second INFO line per job was a measurable share of its cost.
+        logger.debug(
             "job %d (%s) dispatched to %s, attempt %d",
             held.job_id,
             held.plugin_name,

@@ -12,6 +12,7 @@ Sentinel is there (protocol/messages.py, ``Heartbeat``, says why this message).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 import attrs
 import trio
@@ -32,6 +33,7 @@ from casparian_trio.sentinel._context import SentinelContext
 from casparian_trio.sentinel._outbox import Outgoing
 from casparian_trio.sentinel.decisions import (
     Action,
+    Verdict,
     judge_receipt,
     result_summary,
 )
@@ -42,6 +44,7 @@ from casparian_trio.sentinel.registry import (
     WorkerState,
     resolve_attempt,
 )
+from casparian_trio.store import ReceiptWrite, Write
 from casparian_trio.store.topics import outputs_of
 
 logger = logging.getLogger(__name__)
@@ -158,18 +161,52 @@ class Reactions:
             await self.ctx.store.touch_worker(worker.worker_id, worker.status, now=self.ctx.wall())
 
     async def conclude(self, identity: bytes, job_id: int, msg: Conclude) -> None:
+        await self.conclude_many([(identity, job_id, msg)])
+
+    async def conclude_many(self, receipts: Sequence[tuple[bytes, int, Conclude]]) -> None:
+        """React to CONCLUDEs that arrived together: each frees its slot, one transaction records all.
+
+        Args:
+            receipts: (routing identity, job id, receipt), in arrival order.
+
+        Raises:
+            Exception: what recording a receipt raised (the ones before it are kept).
+        """
+        taken = [
+            found
+            for identity, job_id, msg in receipts
+            if (found := self._take_receipt(identity, job_id, msg)) is not None
+        ]
+        if not taken:
+            return
+        verdicts = [judge_receipt(held, msg) for held, msg, _ in taken]
+        writes = [
+            receipt_write(held, msg, worker_id, verdict)
+            for (held, msg, worker_id), verdict in zip(taken, verdicts, strict=True)
+        ]
+        recorded = await self.ctx.store.record_receipts(writes, now=self.ctx.wall())
+        # results stop short of the receipt that raised (recorded.error)
+        done = zip(taken, verdicts, recorded.results, strict=False)
+        for (held, msg, worker_id), verdict, result in done:
+            _log_receipt(held, msg, worker_id, verdict, result)
+        self.wake()
+        if recorded.error is not None:
+            raise recorded.error
+
+    def _take_receipt(
+        self, identity: bytes, job_id: int, msg: Conclude
+    ) -> tuple[HeldJob, Conclude, str] | None:
+        """(held job, receipt, worker id) when the receipt is for a job held (or orphaned)."""
         worker = self.ctx.registry.get(identity)
         held = None if worker is None else resolve_attempt(worker.jobs.get(job_id), msg.attempt)
         if worker is not None and held is not None:
             del worker.jobs[job_id]
             if msg.status == "ABORTED" and held.abort_reason is None:
                 worker.credit_hold = True  # it handed work back: wait for its next heartbeat
-            await self._record_receipt(held, msg, worker.worker_id)
-            return
+            return held, msg, worker.worker_id
         orphan = self.recovery.orphan_receipt(identity, job_id, msg)
         if orphan is not None:  # finished while the Sentinel was down: keep its result
-            await self._record_receipt(orphan, msg, orphan_worker_id(identity))
-            return
+            return orphan, msg, orphan_worker_id(identity)
         logger.warning(
             "ignoring CONCLUDE %s for job %d attempt %s from %r: not held by that worker (stale or duplicate)",
             msg.status,
@@ -178,62 +215,7 @@ class Reactions:
             identity,
             extra={"event": "receipt.refused", "job_id": job_id},
         )
-
-    async def _record_receipt(self, held: HeldJob, msg: Conclude, worker_id: str) -> None:
-        verdict = judge_receipt(held, msg)
-        now, job_id = self.ctx.wall(), held.job_id
-        status: str | None
-        if verdict.action is Action.COMPLETE:
-            summary = result_summary(msg, worker_id)
-            done = await self.ctx.store.complete(
-                job_id,
-                held.attempt,
-                result_summary=summary,
-                now=now,
-                outputs=outputs_of(msg.artifacts),  # topics and contracts, same transaction
-            )
-            status = "COMPLETED" if done else "unchanged (stale)"
-        elif verdict.action in (Action.FAIL, Action.FAIL_NOW):
-            error = verdict.error or ""
-            status = await self.ctx.store.fail(
-                job_id,
-                held.attempt,
-                error=error,
-                now=now,
-                outcome=verdict.outcome,
-                traceback=verdict.traceback,
-                final=verdict.action is Action.FAIL_NOW,
-            )
-            if verdict.action is Action.FAIL_NOW and status == "FAILED":
-                status = "FAILED (deterministic: not retried; set MANIFEST retries to retry)"
-        elif verdict.action is Action.END:
-            status = await self.ctx.store.end_unretried(
-                job_id,
-                held.attempt,
-                status=verdict.outcome,
-                reason=verdict.error or "",
-                now=now,
-            )
-        else:
-            status = await self.ctx.store.requeue(
-                job_id,
-                held.attempt,
-                reason=verdict.error or "",
-                now=now,
-                counted=False,
-                outcome=verdict.outcome,
-            )
-        logger.info(
-            "job %d %s on %s (attempt %d): %s%s",
-            job_id,
-            msg.status,
-            worker_id,
-            held.attempt,
-            status,
-            f" — {verdict.error}" if verdict.error and msg.status != "SUCCESS" else "",
-            extra={"event": "job.concluded", "job_id": job_id},
-        )
-        self.wake()
+        return None
 
     def env_ready(self, identity: bytes, msg: EnvReady) -> None:
         worker = self.ctx.registry.get(identity)
@@ -286,3 +268,55 @@ class Reactions:
             for worker in self.ctx.registry.workers.values():
                 self.ctx.outbox.put(Outgoing(worker.identity, Reload()))
         self.wake()
+
+
+def receipt_write(held: HeldJob, msg: Conclude, worker_id: str, verdict: Verdict) -> ReceiptWrite:
+    """The store write a judged receipt makes (``store.receipts``)."""
+    job_id, attempt = held.job_id, held.attempt
+    if verdict.action is Action.COMPLETE:
+        return ReceiptWrite(
+            Write.COMPLETE,
+            job_id,
+            attempt,
+            result_summary=result_summary(msg, worker_id),
+            outputs=tuple(outputs_of(msg.artifacts)),  # topics and contracts, same transaction
+        )
+    if verdict.action in (Action.FAIL, Action.FAIL_NOW):
+        return ReceiptWrite(
+            Write.FAIL,
+            job_id,
+            attempt,
+            error=verdict.error or "",
+            outcome=verdict.outcome,
+            traceback=verdict.traceback,
+            final=verdict.action is Action.FAIL_NOW,
+        )
+    if verdict.action is Action.END:
+        return ReceiptWrite(
+            Write.END, job_id, attempt, error=verdict.error or "", outcome=verdict.outcome
+        )
+    return ReceiptWrite(
+        Write.REQUEUE, job_id, attempt, error=verdict.error or "", outcome=verdict.outcome
+    )
+
+
+def _log_receipt(
+    held: HeldJob, msg: Conclude, worker_id: str, verdict: Verdict, result: bool | str | None
+) -> None:
+    status: str | None
+    if verdict.action is Action.COMPLETE:
+        status = "COMPLETED" if result else "unchanged (stale)"
+    else:
+        status = None if isinstance(result, bool) else result
+        if verdict.action is Action.FAIL_NOW and status == "FAILED":
+            status = "FAILED (deterministic: not retried; set MANIFEST retries to retry)"
+    logger.info(
+        "job %d %s on %s (attempt %d): %s%s",
+        held.job_id,
+        msg.status,
+        worker_id,
+        held.attempt,
+        status,
+        f" — {verdict.error}" if verdict.error and msg.status != "SUCCESS" else "",
+        extra={"event": "job.concluded", "job_id": held.job_id},
+    )

@@ -152,6 +152,26 @@ class Registry:
         ready = [w for w in self.workers.values() if w.free_slots > 0]
         return sorted(ready, key=lambda w: (len(w.jobs) / w.slots, w.last_seen))
 
+    def fill_order(self) -> list[WorkerState]:
+        """Every free slot as its worker, in the order one dispatch round fills them.
+
+        Passes over ``with_credit()``, one slot per worker per pass, each pass
+        ordered by the load the earlier passes left (so short jobs spread as
+        with one claim per slot). A worker appears once per free slot.
+        """
+        taken: dict[bytes, int] = {}
+        order: list[WorkerState] = []
+        while True:
+            ready = [w for w in self.workers.values() if w.free_slots > taken.get(w.identity, 0)]
+            if not ready:
+                return order
+            ready.sort(
+                key=lambda w: ((len(w.jobs) + taken.get(w.identity, 0)) / w.slots, w.last_seen)
+            )
+            for worker in ready:
+                taken[worker.identity] = taken.get(worker.identity, 0) + 1
+                order.append(worker)
+
     def holder_of(self, job_id: int) -> tuple[WorkerState, HeldJob] | None:
         for worker in self.workers.values():
             held = worker.jobs.get(job_id)

@@ -5,15 +5,17 @@ Theory of operation
 ``run()`` records the Sentinel in the database (``presence.py``), starts
 seven tasks (eight with ``--http``) and returns only when cancelled:
 
-- ``sentinel.pump`` is the only task that receives from the socket. It decodes
-  each message (a bad one is logged with the peer identity and dropped) and
-  reacts to it (``reactions.py``): registry updates and one SQLite transaction.
+- ``sentinel.pump`` is the only task that receives from the socket. It takes
+  every message that has arrived (up to ``PUMP_BATCH``), decodes each (a bad
+  one is logged with the peer identity and dropped) and reacts to them in order
+  (``reactions.py``): registry updates and one SQLite transaction each, except
+  that CONCLUDEs in a row are recorded in one transaction together.
 - ``sentinel.sender`` is the only task that sends. Everyone else puts
   ``Outgoing`` items on a bounded channel. With ROUTER_MANDATORY a send to a
   departed worker raises PeerUnreachable here, and the jobs that worker held go
   back to the queue.
 - ``sentinel.dispatcher`` claims jobs for workers with free slots
-  (``dispatch.py``). It sleeps
+  (``dispatch.py``), all free slots' in one transaction. It sleeps
   until woken (a slot freed, a worker joined, an env became ready, work
   committed by another process) or until the earliest backoff expires.
 - ``sentinel.liveness`` drops workers silent for longer than the liveness
@@ -32,8 +34,9 @@ seven tasks (eight with ``--http``) and returns only when cancelled:
 On the way out (cancelled), shielded and bounded: jobs claimed but never sent
 go back to the queue, then the row is marked stopped.
 
-Every queue transition is one store call, i.e. one SQLite transaction that a
-cancellation cannot tear. Times for decisions come from ``trio.current_time()``;
+Every queue transition is in one store call, i.e. one SQLite transaction that a
+cancellation cannot tear (a dispatch round's claims, or a batch of receipts,
+share one). Times for decisions come from ``trio.current_time()``;
 times written to the database come from ``wall()``, so tests on a MockClock can
 pass a virtual wall clock.
 """
@@ -43,7 +46,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 import attrs
@@ -51,7 +54,7 @@ import trio
 
 from casparian_trio.config import SentinelConfig
 from casparian_trio.errors import PeerUnreachable, RemoteProtocolError, TransportClosed
-from casparian_trio.protocol import ERR_DEPLOY, Abort, Err, Identify, Message, decode
+from casparian_trio.protocol import ERR_DEPLOY, Abort, Conclude, Err, Identify, Message, decode
 from casparian_trio.sentinel._context import SentinelContext
 from casparian_trio.sentinel._outbox import Outgoing
 from casparian_trio.sentinel.authz import admit
@@ -71,6 +74,9 @@ logger = logging.getLogger(__name__)
 TICK_S = 0.5
 # Bound on the last store writes at shutdown (one small transaction per unsent job).
 SHUTDOWN_GRACE_S = 5.0
+# The most messages the pump takes from the socket before reacting to them: the
+# CONCLUDEs among them are recorded in one transaction.
+PUMP_BATCH = 64
 # Old LOST/GONE/STOPPED worker rows are deleted this often (one small DELETE).
 PRUNE_INTERVAL_S = 60.0
 
@@ -153,11 +159,45 @@ class Sentinel:
     async def _pump_task(self) -> None:
         while True:
             try:
-                frames, user_id = await self.channel.receive_authenticated()
+                batch = [await self.channel.receive_authenticated()]
             except TransportClosed:
                 logger.debug("sentinel socket closed; pump stops")
                 return
-            await self.handle_frames(frames, user_id)
+            closed = False
+            try:
+                while len(batch) < PUMP_BATCH:
+                    more = self.channel.receive_nowait_authenticated()
+                    if more is None:
+                        break
+                    batch.append(more)
+            except TransportClosed:
+                closed = True  # react to what was taken, then stop
+            await self.handle_batch(batch)
+            if closed:
+                logger.debug("sentinel socket closed; pump stops")
+                return
+
+    async def handle_batch(self, batch: Sequence[tuple[list[bytes], str | None]]) -> None:
+        """React to messages that arrived together, in order; CONCLUDEs in a row share one transaction.
+
+        Args:
+            batch: ``(frames, user_id)`` pairs as ``receive_authenticated`` returns them.
+        """
+        receipts: list[tuple[bytes, int, Conclude]] = []
+        for frames, user_id in batch:
+            admitted = self._admitted(frames, user_id)
+            if admitted is None:
+                continue
+            identity, message = admitted
+            if isinstance(message.payload, Conclude):
+                receipts.append((identity, message.job_id, message.payload))
+                continue
+            if receipts:
+                await self.reactions.conclude_many(receipts)
+                receipts = []
+            await self.reactions.react(identity, message)
+        if receipts:
+            await self.reactions.conclude_many(receipts)
 
     async def handle_frames(self, frames: list[bytes], user_id: str | None = None) -> None:
         """Decode and react to one routed message; a bad or unauthorized one is logged and dropped.
@@ -166,9 +206,15 @@ class Sentinel:
             frames: ``[routing id, header, payload]``.
             user_id: the ZAP User-Id of the connection (keyed Sentinels: the key).
         """
+        admitted = self._admitted(frames, user_id)
+        if admitted is not None:
+            await self.reactions.react(*admitted)
+
+    def _admitted(self, frames: list[bytes], user_id: str | None) -> tuple[bytes, Message] | None:
+        """(identity, message) decoded and authorized, or None (logged and dropped)."""
         if len(frames) < 2:
             logger.warning("dropping an empty message from %r", frames[0] if frames else None)
-            return
+            return None
         identity, body = frames[0], frames[1:]
         try:
             message = decode(body)
@@ -176,13 +222,13 @@ class Sentinel:
             logger.warning(
                 "dropping bad message from %r: %s", identity, exc, extra={"event": "protocol.error"}
             )
-            return
+            return None
         if self.config.keys is not None:
             allowed = self._authorized(identity, user_id, message)
             if allowed is None:
-                return
+                return None
             message = allowed
-        await self.reactions.react(identity, message)
+        return identity, message
 
     def _authorized(self, identity: bytes, user_id: str | None, message: Message) -> Message | None:
         """The message as the key may send it (IDENTIFY named after the key), or None."""
@@ -226,12 +272,8 @@ class Sentinel:
 
     async def _dispatch_round(self) -> None:
         """Fill every advertised free slot, one claim per slot, until the queue runs dry."""
-        progress = True
-        while progress:
-            progress = False
-            for worker in self.ctx.registry.with_credit():
-                if await self.dispatcher.dispatch_one(worker):
-                    progress = True
+        while await self.dispatcher.dispatch_round():
+            pass
 
     async def _next_delay(self) -> float:
         if self.ctx.registry.total_free_slots() == 0:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from casparian_trio.store._db import Database, open_database
 from casparian_trio.store._migrate import migrate
+from casparian_trio.store.claims import Claimed, ClaimRequest
+from casparian_trio.store.receipts import ReceiptWrite, Recorded, Write
 from casparian_trio.store.rows import (
     DispatchPlan,
     EnvSpec,
@@ -24,6 +26,8 @@ from casparian_trio.store.service import Store
 from casparian_trio.store.topics import TopicOutput
 
 __all__ = [
+    "ClaimRequest",
+    "Claimed",
     "Database",
     "DispatchPlan",
     "EnvSpec",
@@ -31,10 +35,13 @@ __all__ = [
     "JobStatus",
     "Outcome",
     "PluginRelease",
+    "ReceiptWrite",
+    "Recorded",
     "SentinelRecord",
     "Store",
     "TopicOutput",
     "TopicSink",
+    "Write",
     "backoff_delay",
     "migrate",
     "open_database",

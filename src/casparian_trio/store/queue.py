@@ -15,8 +15,10 @@ Invariants:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import math
 import sqlite3
 from collections.abc import Collection
 from datetime import UTC, datetime
@@ -43,7 +45,16 @@ DEFAULT_BACKOFF_CAP_S = 300.0  # a flapping job retries at least every 5 minutes
 
 def iso_time(now: float) -> str:
     """Unix time as the seed's TEXT timestamp format (UTC, like CURRENT_TIMESTAMP)."""
-    return datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    second = math.floor(now)
+    if now - second > 0.999999:  # datetime rounds to the microsecond: maybe the next second
+        return datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return _iso_second(second)
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_second(second: int) -> str:
+    # Whole seconds only: a busy queue writes the same few strings thousands of times.
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _json(value: dict[str, Any] | None) -> str | None:

@@ -16,8 +16,10 @@ from typing import Any, TypeVar
 
 import attrs
 
-from casparian_trio.store import catalog, queue, scans, sentinels, topics, workers
+from casparian_trio.store import catalog, claims, queue, receipts, scans, sentinels, topics, workers
 from casparian_trio.store._db import Database
+from casparian_trio.store.claims import Claimed, ClaimRequest
+from casparian_trio.store.receipts import ReceiptWrite, Recorded
 from casparian_trio.store.rows import (
     DispatchPlan,
     EnvSpec,
@@ -115,6 +117,17 @@ class Store:
             worker_pid=worker_pid,
         )
 
+    async def claim_round(
+        self, requests: Sequence[ClaimRequest], *, now: float
+    ) -> list[Claimed | None]:
+        """One claim per request (a free slot, in filling order), each resolved: one transaction.
+
+        Returns one entry per request (None: nothing claimable for it); see ``claims``.
+        """
+        if not requests:
+            return []
+        return await self._quick_write(claims.claim_round, tuple(requests), now=now)
+
     async def complete(
         self,
         job_id: int,
@@ -135,6 +148,20 @@ class Store:
             result_summary=result_summary,
             now=now,
             outputs=outputs,
+        )
+
+    async def record_receipts(self, writes: Sequence[ReceiptWrite], *, now: float) -> Recorded:
+        """Several receipts' writes in one transaction, each as its own call would do.
+
+        See ``receipts``: a receipt that raises keeps the ones before it and
+        stops the batch (``Recorded.error``).
+        """
+        return await self._quick_write(
+            receipts.record_receipts,
+            tuple(writes),
+            now=now,
+            backoff_base_s=self.backoff_base_s,
+            backoff_cap_s=self.backoff_cap_s,
         )
 
     async def fail(

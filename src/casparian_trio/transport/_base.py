@@ -40,6 +40,14 @@ class Channel(Protocol):
         """``receive``, plus the ZAP User-Id of the connection it came on (None: no CURVE)."""
         ...
 
+    def receive_nowait_authenticated(self) -> tuple[list[bytes], str | None] | None:
+        """``receive_authenticated`` of a message already waiting, or None at once (no wait).
+
+        Lets a reader drain what has arrived as one batch. Raises TransportClosed
+        when closed.
+        """
+        ...
+
     def close(self) -> None:
         """Close the channel; idempotent; wakes waiters with TransportClosed."""
         ...

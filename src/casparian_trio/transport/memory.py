@@ -201,6 +201,15 @@ class MemoryChannel:
         await trio.lowlevel.cancel_shielded_checkpoint()
         return message
 
+    def receive_nowait_authenticated(self) -> tuple[list[bytes], str | None] | None:
+        """A message already waiting, with its ``user_id``, or None (see ``Channel``)."""
+        self._raise_if_closed()
+        if not self._inbox.items:
+            return None
+        message = self._inbox.items.popleft()
+        self._network._notify()  # room in the queue for a waiting sender
+        return message
+
     def close(self) -> None:
         """Close; idempotent. A closed dealer is unreachable; the address stays usable."""
         if self._closed:

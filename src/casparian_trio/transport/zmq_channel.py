@@ -19,7 +19,8 @@ may drain the mailbox and so consume that edge (pyzmq#1177). The algorithm
    task there would raise BusyResourceError); others park on a ParkingLot.
 3. Because any call may consume the edge, a task that touched the socket
    wakes whoever might now proceed:
-   - after every successful send/receive: everybody;
+   - after every successful receive: everybody; after a successful send:
+     the receivers, when ``EVENTS`` (read right after) shows ``POLLIN``;
    - a sender that saw ``POLLIN``: the receivers;
    - a receiver: the sender, if it saw ``POLLOUT`` -- or always on a ROUTER,
      where ``POLLOUT`` means "some peer has room", not "*this* peer has room",
@@ -152,6 +153,33 @@ class ZmqChannel:
             return await self._retry(self._recv_nowait, zmq.POLLIN, sends=False), None
         return await self._retry(self._recv_meta_nowait, zmq.POLLIN, sends=False)
 
+    def receive_nowait_authenticated(self) -> tuple[list[bytes], str | None] | None:
+        """A message already in the socket, with its User-Id (None: no CURVE), or None.
+
+        Never waits and is no checkpoint. Follows the wake rules of a receive
+        (module docstring, rule 3): this call may have consumed the FD's edge.
+
+        Raises:
+            TransportClosed: the channel is closed.
+            TransportError: any other zmq failure.
+        """
+        for retry in (False, True):
+            self._raise_if_closed()
+            try:
+                if self._authenticated:
+                    result = self._recv_meta_nowait()
+                else:
+                    result = self._recv_nowait(), None
+            except zmq.Again:
+                events = self._events()
+                self._wake_others(events, sends=False)
+                if events & zmq.POLLIN and not retry:
+                    continue  # reading EVENTS processed the commands: once more, as rule 1
+                return None
+            self._wake_all()
+            return result
+        return None
+
     def close(self) -> None:
         """Close the socket (linger 0) and wake every waiter with TransportClosed."""
         if self._closed:
@@ -188,7 +216,10 @@ class ZmqChannel:
             except zmq.Again:
                 pass
             else:
-                self._wake_all()
+                if sends:
+                    self._after_send()
+                else:
+                    self._wake_all()
                 # Taken from / handed to the socket: the caller must see the outcome.
                 await trio.lowlevel.cancel_shielded_checkpoint()
                 return result
@@ -218,6 +249,23 @@ class ZmqChannel:
                 # Leaving for good (cancelled, closed): hand the FD to a parked task.
                 # Not on a normal wake-up, or two receivers could ping-pong the sender.
                 self._wake_all()
+
+    def _after_send(self) -> None:
+        """Rule 3 after a successful send: wake the receivers only if a message is there.
+
+        The send may have drained the FD's signal, but reading EVENTS processes
+        what it announced: POLLIN now means a receiver must look; otherwise the
+        next arrival signals the FD afresh. (No other sender can be waiting:
+        the send lock admits one.) Waking the FD waiter after every send cost
+        the Sentinel a spurious wake-up of its pump per DISPATCH.
+        """
+        try:
+            events = self._events()
+        except TransportError:
+            self._wake_all()  # the send went out; whoever waits finds out what happened
+            return
+        if events & zmq.POLLIN:
+            self._wake_receivers()
 
     def _wake_others(self, events: int, *, sends: bool) -> None:
         if sends:

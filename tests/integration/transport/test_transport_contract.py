@@ -337,3 +337,43 @@ async def test_many_receivers_on_one_socket_share_without_loss(net) -> None:
             await all_seen.wait()
             nursery.cancel_scope.cancel()
         assert sorted(seen) == list(range(total))
+
+
+async def test_receive_nowait_drains_what_arrived_without_waiting(net) -> None:
+    with trio.fail_after(TIMEOUT):
+        router = net.router()
+        dealers = [await net.connect(router, b"w%d" % i) for i in range(3)]
+        assert router.receive_nowait_authenticated() is None  # nothing yet: no wait
+        for i, dealer in enumerate(dealers):
+            for n in range(4):
+                await dealer.send([b"h", b"%d-%d" % (i, n)])
+        # the first waits (zmq moves messages in its I/O thread), the rest are there
+        got = [await router.receive_authenticated()]
+        while len(got) < 12:
+            more = router.receive_nowait_authenticated()
+            if more is None:
+                await trio.sleep(0.01)  # still on its way through the I/O thread
+                continue
+            got.append(more)
+        assert all(user_id is None for _, user_id in got)
+        per_peer: dict[bytes, list[bytes]] = {}
+        for frames, _ in got:
+            assert frames[1] == b"h"
+            per_peer.setdefault(frames[0], []).append(frames[2])
+        assert per_peer == {b"w%d" % i: [b"%d-%d" % (i, n) for n in range(4)] for i in range(3)}
+        assert router.receive_nowait_authenticated() is None
+        # a receiver parked while others drain still gets the next message
+        async with trio.open_nursery() as nursery:
+            late: list[list[bytes]] = []
+
+            async def wait_one() -> None:
+                late.append((await router.receive_authenticated())[0])
+
+            nursery.start_soon(wait_one)
+            await trio.testing.wait_all_tasks_blocked()
+            assert router.receive_nowait_authenticated() is None
+            await dealers[0].send([b"h", b"last"])
+        assert late == [[b"w0", b"h", b"last"]]
+        router.close()
+        with pytest.raises(TransportClosed):
+            router.receive_nowait_authenticated()

@@ -39,6 +39,10 @@ async def test_every_message_carries_its_keys_user_id(keys: Path) -> None:
             frames, user_id = await router.receive_authenticated()
             got[frames[1]] = (frames[0], user_id)
         assert got == {b"hello": (b"w1", "worker:w1"), b"deploy": (b"p", "admin:ops")}
+        await w1.send([b"again"])  # the no-wait receive reads the same metadata
+        while (drained := router.receive_nowait_authenticated()) is None:
+            await trio.sleep(0.01)
+        assert drained == ([b"w1", b"again"], "worker:w1")
         await router.send([b"w1", b"answer"])  # and the way back is encrypted too
         assert await w1.receive() == [b"answer"]
 

@@ -218,3 +218,44 @@ def test_holder_of_and_drop() -> None:
     assert registry.drop(b"a") is a
     assert registry.drop(b"a") is None
     assert registry.holder_of(5) is None
+
+
+# (per worker: slots, jobs held, last seen; the slots one dispatch round fills, in order)
+FILL_CASES: list[tuple[dict[str, tuple[int, int, float]], list[str]]] = [
+    ({}, []),
+    ({"a": (2, 2, 0.0)}, []),
+    ({"a": (2, 0, 0.0), "b": (2, 0, 1.0)}, ["a", "b", "a", "b"]),  # spread, not a then b
+    ({"a": (4, 2, 0.0), "b": (2, 0, 5.0)}, ["b", "a", "b", "a"]),
+    ({"a": (4, 0, 0.0), "b": (1, 0, 1.0)}, ["a", "b", "a", "a", "a"]),
+]
+
+
+@pytest.mark.parametrize(("workers", "order"), FILL_CASES)
+def test_fill_order_is_one_slot_per_worker_per_pass_least_loaded_first(
+    workers: dict[str, tuple[int, int, float]], order: list[str]
+) -> None:
+    registry = Registry()
+    for name, (slots, busy, seen) in workers.items():
+        state, _ = registry.register(name.encode(), Identify(worker_id=name, slots=slots), seen)
+        for job_id in range(busy):
+            state.jobs[job_id] = held(job_id)
+    assert [w.worker_id for w in registry.fill_order()] == order
+    assert len(order) == registry.total_free_slots()
+    # the same as passes of with_credit(), each worker taking one slot per pass
+    reference: list[str] = []
+    next_id = 1000
+    while passes := registry.with_credit():
+        for state in passes:
+            state.jobs[next_id] = held(next_id)
+            next_id += 1
+            reference.append(state.worker_id)
+    assert reference == order
+
+
+def test_fill_order_leaves_out_workers_without_credit() -> None:
+    registry = Registry()
+    a, _ = registry.register(b"a", Identify(worker_id="a", slots=2), 0.0)
+    b, _ = registry.register(b"b", Identify(worker_id="b", slots=2), 0.0)
+    c, _ = registry.register(b"c", Identify(worker_id="c", slots=2), 0.0)
+    a.status, b.healthy, c.stale = "DRAINING", False, {7: 0.0}
+    assert [w.worker_id for w in registry.fill_order()] == ["c"]
