@@ -109,15 +109,35 @@ def judge(
 HASH_CHUNK = 1024 * 1024
 
 
-def digest(path: str) -> str | None:
-    """The file's sha256 (hex), None when it vanished (blocking: a thread, or inline for a small file)."""
+def digest(path: str, *, limit: int | None = None) -> str | None:
+    """The file's sha256 (hex), None when it vanished (blocking: a thread, or inline
+    for a small file).
+
+    ``limit``: read at most this many bytes and one more (a file longer than the
+    queued version cannot have its hash, so a file swapped in since the ``lstat``
+    costs no more than the small one would). Opened without following a link and
+    without blocking, and only a regular file is read: a FIFO swapped in ends the
+    job as changed instead of hanging it.
+    """
     sha = hashlib.sha256()
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(HASH_CHUNK):
-                sha.update(chunk)
+        fd = os.open(path, flags | os.O_CLOEXEC)
     except FileNotFoundError:
         return None
+    except OSError:  # a symlink now (ELOOP), unreadable: not the queued version
+        return ""
+    with open(fd, "rb", closefd=True) as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return ""
+        left = None if limit is None else limit + 1
+        while left is None or left > 0:
+            chunk = handle.read(HASH_CHUNK if left is None else min(HASH_CHUNK, left))
+            if not chunk:
+                break
+            sha.update(chunk)
+            if left is not None:
+                left -= len(chunk)
     return sha.hexdigest()
 
 

@@ -133,9 +133,10 @@ class Channel:
     """Frames data to the host, coalescing small batches per topic.
 
     A frame that fills up while the plugin still runs is encoded (Arrow IPC)
-    and sent by a sender thread, so the plugin's next batch is parsed
-    meanwhile (pyarrow and ``sendall`` release the GIL); at most
-    ``SEND_AHEAD`` frames wait for it. Frames sent at the end and control
+    at once and sent by a sender thread, so the plugin's next batch is parsed
+    while the host reads (``sendall`` releases the GIL); at most
+    ``SEND_AHEAD`` frames wait for it. A send that failed fails every later
+    frame and the job (its ERROR frame), even if the plugin caught the error. Frames sent at the end and control
     frames wait until the thread has sent everything before them, so the
     host reads frames in the order they were made and END or ERROR last.
     """
@@ -151,7 +152,7 @@ class Channel:
         # reaches the host (a header-only file records its columns).
         self.empty: dict[str, Any] = {}
         self.sent: set[str] = set()
-        self._ahead: queue.Queue[tuple[str, list[Any]] | None] | None = None
+        self._ahead: queue.Queue[tuple[bytes, Any] | None] | None = None
         self._sender: threading.Thread | None = None
         self._send_error: BaseException | None = None
 
@@ -171,7 +172,7 @@ class Channel:
             return
         pending = self.pending.setdefault(topic, [])
         if pending and not pending[0].schema.equals(batch.schema):
-            self._flush(topic)
+            self._flush(topic, ahead=True)
             pending = self.pending.setdefault(topic, [])
         size = batch.nbytes
         if size > FRAME_MAX_BYTES and batch.num_rows > 1:
@@ -181,7 +182,7 @@ class Channel:
                 self._add(topic, batch.slice(start, step))
             return
         if pending and self.pending_bytes[topic] + size > FRAME_TARGET_BYTES:
-            self._flush(topic)  # frames stay near the target, not up to twice it
+            self._flush(topic, ahead=True)  # frames stay near the target, not up to twice it
             pending = self.pending.setdefault(topic, [])
         pending.append(batch)
         self.pending_bytes[topic] = self.pending_bytes.get(topic, 0) + size
@@ -196,13 +197,20 @@ class Channel:
         self.rows += sum(b.num_rows for b in batches)
         self.batches += len(batches)
         self.sent.add(topic)
+        self._raise_send_error()
+        # Encoded here, on the plugin's thread: the frame holds the batches' values
+        # as they are now, even if the plugin reuses their buffers once it returns.
+        frame = self._encode(topic, batches)
         if ahead and self._start_sender():
             assert self._ahead is not None
-            self._raise_send_error()
-            self._ahead.put((topic, batches))  # blocks while SEND_AHEAD frames wait
+            self._ahead.put(frame)  # blocks while SEND_AHEAD frames wait
             return
         self._drain()
-        self._send_frame(topic, batches)
+        try:
+            self._send(frame)
+        except BaseException as exc:
+            self._send_error = exc  # a frame may be half sent: no more frames
+            raise
 
     def _start_sender(self) -> bool:
         if self._sender is not None:
@@ -222,7 +230,7 @@ class Channel:
         while (item := self._ahead.get()) is not None:
             if self._send_error is None:  # after a failure, drop the rest: ERROR follows
                 try:
-                    self._send_frame(*item)
+                    self._send(item)
                 except BaseException as exc:  # MemoryError too: the job's ERROR frame says it
                     self._send_error = exc
 
@@ -236,11 +244,13 @@ class Channel:
         self._raise_send_error()
 
     def _raise_send_error(self) -> None:
+        # Kept, not cleared: a plugin that catches the error around publish() must
+        # not go on to an END frame with a frame lost (flush_all raises it again).
         if self._send_error is not None:
-            error, self._send_error = self._send_error, None
-            raise error
+            raise self._send_error
 
-    def _send_frame(self, topic: str, batches: list[Any]) -> None:
+    def _encode(self, topic: str, batches: list[Any]) -> tuple[bytes, Any]:
+        """A DATA frame: its header and topic, and the Arrow IPC stream body."""
         import pyarrow as pa
 
         sink = pa.BufferOutputStream()
@@ -250,7 +260,11 @@ class Channel:
         body = sink.getvalue()
         name = topic.encode("utf-8")
         head = HEADER.pack(TOPIC_LEN.size + len(name) + body.size) + TOPIC_LEN.pack(len(name))
-        self.sock.sendall(head + name)
+        return head + name, body
+
+    def _send(self, frame: tuple[bytes, Any]) -> None:
+        head, body = frame
+        self.sock.sendall(head)
         self.sock.sendall(memoryview(body))
 
     def flush_all(self) -> None:
@@ -266,8 +280,10 @@ class Channel:
         try:
             self._drain()  # END or ERROR comes after every data frame
         except BaseException:
+            # END never follows a lost frame (flush_all raised first, inside the
+            # job's try, so the guest sends ERROR); ERROR is sent whatever failed.
             if tag != ERROR_TAG:
-                raise  # END must not follow a frame that was not sent: the caller sends ERROR
+                raise
         body = json.dumps(obj, default=str).encode("utf-8")
         self.sock.sendall(HEADER.pack(tag) + HEADER.pack(len(body)) + body)
 

@@ -494,7 +494,7 @@ async def _check_input(dispatch: Dispatch, *, content: bool = False) -> None:
     )
     if refusal is None and content and dispatch.verify_hash and dispatch.source_hash:
         if small:
-            actual = _input_check.digest(dispatch.file_path)
+            actual = _input_check.digest(dispatch.file_path, limit=dispatch.file_size)
         else:
             actual = await trio.to_thread.run_sync(_input_check.digest, dispatch.file_path)
         refusal = _input_check.judge_hash(dispatch.file_path, actual, dispatch.source_hash)

@@ -85,28 +85,35 @@ def read_contract(directory: Path, topic: str) -> Contract | None:
     try:
         with open(path, "rb") as file:
             stat = os.fstat(file.fileno())
-            key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_size)
+            key = (stat.st_dev, stat.st_ino, stat.st_mtime_ns, stat.st_ctime_ns, stat.st_size)
             cached = _PARSED.get(str(path))
             if cached is not None and cached[0] == key:
                 return cached[1]
             text = file.read().decode("utf-8")
         contract = Contract.from_json(json.loads(text))
+        # A file changed within its file system's timestamp resolution (up to 2 s:
+        # FAT, some NFS) could change again under the same key: not cached yet.
+        settled = time.time_ns() - stat.st_ctime_ns > _SETTLE_NS
     except FileNotFoundError:
         return None
     except (ValueError, KeyError, TypeError, pa.ArrowException) as exc:
         raise SinkError(
             f"topic {topic!r}: {path} is not a valid contract ({exc}); remove it"
         ) from exc
+    if not settled:
+        return contract
     if len(_PARSED) >= _PARSED_MAX:
         _PARSED.clear()
     _PARSED[str(path)] = (key, contract)
     return contract
 
 
-# Parsed contracts by path, each with the (device, inode, mtime, size) it was read
-# at: every job of a topic reads its contract twice, and the file changes only by
-# ``write_contract``'s rename (a new inode). Contracts are frozen, so sharing is safe.
-_PARSED: dict[str, tuple[tuple[int, int, int, int], Contract]] = {}
+# Parsed contracts by path, each with the (device, inode, mtime, ctime, size) it
+# was read at: every job of a topic reads its contract twice, and the file changes
+# by ``write_contract``'s rename (a new ctime, at least). Contracts are frozen, so
+# sharing is safe.
+_PARSED: dict[str, tuple[tuple[int, int, int, int, int], Contract]] = {}
+_SETTLE_NS = 2_000_000_000
 _PARSED_MAX = 1024
 
 

@@ -415,11 +415,13 @@ class ParquetSink:
             return
         table = pa.Table.from_batches(self._buffer)
         self._buffer = []
-        if background and table.num_rows > ROW_GROUP_ROWS:
-            # Exactly ROW_GROUP_ROWS rows per group; the rest starts the next one
-            # (written whole, each flush would leave a small group behind).
-            self._buffer = table.slice(ROW_GROUP_ROWS).to_batches()
-            table = table.slice(0, ROW_GROUP_ROWS)
+        whole = table.num_rows - table.num_rows % ROW_GROUP_ROWS
+        if background and whole and whole < table.num_rows:
+            # Whole groups of ROW_GROUP_ROWS rows go (``write_table`` splits them);
+            # the rest starts the next one: written too, each flush would leave a
+            # small group behind, and kept longer, narrow rows would pile up.
+            self._buffer = table.slice(whole).to_batches()
+            table = table.slice(0, whole)
         self._buffer_rows = sum(b.num_rows for b in self._buffer)
         self._buffer_bytes = sum(b.nbytes for b in self._buffer)
         self._wait_encoded()
@@ -434,9 +436,12 @@ class ParquetSink:
             self._encoder = concurrent.futures.ThreadPoolExecutor(
                 max_workers=1, thread_name_prefix=f"parquet-encode-{self.job_id}"
             )
-        self._encoding = self._encoder.submit(
-            writer.write_table, table, row_group_size=ROW_GROUP_ROWS
-        )
+        try:
+            self._encoding = self._encoder.submit(
+                writer.write_table, table, row_group_size=ROW_GROUP_ROWS
+            )
+        except RuntimeError:  # no thread to be had (memory): write it in line
+            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
 
     def _wait_encoded(self) -> None:
         """Until the row group in the encoder is written; its error, if any, is raised here."""

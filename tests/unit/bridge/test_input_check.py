@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from casparian_trio._realpath import real_path
+from casparian_trio.bridge import _input_check
 from casparian_trio.bridge._input_check import (
     SKIP_GONE,
     SKIP_SUPERSEDED,
@@ -103,3 +104,21 @@ def test_real_path_agrees_with_realpath(tmp_path: Path) -> None:
     ]:
         path = str(tmp_path / rel)
         assert real_path(path) == os.path.realpath(path), rel
+
+
+def test_digest_reads_no_more_than_the_queued_size_and_never_a_fifo(tmp_path: Path) -> None:
+    """A file swapped in after the lstat costs at most the queued size; a FIFO does not hang."""
+    big = tmp_path / "big.bin"
+    with open(big, "wb") as f:
+        f.truncate(50 * 1024**3)  # sparse: 50 GB that would take minutes to hash
+    assert _input_check.digest(str(big), limit=5) not in (None, "")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    assert _input_check.digest(str(fifo), limit=5) == ""  # judged "changed", not read
+    link = tmp_path / "link"
+    link.symlink_to(big)
+    assert _input_check.digest(str(link)) == ""
+    assert _input_check.digest(str(tmp_path / "gone")) is None
+    small = tmp_path / "small.txt"
+    small.write_bytes(b"hello")
+    assert _input_check.digest(str(small), limit=5) == _input_check.digest(str(small))

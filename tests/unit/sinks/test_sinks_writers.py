@@ -173,3 +173,17 @@ def test_dictionary_off_only_for_unique_numeric_columns(tmp_path: Path) -> None:
     }
     assert dict_pages == {"id": False, "cyc": True, "name": True, "_cf_job_id": True}
     assert pq.read_table(artifact.uri).column("id").to_pylist() == list(range(n))
+
+
+def test_parquet_narrow_rows_never_pile_up(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Batches of more rows than a group: whole groups go, only the remainder stays."""
+    monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 10)
+    sink = sink_for(tmp_path, "parquet://ds")
+    for b in batches(10, 43):
+        sink.write(b)
+        assert sink._buffer_rows < parquet.ROW_GROUP_ROWS
+    artifact = sink.commit()
+    assert artifact is not None
+    assert pq.read_table(artifact.uri).column("i").to_pylist() == list(range(430))
+    meta = pq.ParquetFile(artifact.uri).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [10] * 43
