@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import socket
 import struct
 import threading
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
 import pytest
-
-from casparian_trio.bridge import _guestproc
-
-
-def load_guest() -> Any:
-    spec = importlib.util.spec_from_file_location("guest_channel_test", _guestproc.GUEST_SCRIPT)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from test_bridge_framing import load_guest
 
 
 def read_frames(sock: socket.socket) -> list[pa.Table]:
