@@ -20,7 +20,9 @@ may drain the mailbox and so consume that edge (pyzmq#1177). The algorithm
 3. Because any call may consume the edge, a task that touched the socket
    wakes whoever might now proceed:
    - after every successful receive: everybody; after a successful send:
-     the receivers, when ``EVENTS`` (read right after) shows ``POLLIN``;
+     the receivers, when ``EVENTS`` (read right after) shows ``POLLIN`` or
+     when nobody waits on the FD (the sender may have just left it, with
+     receivers parked behind it);
    - a sender that saw ``POLLIN``: the receivers;
    - a receiver: the sender, if it saw ``POLLOUT`` -- or always on a ROUTER,
      where ``POLLOUT`` means "some peer has room", not "*this* peer has room",
@@ -257,7 +259,10 @@ class ZmqChannel:
         what it announced: POLLIN now means a receiver must look; otherwise the
         next arrival signals the FD afresh. (No other sender can be waiting:
         the send lock admits one.) Waking the FD waiter after every send cost
-        the Sentinel a spurious wake-up of its pump per DISPATCH.
+        the Sentinel a spurious wake-up of its pump per DISPATCH. Parked
+        receivers are woken all the same when no task waits on the FD: they
+        parked behind this sender while it waited there, and one of them must
+        take the FD over now that the sender is gone from it.
         """
         try:
             events = self._events()
@@ -266,6 +271,10 @@ class ZmqChannel:
             return
         if events & zmq.POLLIN:
             self._wake_receivers()
+        elif self._fd_scope is None:
+            # Nobody waits on the FD (this sender may just have left it): a parked
+            # receiver must take it over, or the next arrival's signal goes unseen.
+            self._recv_lot.unpark_all()
 
     def _wake_others(self, events: int, *, sends: bool) -> None:
         if sends:

@@ -129,6 +129,53 @@ async def test_reply_landing_inside_another_tasks_send_is_not_missed(
             assert await router.receive() == [b"w", b"request"]
 
 
+async def test_a_sender_leaving_the_fd_hands_it_to_a_parked_receiver(zmq_net) -> None:
+    """A receiver that parked while a blocked send held the FD still gets the next message.
+
+    The sender's last send succeeds with nothing to receive (no POLLIN), so it
+    leaves the FD without a wake-up for the receivers; one of them must take the
+    FD over, or the next arrival's signal is seen by nobody (the CI hang of
+    test_concurrent_send_and_receive_on_one_socket).
+    """
+    small = zmq_net.__class__(capacity=4)
+    try:
+        with trio.fail_after(TIMEOUT):
+            router = small.router()
+            dealer = await small.connect(router, b"slow")
+            stop = False
+            sent = 0
+            flood_done = trio.Event()
+            got: list[list[bytes]] = []
+
+            async def flood() -> None:
+                nonlocal sent
+                while not stop:
+                    await router.send([b"slow", b"x" * 65536])
+                    sent += 1
+                flood_done.set()
+
+            async def receive_one() -> None:
+                got.append(await router.receive())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(flood)
+                await trio.testing.wait_all_tasks_blocked()  # the peer is full
+                assert router._fd_scope is not None
+                assert router._fd_owner_sends
+                stop = True
+                nursery.start_soon(receive_one)
+                await trio.testing.wait_all_tasks_blocked()  # parked behind the sender
+                received = 0
+                while not (flood_done.is_set() and received == sent):
+                    await dealer.receive()  # the blocked send completes; the sender leaves
+                    received += 1
+                await trio.testing.wait_all_tasks_blocked()
+                await dealer.send([b"for the parked receiver"])
+            assert got == [[b"slow", b"for the parked receiver"]]
+    finally:
+        small.close_all()
+
+
 async def test_idle_waiters_do_not_spin(zmq_net, monkeypatch: pytest.MonkeyPatch) -> None:
     """Two receivers and a ROUTER send blocked on a full peer: idle means idle."""
     calls = 0
