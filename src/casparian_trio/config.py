@@ -377,6 +377,14 @@ class WorkerConfig:
         metadata=_option("stable id", default_help="the key name, else HOST-PID"),
     )
     concurrency: int = attrs.field(default=1, metadata=_option("jobs at once", kind="int"))
+    # Jobs held beyond --concurrency so the next small file's job is already here
+    # when a slot frees (worker/service.py: "Prefetch").
+    prefetch: int = attrs.field(
+        default=1,
+        metadata=_option(
+            "jobs held ready beyond --concurrency while jobs are short (0: none)", kind="int"
+        ),
+    )
     capabilities: tuple[str, ...] = attrs.field(
         default=("*",), metadata=_option("comma-separated plugin names", kind="list")
     )
@@ -461,6 +469,8 @@ class WorkerConfig:
     def __attrs_post_init__(self) -> None:
         if self.concurrency < 1:
             raise ConfigError(f"--concurrency must be at least 1, got {self.concurrency}")
+        if self.prefetch < 0:
+            raise ConfigError(f"--prefetch must be 0 or more, got {self.prefetch}")
         if self.warm_guests is not None and self.warm_guests < 0:
             raise ConfigError(f"--warm-guests must be 0 or more, got {self.warm_guests}")
         if self.guest_max_jobs < 1:

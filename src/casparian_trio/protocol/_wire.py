@@ -64,6 +64,11 @@ def flag_out(value: bool) -> Any:
     return True if value else OMIT
 
 
+def count_out(value: int) -> Any:
+    # A count extension whose default is 0 goes on the wire only when set (as flag_out).
+    return value or OMIT
+
+
 def strings_out(value: tuple[str, ...] | None) -> Any:
     return OMIT if value is None else list(value)
 

@@ -25,6 +25,7 @@ from casparian_trio.protocol._wire import (
     as_is,
     at_least,
     choice,
+    count_out,
     flag,
     flag_out,
     from_json,
@@ -134,7 +135,11 @@ class Identify(_Payload):
     slots: int = attrs.field(
         default=1, validator=positive("IDENTIFY slots"), metadata=wire(at_least(1))
     )
-    # extension: jobs still running (re-adoption after restart)
+    # extension: DISPATCHes it holds beyond its slots while its jobs are short (prefetch)
+    prefetch: int = attrs.field(
+        default=0, validator=attrs.validators.ge(0), metadata=wire(at_least(0), count_out)
+    )
+    # extension: jobs still running or held (re-adoption after restart)
     jobs: tuple[JobRef, ...] = attrs.field(default=(), metadata=wire(objects(JobRef), objects_out))
     # extension: env hashes already built on this worker
     envs: tuple[str, ...] = attrs.field(default=(), metadata=wire(strings(), strings_out))

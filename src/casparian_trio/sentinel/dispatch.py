@@ -90,6 +90,7 @@ class Dispatcher:
             plugin_name=job.plugin_name,
             timeout_s=self.ctx.config.job_timeout_s,
             retries=claimed.plan.retries,
+            queued=worker.slots_full,
         )
         worker.jobs[job.id] = held
         self._send_or_prepare(worker, held, claimed.plan)

@@ -200,9 +200,13 @@ class Reactions:
         worker = self.ctx.registry.get(identity)
         held = None if worker is None else resolve_attempt(worker.jobs.get(job_id), msg.attempt)
         if worker is not None and held is not None:
-            del worker.jobs[job_id]
-            if msg.status == "ABORTED" and held.abort_reason is None:
+            now = trio.current_time()
+            handed_back = msg.status == "ABORTED" and held.abort_reason is None
+            took = None if held.dispatched_at is None or handed_back else now - held.dispatched_at
+            worker.release(job_id, now, took_s=took)
+            if handed_back:
                 worker.credit_hold = True  # it handed work back: wait for its next heartbeat
+                worker.short_jobs = False  # ... and hold nothing more until a job is short
             return held, msg, worker.worker_id
         orphan = self.recovery.orphan_receipt(identity, job_id, msg)
         if orphan is not None:  # finished while the Sentinel was down: keep its result

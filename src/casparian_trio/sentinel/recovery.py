@@ -131,7 +131,7 @@ class Recovery:
 
     async def give_up(self, worker: WorkerState, held: HeldJob) -> None:
         """No receipt one grace after ABORT: fail the attempt and stop trusting the worker."""
-        worker.jobs.pop(held.job_id, None)
+        worker.release(held.job_id, trio.current_time())
         worker.given_up.add(held.job_id)
         worker.healthy = False
         error = f"timed out after {held.timeout_s:g} s; worker {worker.worker_id} did not confirm the abort"
@@ -153,7 +153,7 @@ class Recovery:
         for held in [
             h for h in worker.jobs.values() if h.env_hash == env_hash and h.pending is not None
         ]:
-            worker.jobs.pop(held.job_id)
+            worker.release(held.job_id, trio.current_time())
             error = (
                 f"environment {env_hash[:12]} could not be built on {worker.worker_id}: {message}"
             )
@@ -221,7 +221,7 @@ class Recovery:
 
     async def cancel_unsent(self, worker: WorkerState, held: HeldJob) -> None:
         """Cancel a job still waiting for its env on ``worker``: nothing to abort there."""
-        worker.jobs.pop(held.job_id, None)
+        worker.release(held.job_id, trio.current_time())
         if await self.ctx.store.mark_cancelled(held.job_id, held.attempt, now=self.ctx.wall()):
             logger.info(
                 "job %d cancelled before it was sent",
@@ -234,7 +234,7 @@ class Recovery:
         """At shutdown: jobs claimed but never sent return to the queue, uncounted."""
         for worker in list(self.ctx.registry.workers.values()):
             for held in [h for h in worker.jobs.values() if h.dispatched_at is None]:
-                worker.jobs.pop(held.job_id, None)
+                worker.release(held.job_id, trio.current_time())
                 await self.requeue(
                     held,
                     worker,

@@ -6,8 +6,17 @@ A worker is keyed by its ZeroMQ routing identity. IDENTIFY registers it (or
 re-registers it after a Sentinel restart or a liveness drop) with a number of
 slots: its dispatch credit. A slot is taken by a HeldJob from the moment the
 dispatcher claims a job for that worker until its receipt arrives, the worker
-is dropped, or the watchdog gives up on it. So the Sentinel never prefetches:
-``free_slots`` is ``slots - len(jobs)``, zero while DRAINING or unhealthy.
+is dropped, or the watchdog gives up on it: ``free_slots`` is
+``slots - len(jobs)``, zero while DRAINING or unhealthy.
+
+Prefetch: a worker that offers ``prefetch`` (IDENTIFY) gets that many jobs
+beyond its slots, but only while its jobs are short (the last one it finished
+took under ``PREFETCH_SHORT_S``): then the Sentinel's round trip between two
+jobs is a large share of each, and the worker starts the held job the moment a
+slot frees. Such a job is ``queued``; when a slot of its worker frees, the
+oldest queued job is taken to have started, and its timeout is counted from
+then. A worker that hands a held job back (its running job turned out long)
+gets no prefetch until a job of it is short again.
 A worker leaves the registry when it says goodbye (a HEARTBEAT with
 ``stopping``), when it falls silent past the liveness timeout, or when the
 ROUTER can no longer reach it.
@@ -26,6 +35,10 @@ import enum
 import attrs
 
 from casparian_trio.protocol import Dispatch, Heartbeat, Identify
+
+# A worker whose last job took less than this gets its prefetch slots: the
+# dispatch round trip (milliseconds) is then worth hiding.
+PREFETCH_SHORT_S = 1.0
 
 
 class AbortReason(enum.Enum):
@@ -46,6 +59,8 @@ class HeldJob:
     abort_sent_at: float | None = None
     # MANIFEST ``retries``: how many times a deterministic failure is retried (None: 0)
     retries: int | None = None
+    # Sent into a prefetch slot: the worker holds it until one of its slots frees.
+    queued: bool = False
 
     def deadline(self, grace_s: float) -> float | None:
         """When the watchdog sends ABORT (None: not started yet)."""
@@ -61,6 +76,8 @@ class WorkerState:
     capabilities: frozenset[str]
     slots: int
     last_seen: float
+    prefetch: int = 0  # jobs it holds beyond its slots (Identify.prefetch)
+    short_jobs: bool = False  # its last job took under PREFETCH_SHORT_S: prefetch pays
     host: str | None = None
     pid: int | None = None
     status: str = "IDLE"
@@ -82,7 +99,33 @@ class WorkerState:
     def free_slots(self) -> int:
         if self.status == "DRAINING" or not self.healthy or self.credit_hold:
             return 0
-        return max(0, self.slots - len(self.jobs) - len(self.stale))
+        taken = len(self.jobs) + len(self.stale)
+        if self.prefetch and self.short_jobs:
+            return max(0, self.slots + self.prefetch - taken)
+        return max(0, self.slots - taken)
+
+    @property
+    def slots_full(self) -> bool:
+        """A job claimed now would wait in a prefetch slot."""
+        return len(self.jobs) + len(self.stale) >= self.slots
+
+    def release(self, job_id: int, now: float, *, took_s: float | None = None) -> HeldJob | None:
+        """Take a job off the worker; the oldest queued job, if any, starts now.
+
+        ``took_s``: how long the job ran (a receipt), which decides whether
+        prefetch pays (``PREFETCH_SHORT_S``); None leaves that as it was.
+        """
+        held = self.jobs.pop(job_id, None)
+        if took_s is not None:
+            self.short_jobs = took_s < PREFETCH_SHORT_S
+        running = sum(1 for h in self.jobs.values() if not h.queued) + len(self.stale)
+        if running < self.slots:
+            waiting = next((h for h in self.jobs.values() if h.queued), None)
+            if waiting is not None:
+                waiting.queued = False
+                if waiting.dispatched_at is not None:
+                    waiting.dispatched_at = now  # its timeout runs from its start
+        return held
 
     def can_run(self, plugin_name: str) -> bool:
         return "*" in self.capabilities or plugin_name in self.capabilities
@@ -111,6 +154,7 @@ class Registry:
             worker_id=msg.worker_id,
             capabilities=frozenset(msg.capabilities),
             slots=msg.slots,
+            prefetch=msg.prefetch,
             last_seen=now,
             host=msg.host,
             pid=msg.pid,

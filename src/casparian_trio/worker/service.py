@@ -23,6 +23,16 @@ outbox is flushed (bounded) and the Sentinel's acknowledgement awaited (bounded)
 before the socket closes, since a socket closed with LINGER 0 drops what it has
 not sent yet.
 
+Prefetch (``--prefetch``, IDENTIFY ``prefetch``): beyond its slots the worker
+holds up to that many more DISPATCHes, started in arrival order as slots free,
+so a small file's next job is already here when the last one ends (the
+Sentinel's round trip is off the critical path). The Sentinel only fills a
+prefetch slot while the worker's jobs are short (``registry.py``). A held job
+that has not started within ``PREFETCH_HOLD_S`` -- the running job turned out
+long -- is handed back (ABORTED "handed back", requeued uncounted), as are
+held jobs when the worker drains; an ABORT of a held job ends it at once. Its
+timeout counts from its start, not its arrival.
+
 Is the Sentinel there? ``worker.watch`` asks an ``AnswerWatch`` (pure state,
 ``protocol/liveness.py``) a few times per liveness period; the pump feeds it
 every message the Sentinel sends, its answers to our heartbeats included. So the
@@ -75,6 +85,10 @@ OUTBOX_CAPACITY = 1_000
 FLUSH_TIMEOUT_S = 5.0
 # Far above a loopback or LAN round trip, short enough not to delay a stop.
 HANDBACK_LINGER_S = 0.2
+# A prefetched job waits at most this long for a slot before it goes back to the
+# Sentinel for another worker: the round trip it saves is milliseconds, and
+# another worker may be idle.
+PREFETCH_HOLD_S = 2.0
 # How long a stopping worker waits for the Sentinel to acknowledge its goodbye:
 # several round trips and a busy Sentinel's SQLite write; a gone Sentinel costs this.
 GOODBYE_TIMEOUT_S = 1.0
@@ -123,6 +137,8 @@ class Worker:
     executor: JobExecutor
     envs: EnvProvider
     jobs: dict[int, JobRun] = attrs.field(factory=dict)
+    # Prefetched DISPATCHes waiting for a slot (arrival order), and the scope of each one's hold.
+    held: dict[int, tuple[Dispatch, trio.CancelScope]] = attrs.field(factory=dict)
     draining: bool = False
     # The source roots the Sentinel announced (used when --source-root is not given).
     announced_roots: tuple[str, ...] = ()
@@ -205,6 +221,8 @@ class Worker:
             self.config.grace_s,
             extra={"event": "worker.draining"},
         )
+        for job_id in list(self.held):
+            self._hand_back_held(job_id, "worker is draining")
         self.send(self._heartbeat())
         deadline = trio.current_time() + self.config.grace_s
         for run in self.jobs.values():
@@ -287,7 +305,9 @@ class Worker:
             self._accept(job_id, payload)
         elif isinstance(payload, Abort):
             run = self.jobs.get(job_id)
-            if run is None:
+            if run is None and job_id in self.held:
+                self._abort_held(job_id, payload)
+            elif run is None:
                 logger.info("ABORT for job %d, which is not running here", job_id)
             elif payload.attempt not in (None, run.dispatch.attempt):
                 logger.info(
@@ -327,10 +347,15 @@ class Worker:
             logger.info("job %d not taken: this worker has said goodbye", job_id)
             return
         running = self.jobs.get(job_id)
-        if running is not None and running.dispatch.attempt == dispatch.attempt:
+        waiting = self.held.get(job_id)
+        if (running is not None and running.dispatch.attempt == dispatch.attempt) or (
+            waiting is not None and waiting[0].attempt == dispatch.attempt
+        ):
             logger.warning("duplicate DISPATCH of job %d ignored", job_id)
             return
-        busy = len(self.jobs) >= self.config.concurrency or running is not None
+        full = len(self.jobs) >= self.config.concurrency
+        can_hold = full and len(self.held) < self.config.prefetch and waiting is None
+        busy = (full and not can_hold) or running is not None
         if self.draining or busy or self._jobs_nursery is None:
             why = "worker is draining" if self.draining else "no free slot"
             if running is not None:
@@ -363,6 +388,13 @@ class Worker:
             )
             self.send(confine.refused_receipt(refused, dispatch.attempt), job_id)
             return
+        if full:
+            self._hold(job_id, dispatch)
+            return
+        self._start(job_id, dispatch)
+
+    def _start(self, job_id: int, dispatch: Dispatch) -> None:
+        assert self._jobs_nursery is not None
         run = JobRun(job_id=job_id, dispatch=dispatch)
         self.jobs[job_id] = run
         self._jobs_nursery.start_soon(self._job_task, run, name=f"worker.job:{job_id}")
@@ -373,6 +405,73 @@ class Worker:
         finally:
             del self.jobs[run.job_id]
         self.send(receipt, run.job_id)
+        self._start_held()
+
+    # --- prefetched jobs ------------------------------------------------------------
+
+    def _hold(self, job_id: int, dispatch: Dispatch) -> None:
+        """Keep a DISPATCH for the next free slot; hand it back after PREFETCH_HOLD_S."""
+        assert self._service_nursery is not None
+        scope = trio.CancelScope(deadline=trio.current_time() + PREFETCH_HOLD_S)
+        self.held[job_id] = (dispatch, scope)
+        self._service_nursery.start_soon(
+            self._hold_task, job_id, scope, name=f"worker.held:{job_id}"
+        )
+
+    async def _hold_task(self, job_id: int, scope: trio.CancelScope) -> None:
+        with scope:
+            await trio.sleep_forever()
+        entry = self.held.get(job_id)
+        if entry is not None and entry[1] is scope:  # still waiting: its hold is over
+            self._hand_back_held(job_id, f"no slot within {PREFETCH_HOLD_S:g} s")
+
+    def _start_held(self) -> None:
+        """Start held jobs, oldest first, while slots are free."""
+        while self.held and len(self.jobs) < self.config.concurrency and not self.draining:
+            job_id = next(iter(self.held))
+            dispatch, scope = self.held.pop(job_id)
+            scope.cancel()
+            self._start(job_id, dispatch)
+
+    def _hand_back_held(self, job_id: int, why: str) -> None:
+        dispatch, scope = self.held.pop(job_id)
+        scope.cancel()
+        logger.info(
+            "job %d handed back: %s",
+            job_id,
+            why,
+            extra={"event": "job.handed_back", "job_id": job_id},
+        )
+        self.send(
+            Conclude(
+                status="ABORTED", error_message=f"handed back: {why}", attempt=dispatch.attempt
+            ),
+            job_id,
+        )
+
+    def _abort_held(self, job_id: int, abort: Abort) -> None:
+        dispatch, scope = self.held[job_id]
+        if abort.attempt not in (None, dispatch.attempt):
+            logger.info(
+                "ABORT for job %d attempt %s ignored: holding attempt %s",
+                job_id,
+                abort.attempt,
+                dispatch.attempt,
+            )
+            return
+        del self.held[job_id]
+        scope.cancel()
+        logger.info(
+            "job %d: ABORT received before it started",
+            job_id,
+            extra={"event": "job.abort", "job_id": job_id},
+        )
+        self.send(
+            Conclude(
+                status="ABORTED", error_message=StopReason.ABORT.value, attempt=dispatch.attempt
+            ),
+            job_id,
+        )
 
     async def _env_task(self, spec: PrepareEnv) -> None:
         try:
@@ -394,13 +493,16 @@ class Worker:
     # --- what we tell the Sentinel -------------------------------------------------------
 
     def _held(self) -> tuple[JobRef, ...]:
-        return tuple(JobRef(job_id, run.dispatch.attempt) for job_id, run in self.jobs.items())
+        running = [JobRef(job_id, run.dispatch.attempt) for job_id, run in self.jobs.items()]
+        waiting = [JobRef(job_id, dispatch.attempt) for job_id, (dispatch, _) in self.held.items()]
+        return (*running, *waiting)
 
     def _identify(self) -> Identify:
         return Identify(
             worker_id=self.config.worker_id,
             capabilities=self.config.capabilities,
             slots=self.config.concurrency,
+            prefetch=self.config.prefetch,
             jobs=self._held(),
             envs=tuple(self.envs.ready_envs()),
             host=socket.gethostname(),
