@@ -11,9 +11,13 @@ One run, the same generated files for every system: ``--files`` CSVs of
 3. Huey (``SqliteHuey``, a consumer with ``--workers`` worker processes), the
    task converting the file in-process with pyarrow: no isolation at all.
 
-jobs/s for casparian-trio runs from the first job's claim to the last one's
-conclusion (from the database: start-up is not counted); for Huey from the
-first enqueue to the last result. Every output is checked (row count and
+Start-up is not measured for either system, and both are treated alike: Huey's
+consumer gets ``STARTUP_S`` before the first task is enqueued, and so do the
+casparian-trio workers once each has logged that the Sentinel answered (their
+guests start meanwhile); then the jobs are queued (one transaction, as a
+``scan`` would). jobs/s for casparian-trio runs from the first job's claim to
+the last one's conclusion (from the database); for Huey from the first
+enqueue to the last result. Every output is checked (row count and
 values per file) before a figure is printed. A printer only: no assertions.
 
 Usage: python tools/bench_smallfiles.py [--files 300] [--rows 50] [--workers 2] [--repeat 1]
@@ -39,6 +43,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _procs import child_env, free_port, spawn, stop, wait_for
 
 HANG_S = 600.0
+# Each system's workers are up this long before the first job is queued.
+STARTUP_S = 1.0
 PLUGIN_SOURCE = """
 import pyarrow.csv as pacsv
 
@@ -110,12 +116,19 @@ def seed(
     source: str | None = None,
 ) -> None:
     """Publish ``source`` (default: the CSV plugin) on env 'system'; queue one job per input."""
-    from casparian_trio.store import catalog, open_database, queue
+    publish(db_path, plugin, manifest, source)
+    enqueue(db_path, inputs, plugin)
+
+
+def publish(
+    db_path: Path, plugin: str, manifest: dict[str, object], source: str | None = None
+) -> None:
+    """Publish ``source`` (default: the CSV plugin) as ``plugin`` 1.0.0 on env 'system'."""
+    from casparian_trio.store import catalog, open_database
 
     if source is None:
         source = PLUGIN_SOURCE.replace("{MANIFEST}", repr(manifest))
     source_hash = hashlib.sha256(source.encode()).hexdigest()
-    now = time.time()
     db = open_database(db_path)
 
     def fill(conn: sqlite3.Connection) -> None:
@@ -128,8 +141,23 @@ def seed(
             env_hash="system",
             artifact_hash=source_hash,
             manifest={"name": plugin, "version": "1.0.0", **manifest},
-            now=now,
+            now=time.time(),
         )
+
+    try:
+        db.run_sync(fill)
+    finally:
+        db.close()
+
+
+def enqueue(db_path: Path, inputs: list[Path], plugin: str) -> None:
+    """Record every input and queue one job per input for ``plugin``, in one transaction."""
+    from casparian_trio.store import catalog, open_database, queue
+
+    now = time.time()
+    db = open_database(db_path)
+
+    def fill(conn: sqlite3.Connection) -> None:
         root_id, _ = catalog.add_source_root(conn, str(inputs[0].parent))
         for path in inputs:
             stat = path.stat()
@@ -188,7 +216,7 @@ def run_casparian(
         env=child_env(root),
     )
     plugin = "smallfiles"
-    seed(db, inputs, plugin, {} if reuse else {"reuse_guest": False}, source)
+    publish(db, plugin, {} if reuse else {"reuse_guest": False}, source)
     address = f"tcp://127.0.0.1:{free_port()}"
     sentinel, log = spawn(
         [sys.executable, "-m", "casparian_trio", "sentinel", "--db", str(db), "--bind", address],
@@ -196,6 +224,7 @@ def run_casparian(
         "sentinel",
     )
     procs = [sentinel]
+    logs: list[Path] = []
     try:
         wait_for(log, sentinel, "sentinel serving", hang_s=HANG_S)
         for i in range(workers):
@@ -216,6 +245,11 @@ def run_casparian(
                 *WORKER_ARGS,
             ]
             procs.append(spawn(worker_argv, root, f"worker-{i}")[0])
+            logs.append(root / f"worker-{i}.log")
+        for proc, worker_log in zip(procs[1:], logs, strict=True):
+            wait_for(worker_log, proc, "the sentinel answered", hang_s=HANG_S)
+        time.sleep(STARTUP_S)  # as Huey's consumer gets: the workers' guests start
+        enqueue(db, inputs, plugin)
         deadline = time.monotonic() + HANG_S
         while True:
             done, bad, spans = _progress(db)
@@ -265,7 +299,7 @@ def run_huey(work: Path, inputs: list[Path], workers: int) -> float:
         sys.path.insert(0, str(root))
         import bench_tasks  # type: ignore[import-not-found]
 
-        time.sleep(1.0)  # the consumer's processes start (not measured either way)
+        time.sleep(STARTUP_S)  # the consumer's processes start (not measured either way)
         start = time.perf_counter()
         results = [bench_tasks.convert(str(p), str(out / f"{p.stem}.parquet")) for p in inputs]
         deadline = time.monotonic() + HANG_S

@@ -93,6 +93,7 @@ FULL: dict[str, Any] = {
         worker_id="w-1",
         capabilities=("csv", "parquet"),
         slots=4,
+        prefetch=1,
         jobs=(JobRef(7, attempt=2), JobRef(U64)),
         envs=("e1", "e2"),
         host="node-a",

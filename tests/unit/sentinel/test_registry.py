@@ -41,6 +41,13 @@ FREE_SLOT_CASES: list[tuple[dict[str, Any], int]] = [
     ({"status": "DRAINING"}, 0),
     ({"healthy": False}, 0),
     ({"credit_hold": True}, 0),
+    # prefetch: slots beyond ``slots`` only while its jobs are short
+    ({"prefetch": 1, "jobs": {1: held(1), 2: held(2)}}, 0),
+    ({"prefetch": 1, "short_jobs": True, "jobs": {1: held(1), 2: held(2)}}, 1),
+    ({"prefetch": 1, "short_jobs": True, "jobs": {1: held(1)}}, 2),
+    ({"prefetch": 1, "short_jobs": True, "jobs": {i: held(i) for i in (1, 2, 3)}}, 0),
+    ({"prefetch": 1, "short_jobs": True, "status": "DRAINING"}, 0),
+    ({"prefetch": 1, "short_jobs": True, "credit_hold": True}, 0),
 ]
 
 
@@ -259,3 +266,47 @@ def test_fill_order_leaves_out_workers_without_credit() -> None:
     c, _ = registry.register(b"c", Identify(worker_id="c", slots=2), 0.0)
     a.status, b.healthy, c.stale = "DRAINING", False, {7: 0.0}
     assert [w.worker_id for w in registry.fill_order()] == ["c"]
+
+
+def test_a_freed_slot_starts_the_oldest_queued_job_and_its_timeout_with_it() -> None:
+    w = worker(
+        slots=1,
+        prefetch=2,
+        short_jobs=True,
+        jobs={
+            1: held(1, dispatched_at=10.0),
+            2: held(2, dispatched_at=10.5, queued=True),
+            3: held(3, dispatched_at=10.6, queued=True),
+        },
+    )
+    assert w.slots_full
+    taken = w.release(1, 12.0, took_s=2.0)
+    assert taken is not None
+    assert taken.job_id == 1
+    assert not w.short_jobs  # 2 s is not short: no more prefetch for now
+    assert (w.jobs[2].queued, w.jobs[2].dispatched_at) == (False, 12.0)
+    assert (w.jobs[3].queued, w.jobs[3].dispatched_at) == (True, 10.6)  # still waits
+    assert w.jobs[2].deadline(1.0) == 12.0 + 10.0 + 1.0
+    w.release(2, 12.1, took_s=0.1)
+    assert w.short_jobs
+    assert (w.jobs[3].queued, w.jobs[3].dispatched_at) == (False, 12.1)
+    assert w.release(99, 13.0) is None  # unknown: nothing changes
+    assert w.short_jobs
+
+
+def test_release_without_a_free_slot_promotes_nothing() -> None:
+    w = worker(
+        slots=2,
+        prefetch=1,
+        jobs={
+            1: held(1, dispatched_at=1.0),
+            2: held(2, dispatched_at=1.0),
+            3: held(3, dispatched_at=1.5, queued=True),
+        },
+        stale={9: 0.0},  # a stale attempt still runs there: it holds a slot
+    )
+    w.release(1, 2.0)
+    assert w.jobs[3].queued  # job 2 and the stale attempt fill both slots
+    w.stale.clear()
+    w.release(2, 3.0)
+    assert (w.jobs[3].queued, w.jobs[3].dispatched_at) == (False, 3.0)
