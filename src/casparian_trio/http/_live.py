@@ -28,9 +28,12 @@ def live_slots(registry: Registry | None) -> dict[str, Slots]:
         return {}
     found = {}
     for worker in registry.workers.values():
-        busy = len(worker.jobs) + len(worker.stale)
+        # A job held in a prefetch slot waits for a slot: it is neither busy nor free.
         found[worker.worker_id] = Slots(
-            worker_id=worker.worker_id, slots=worker.slots, busy=busy, free=worker.free_slots
+            worker_id=worker.worker_id,
+            slots=worker.slots,
+            busy=min(worker.slots, worker.running),
+            free=worker.open_slots,
         )
     return found
 

@@ -105,6 +105,18 @@ class WorkerState:
         return max(0, self.slots - taken)
 
     @property
+    def running(self) -> int:
+        """Slots in use: its jobs not waiting in a prefetch slot, and stale attempts."""
+        return sum(1 for h in self.jobs.values() if not h.queued) + len(self.stale)
+
+    @property
+    def open_slots(self) -> int:
+        """Free slots as an operator counts them: ``free_slots`` without prefetch."""
+        if self.status == "DRAINING" or not self.healthy or self.credit_hold:
+            return 0
+        return max(0, self.slots - self.running)
+
+    @property
     def slots_full(self) -> bool:
         """A job claimed now would wait in a prefetch slot."""
         return len(self.jobs) + len(self.stale) >= self.slots
@@ -118,8 +130,7 @@ class WorkerState:
         held = self.jobs.pop(job_id, None)
         if took_s is not None:
             self.short_jobs = took_s < PREFETCH_SHORT_S
-        running = sum(1 for h in self.jobs.values() if not h.queued) + len(self.stale)
-        if running < self.slots:
+        if self.running < self.slots:
             waiting = next((h for h in self.jobs.values() if h.queued), None)
             if waiting is not None:
                 waiting.queued = False

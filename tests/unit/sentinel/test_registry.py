@@ -310,3 +310,16 @@ def test_release_without_a_free_slot_promotes_nothing() -> None:
     w.stale.clear()
     w.release(2, 3.0)
     assert (w.jobs[3].queued, w.jobs[3].dispatched_at) == (False, 3.0)
+
+
+def test_an_operator_sees_slots_not_prefetch() -> None:
+    idle = worker(slots=2, prefetch=1, short_jobs=True)
+    assert (idle.free_slots, idle.open_slots, idle.running) == (3, 2, 0)
+    full = worker(
+        slots=1,
+        prefetch=1,
+        short_jobs=True,
+        jobs={1: held(1), 2: held(2, queued=True)},
+    )
+    assert (full.free_slots, full.open_slots, full.running) == (0, 0, 1)
+    assert worker(status="DRAINING").open_slots == 0
