@@ -110,7 +110,7 @@ class Reactions:
             now=self.ctx.wall(),
         )
         for held in lost:
-            if held.dispatched_at is None:  # never sent: not the plugin's fault
+            if held.dispatched_at is None or held.queued:  # never sent, or never started
                 await self.recovery.requeue(
                     held,
                     worker,

@@ -119,12 +119,13 @@ class Recovery:
             extra={"event": "worker.lost", "worker_id": worker.worker_id},
         )
         for held in list(worker.jobs.values()):
+            # A job still waiting in a prefetch slot never ran: it costs no attempt.
             await self.requeue(
                 held,
                 worker,
                 f"worker {worker.worker_id} lost: {why}",
-                counted=True,
-                outcome="WORKER_LOST",
+                counted=not held.queued,
+                outcome="HANDED_BACK" if held.queued else "WORKER_LOST",
             )
         await self.ctx.store.set_worker_status(worker.worker_id, "LOST", now=self.ctx.wall())
         self.ctx.waker.wake()

@@ -150,3 +150,26 @@ async def test_a_draining_worker_hands_its_held_job_back_at_once(
     await cluster.start_worker("w2")
     await cluster.wait_status(behind, "COMPLETED")
     await cluster.quiet()
+
+
+async def test_a_lost_worker_costs_its_held_job_no_attempt(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    await cluster.start_sentinel()
+    w1 = await cluster.start_worker("w1")
+    short, slow, behind = await cluster.add_jobs(
+        "sleep-0.05.csv", "sleep-1.csv", "ok.csv", max_attempts=1
+    )
+    await cluster.wait_status(short, "COMPLETED")
+    assert await _wait_holding(w1) == behind
+    w1.kill()  # SIGKILL: no goodbye, no receipts
+    row = await cluster.wait_status(behind, "QUEUED", within=300)
+    assert row.retry_count == 0
+    assert (await cluster.job(slow)).status in ("FAILED", "QUEUED")  # it was running: counted
+    await cluster.start_worker("w2")
+    await cluster.wait_status(behind, "COMPLETED", within=300)
+    assert [a["outcome"] for a in await cluster.store.attempts(behind)] == [
+        "HANDED_BACK",
+        "COMPLETED",
+    ]
+    await cluster.quiet()
