@@ -70,10 +70,10 @@ class GuestReportedError(BridgeError):
 class GuestConnection:
     """The host's end of a guest's socket, told when the guest process exits.
 
-    ``recv_into`` behaves like a socket's, except that once ``guest_exited()``
-    has been called a read that would block raises ``StreamClosed`` instead of
-    waiting: nothing the guest wrote can still be on its way (see the module
-    docstring). Socket errors (ECONNRESET when a killed guest left unread data
+    ``fill`` reads like a socket's ``recv_into`` in a loop, except that once
+    ``guest_exited()`` has been called a read that would block raises
+    ``StreamClosed`` instead of waiting: nothing the guest wrote can still be
+    on its way (see the module docstring). Socket errors (ECONNRESET when a killed guest left unread data
     behind) are ``StreamClosed`` too, so the caller names the guest's exit
     status rather than the errno.
     """
@@ -89,48 +89,70 @@ class GuestConnection:
         if self._waiting is not None:
             self._waiting.cancel(reason="guest exited")
 
-    async def recv_into(self, view: memoryview) -> int:
-        """Read up to ``len(view)`` bytes; 0 means EOF.
+    async def fill(self, view: memoryview) -> int:
+        """Read until ``view`` is full or EOF; the number of bytes read (short only at EOF).
+
+        Reads back to back while the kernel has data, with one checkpoint at the
+        end rather than one per read: a frame of several MiB arrives in ~100 KiB
+        reads (the socket buffer), and a trip through the scheduler per read
+        cost the host more than the reads.
 
         Raises:
             StreamClosed: the guest exited and nothing is left to read while the
                 socket stays open, or the socket failed.
         """
         fd = self.sock.fileno()
-        while True:
-            await trio.lowlevel.checkpoint_if_cancelled()
+        got, n = 0, len(view)
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while got < n:
             try:
-                got = os.readv(fd, [view])
+                k = os.readv(fd, [view[got:]])
             except BlockingIOError:
                 if self._exited:
                     raise StreamClosed(
                         "guest exited while a process it started kept the socket open"
                     ) from None
+                # No await between the check above and this wait: guest_exited()
+                # either ran before the check or will cancel this scope.
+                with trio.CancelScope() as self._waiting:
+                    await trio.lowlevel.wait_readable(fd)
+                self._waiting = None
+                continue
             except OSError as exc:
                 raise StreamClosed(f"the guest's socket failed: {exc.strerror or exc}") from exc
-            else:
-                self.received += got
-                await trio.lowlevel.cancel_shielded_checkpoint()
-                return got
-            # No await between the check above and this wait: guest_exited()
-            # either ran before the check or will cancel this scope.
-            with trio.CancelScope() as self._waiting:
-                await trio.lowlevel.wait_readable(fd)
-            self._waiting = None
+            if k == 0:
+                break
+            got += k
+            self.received += k
+        await trio.lowlevel.cancel_shielded_checkpoint()
+        return got
 
 
 async def recv_exactly(conn: GuestConnection, n: int, *, mid_frame: bool = True) -> bytearray:
     """Receive exactly ``n`` bytes into a new buffer (one copy, straight from the kernel)."""
     buf = bytearray(n)
-    view = memoryview(buf)
-    got = 0
-    while got < n:
-        k = await conn.recv_into(view[got:])
-        if k == 0:
-            where = "in the middle of a frame" if (mid_frame or got) else "without an end frame"
-            raise StreamClosed(f"guest closed the stream {where}")
-        got += k
+    await _fill_exactly(conn, memoryview(buf), mid_frame=mid_frame)
     return buf
+
+
+async def recv_body(conn: GuestConnection, n: int) -> memoryview:
+    """Receive a DATA frame's ``n`` bytes into memory from Arrow's pool.
+
+    The batches decoded from it point into this memory (zero-copy), and Arrow's
+    allocator neither zero-fills it nor gives it back to the kernel between
+    frames, as a ``bytearray`` of several MiB does (each one a memset, or fresh
+    pages to fault in).
+    """
+    view = memoryview(pa.allocate_buffer(n))
+    await _fill_exactly(conn, view, mid_frame=True)
+    return view
+
+
+async def _fill_exactly(conn: GuestConnection, view: memoryview, *, mid_frame: bool) -> None:
+    got = await conn.fill(view)
+    if got < len(view):
+        where = "in the middle of a frame" if (mid_frame or got) else "without an end frame"
+        raise StreamClosed(f"guest closed the stream {where}")
 
 
 async def _recv_u32(conn: GuestConnection, *, mid_frame: bool) -> int:
@@ -157,7 +179,7 @@ async def read_frames(
                 return await _recv_control(conn)
             if tag == fr.ERROR_TAG:
                 raise GuestReportedError.from_frame(await _recv_control(conn))
-            body = await recv_exactly(conn, fr.check_data_length(tag, max_frame_bytes))
+            body = await recv_body(conn, fr.check_data_length(tag, max_frame_bytes))
             frame = fr.parse_data(body)
             if frame.topic not in sinks:
                 raise fr.InvalidFrame(
