@@ -1,6 +1,9 @@
 """Benchmark the bridge against a one-process pyarrow CSV→Parquet conversion.
 
-Usage: ``python tools/bench_bridge.py [--rows 2000000] [--jobs 10] [--repeat 3] [--no-5x]``
+Usage: ``python tools/bench_bridge.py [--rows 2000000 | --csv FILE] [--jobs 10] [--repeat 3] [--no-5x]``
+
+``--csv FILE`` measures your own CSV instead of the generated one (copied into
+the run's folder, which is the Sentinel's source root; the 5x run is skipped).
 
 Prints, for one generated CSV (ints, floats, strings): rows/s through the
 bridge (a real guest streaming pyarrow.csv.open_csv batches to the host, which
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -145,9 +149,14 @@ def main() -> None:
     parser.add_argument(
         "--no-5x", dest="five", action="store_false", help="skip the 5x-input RSS run"
     )
+    parser.add_argument(
+        "--csv", type=Path, help="measure this CSV file instead of --rows generated rows"
+    )
     args = parser.parse_args()
+    if args.csv is not None and not args.csv.is_file():
+        raise SystemExit(f"--csv {args.csv}: no such file; give a CSV file to measure")
     with tempfile.TemporaryDirectory(prefix="bench-bridge-") as tmp:
-        run(Path(tmp), args.rows, args.jobs, args.five, args.repeat)
+        run(Path(tmp), args.rows, args.jobs, args.five and args.csv is None, args.repeat, args.csv)
 
 
 # The other plugin shape a user writes: parse the whole file (pyarrow's threaded
@@ -163,19 +172,32 @@ class Handler:
 """
 
 
+def _first_rows(csv: Path, out: Path, rows: int) -> Path:
+    """``out``: the header and first ``rows`` lines of ``csv``, byte for byte.
+
+    The worker's first job: it fixes the topic's contract, so it must be the
+    same kind of data (a quoted newline in those lines would cut a row: the
+    contract error then says so).
+    """
+    with csv.open("rb") as src, out.open("wb") as dst:
+        for _, line in zip(range(rows + 1), src, strict=False):
+            dst.write(line)
+    return out
+
+
 def whole_job(
     tmp: Path, csv: Path, source: str, base: dict[str, float], label: str, repeat: int
 ) -> None:
     """The job through a real Sentinel and worker; its time and Parquet size vs one process.
 
-    Two jobs are queued: a small file first, so the big one meets the worker as
-    it is in steady state (its guest started), then ``csv``; the big one's
+    Two jobs are queued: a small file first (``csv``'s first 1,000 rows), so the
+    big one meets the worker as it is in steady state (its guest started), then ``csv``; the big one's
     claim to conclusion is printed (the small one's too: a worker's first job).
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_smallfiles as small
 
-    first = write_csv(tmp / "first.csv", 1000)
+    first = _first_rows(csv, tmp / "first.csv", 1000)
     runs = []
     for i in range(repeat):  # the best of ``repeat`` fresh systems, as for the one-process line
         work = tmp / f"whole-{label.split(':')[0]}-{i}"
@@ -198,13 +220,20 @@ def whole_job(
     )
 
 
-def run(tmp: Path, rows: int, jobs: int, five: bool, repeat: int) -> None:
-    csv = write_csv(tmp / "input.csv", rows)
-    print(
-        f"input: {rows:,} rows, {csv.stat().st_size / 1e6:.0f} MB CSV (5 columns: int, string, float, int, string)"
-    )
+def run(
+    tmp: Path, rows: int, jobs: int, five: bool, repeat: int, given: Path | None = None
+) -> None:
+    if given is None:
+        csv = write_csv(tmp / "input.csv", rows)
+        shape = "5 columns: int, string, float, int, string"
+    else:
+        csv = tmp / "input.csv"
+        shutil.copyfile(given, csv)
+        shape = f"{given}"
     plugin = PLUGINS / "csv_stream.py"
     base = measure(ONE_PROCESS, csv, tmp / "one.parquet", repeat=repeat)
+    rows = int(base["rows"])
+    print(f"input: {rows:,} rows, {csv.stat().st_size / 1e6:.0f} MB CSV ({shape})")
     whole_job(tmp, csv, plugin.read_text(), base, "csv_stream: open_csv batches", repeat)
     whole_job(tmp, csv, READ_WHOLE, base, "read_csv: one table", repeat)
     bridge = measure(BRIDGE, csv, tmp / "bridge1", plugin, 1, "cold", repeat=repeat)
