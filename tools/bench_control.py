@@ -148,6 +148,7 @@ def worker_main(args: argparse.Namespace) -> int:
         connect=args.connect,
         worker_id=args.worker_id,
         concurrency=args.slots,
+        **({} if args.prefetch is None else {"prefetch": args.prefetch}),
         keys=keys_dir,
         key=args.worker_id if keys_dir else None,
         allow_system_env=True,  # the bench plugin has no lockfile (refused under keys otherwise)
@@ -216,10 +217,16 @@ def start_sentinel(
     return popen
 
 
+# --prefetch: the workers' prefetch (empty: the worker's default).
+PREFETCH: list[int] = []
+
+
 def start_worker(
     root: Path, address: str, worker_id: str, slots: int, keys: Path | None = None
 ) -> subprocess.Popen[bytes]:
     extra = ["--keys-dir", str(keys)] if keys is not None else []
+    if PREFETCH:
+        extra += ["--prefetch", str(PREFETCH[0])]
     popen, _log = spawn(worker_argv(address, worker_id, slots, extra), root, f"worker-{worker_id}")
     return popen
 
@@ -481,6 +488,9 @@ def main(argv: list[str] | None = None) -> int:
         help="each repeat: a run without, then one with keys / the polled dashboard",
     )
     # worker mode (what worker_argv runs)
+    parser.add_argument(
+        "--prefetch", type=int, help="jobs each worker holds beyond its slots (worker --prefetch)"
+    )
     parser.add_argument("--as-worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--connect", help=argparse.SUPPRESS)
     parser.add_argument("--worker-id", help=argparse.SUPPRESS)
@@ -488,6 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.as_worker:
         return worker_main(args)
+    if args.prefetch is not None:
+        PREFETCH[:] = [args.prefetch]
     if args.compare and getattr(args, args.compare):
         parser.error(f"--compare {args.compare} already switches --{args.compare} on and off")
     if args.jobs < 2 or args.workers < 1 or args.slots < 1 or args.repeat < 1:
