@@ -32,7 +32,7 @@ def live_slots(registry: Registry | None) -> dict[str, Slots]:
         found[worker.worker_id] = Slots(
             worker_id=worker.worker_id,
             slots=worker.slots,
-            busy=min(worker.slots, worker.running),
+            busy=worker.busy_slots,
             free=worker.open_slots,
         )
     return found

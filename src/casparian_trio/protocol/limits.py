@@ -30,3 +30,9 @@ def message_limit(
 
 # 54 MiB + 64 KiB: libzmq drops a peer that announces more, before reading it.
 DEFAULT_MAX_MESSAGE_BYTES = message_limit()
+
+
+# Prefetch (IDENTIFY ``prefetch``): a worker holds a DISPATCH it has no free
+# slot for at most this long, then hands it back. The Sentinel's watchdog gives
+# a job held ready that much more time (it cannot know when it started).
+PREFETCH_HOLD_S = 2.0

@@ -87,6 +87,8 @@ class JobRef(_Nested):
 
     job_id: int = attrs.field(metadata=wire(integer()))
     attempt: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
+    # extension: held ready in a prefetch slot, not started yet (omitted: running)
+    held: bool = attrs.field(default=False, metadata=wire(flag(), flag_out))
 
 
 @attrs.frozen

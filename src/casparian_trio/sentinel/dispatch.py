@@ -90,7 +90,6 @@ class Dispatcher:
             plugin_name=job.plugin_name,
             timeout_s=self.ctx.config.job_timeout_s,
             retries=claimed.plan.retries,
-            queued=worker.slots_full,
         )
         worker.jobs[job.id] = held
         self._send_or_prepare(worker, held, claimed.plan)
@@ -119,7 +118,7 @@ class Dispatcher:
 
     def send_dispatch(self, worker: WorkerState, held: HeldJob, dispatch: Dispatch) -> None:
         held.pending = None
-        held.dispatched_at = trio.current_time()
+        worker.sent(held, trio.current_time())
         self.ctx.outbox.put(Outgoing(worker.identity, dispatch, held.job_id))
         # DEBUG: the outcome line (reactions.py) names the worker and attempt
         # again; a second INFO line per job was a measurable share of its cost.

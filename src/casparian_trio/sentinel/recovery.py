@@ -271,11 +271,11 @@ class Recovery:
                 and orphan.job.worker_id == worker.worker_id
                 and ref.attempt in (None, orphan.job.attempt)
             ):
-                self._adopt(worker, orphan)
+                self._adopt(worker, orphan, held_ready=ref.held)
             else:
                 self._stop_stale(worker, ref)
 
-    def _adopt(self, worker: WorkerState, orphan: Orphan) -> None:
+    def _adopt(self, worker: WorkerState, orphan: Orphan, *, held_ready: bool = False) -> None:
         job = orphan.job
         del self.orphans[job.id]
         # its clock started when it was claimed, not now
@@ -286,6 +286,7 @@ class Recovery:
             plugin_name=job.plugin_name,
             timeout_s=job.timeout_s or self.ctx.config.job_timeout_s,
             dispatched_at=trio.current_time() - ran_for,
+            queued=held_ready,  # held ready in a prefetch slot: not started yet
         )
         logger.info(
             "job %d re-adopted from %s",

@@ -34,7 +34,8 @@ import enum
 
 import attrs
 
-from casparian_trio.protocol import Dispatch, Heartbeat, Identify
+from casparian_trio.protocol import Dispatch, Heartbeat, Identify, JobRef
+from casparian_trio.protocol.limits import PREFETCH_HOLD_S
 
 # A worker whose last job took less than this gets its prefetch slots: the
 # dispatch round trip (milliseconds) is then worth hiding.
@@ -63,10 +64,15 @@ class HeldJob:
     queued: bool = False
 
     def deadline(self, grace_s: float) -> float | None:
-        """When the watchdog sends ABORT (None: not started yet)."""
+        """When the watchdog sends ABORT (None: not sent yet).
+
+        A job held ready (``queued``) may wait up to ``PREFETCH_HOLD_S`` on its
+        worker before it starts or comes back: that much more time is allowed.
+        """
         if self.dispatched_at is None:
             return None
-        return self.dispatched_at + self.timeout_s + grace_s
+        held_for = PREFETCH_HOLD_S if self.queued else 0.0
+        return self.dispatched_at + held_for + self.timeout_s + grace_s
 
 
 @attrs.define(eq=False, kw_only=True)
@@ -105,24 +111,39 @@ class WorkerState:
         return max(0, self.slots - taken)
 
     @property
+    def slot_credit(self) -> int:
+        """``free_slots`` without the prefetch slots: real slots nothing is claimed for."""
+        return min(self.free_slots, max(0, self.slots - len(self.jobs) - len(self.stale)))
+
+    @property
     def running(self) -> int:
-        """Slots in use: its jobs not waiting in a prefetch slot, and stale attempts."""
-        return sum(1 for h in self.jobs.values() if not h.queued) + len(self.stale)
+        """Jobs its slots run, as far as we know: sent and not held ready, and stale attempts."""
+        sent = sum(1 for h in self.jobs.values() if h.dispatched_at is not None and not h.queued)
+        return sent + len(self.stale)
+
+    @property
+    def busy_slots(self) -> int:
+        """Slots taken as an operator counts them: a job waiting for its env holds one."""
+        return min(self.slots, sum(1 for h in self.jobs.values() if not h.queued) + len(self.stale))
 
     @property
     def open_slots(self) -> int:
         """Free slots as an operator counts them: ``free_slots`` without prefetch."""
         if self.status == "DRAINING" or not self.healthy or self.credit_hold:
             return 0
-        return max(0, self.slots - self.running)
+        return max(0, self.slots - self.busy_slots)
 
-    @property
-    def slots_full(self) -> bool:
-        """A job claimed now would wait in a prefetch slot."""
-        return len(self.jobs) + len(self.stale) >= self.slots
+    def sent(self, held: HeldJob, now: float) -> None:
+        """``held`` goes out now: into a free slot, or held ready if the worker's slots are full.
+
+        Decided when it is sent, not when it was claimed: a job waiting for its
+        env takes no slot on the worker until it is sent itself.
+        """
+        held.queued = self.running >= self.slots
+        held.dispatched_at = now
 
     def release(self, job_id: int, now: float, *, took_s: float | None = None) -> HeldJob | None:
-        """Take a job off the worker; the oldest queued job, if any, starts now.
+        """Take a job off the worker; held-ready jobs start in the slots it frees.
 
         ``took_s``: how long the job ran (a receipt), which decides whether
         prefetch pays (``PREFETCH_SHORT_S``); None leaves that as it was.
@@ -130,13 +151,38 @@ class WorkerState:
         held = self.jobs.pop(job_id, None)
         if took_s is not None:
             self.short_jobs = took_s < PREFETCH_SHORT_S
-        if self.running < self.slots:
-            waiting = next((h for h in self.jobs.values() if h.queued), None)
-            if waiting is not None:
-                waiting.queued = False
-                if waiting.dispatched_at is not None:
-                    waiting.dispatched_at = now  # its timeout runs from its start
+        self._start_held(now)
         return held
+
+    def _start_held(self, now: float) -> None:
+        """The worker starts held jobs in the order they reached it as slots free."""
+        while self.running < self.slots:
+            waiting = [h for h in self.jobs.values() if h.queued]
+            if not waiting:
+                return
+            first = min(waiting, key=lambda h: h.dispatched_at or 0.0)
+            first.queued = False
+            first.dispatched_at = now  # its timeout runs from its start
+
+    def reported(self, refs: tuple[JobRef, ...], now: float) -> None:
+        """What the worker says of its jobs (a heartbeat) corrects what we assumed.
+
+        A job we took for held ready that it runs started at the latest now; one
+        we took for running that it holds (adopted after a restart) is held.
+        """
+        for ref in refs:
+            held = self.jobs.get(ref.job_id)
+            if (
+                held is None
+                or held.dispatched_at is None
+                or ref.attempt not in (None, held.attempt)
+            ):
+                continue
+            if held.queued and not ref.held:
+                held.queued = False
+                held.dispatched_at = now
+            elif ref.held and not held.queued:
+                held.queued = True
 
     def can_run(self, plugin_name: str) -> bool:
         return "*" in self.capabilities or plugin_name in self.capabilities
@@ -192,9 +238,11 @@ class Registry:
         worker.credit_hold = False
         if msg.envs is not None:
             worker.envs_ready = set(msg.envs)
-        named = {ref.job_id for ref in msg.held_jobs()}
+        refs = msg.held_jobs()
+        named = {ref.job_id for ref in refs}
         for job_id in [j for j in worker.stale if j not in named]:
             del worker.stale[job_id]  # it stopped that one
+        worker.reported(refs, now)
 
     def drop(self, identity: bytes) -> WorkerState | None:
         return self.workers.pop(identity, None)
@@ -216,16 +264,20 @@ class Registry:
         """
         taken: dict[bytes, int] = {}
         order: list[WorkerState] = []
-        while True:
-            ready = [w for w in self.workers.values() if w.free_slots > taken.get(w.identity, 0)]
-            if not ready:
-                return order
-            ready.sort(
-                key=lambda w: ((len(w.jobs) + taken.get(w.identity, 0)) / w.slots, w.last_seen)
-            )
-            for worker in ready:
-                taken[worker.identity] = taken.get(worker.identity, 0) + 1
-                order.append(worker)
+        # Every real slot first, then prefetch slots: a job is never held ready
+        # behind another while a slot is free anywhere.
+        for credit in (_slot_credit, _free_slots):
+            while True:
+                ready = [w for w in self.workers.values() if credit(w) > taken.get(w.identity, 0)]
+                if not ready:
+                    break
+                ready.sort(
+                    key=lambda w: ((len(w.jobs) + taken.get(w.identity, 0)) / w.slots, w.last_seen)
+                )
+                for worker in ready:
+                    taken[worker.identity] = taken.get(worker.identity, 0) + 1
+                    order.append(worker)
+        return order
 
     def holder_of(self, job_id: int) -> tuple[WorkerState, HeldJob] | None:
         for worker in self.workers.values():
@@ -236,3 +288,11 @@ class Registry:
 
     def total_free_slots(self) -> int:
         return sum(w.free_slots for w in self.workers.values())
+
+
+def _slot_credit(worker: WorkerState) -> int:
+    return worker.slot_credit
+
+
+def _free_slots(worker: WorkerState) -> int:
+    return worker.free_slots

@@ -72,6 +72,7 @@ from casparian_trio.protocol import (
     decode,
     encode,
 )
+from casparian_trio.protocol.limits import PREFETCH_HOLD_S
 from casparian_trio.transport import Channel
 from casparian_trio.worker import confine
 from casparian_trio.worker.runner import JobExecutor, JobRun, StopReason
@@ -85,10 +86,6 @@ OUTBOX_CAPACITY = 1_000
 FLUSH_TIMEOUT_S = 5.0
 # Far above a loopback or LAN round trip, short enough not to delay a stop.
 HANDBACK_LINGER_S = 0.2
-# A prefetched job waits at most this long for a slot before it goes back to the
-# Sentinel for another worker: the round trip it saves is milliseconds, and
-# another worker may be idle.
-PREFETCH_HOLD_S = 2.0
 # How long a stopping worker waits for the Sentinel to acknowledge its goodbye:
 # several round trips and a busy Sentinel's SQLite write; a gone Sentinel costs this.
 GOODBYE_TIMEOUT_S = 1.0
@@ -427,7 +424,8 @@ class Worker:
 
     def _start_held(self) -> None:
         """Start held jobs, oldest first, while slots are free."""
-        while self.held and len(self.jobs) < self.config.concurrency and not self.draining:
+        stopping = self.draining or self._stop.is_set()  # the drain hands them back
+        while self.held and len(self.jobs) < self.config.concurrency and not stopping:
             job_id = next(iter(self.held))
             dispatch, scope = self.held.pop(job_id)
             scope.cancel()
@@ -494,7 +492,10 @@ class Worker:
 
     def _held(self) -> tuple[JobRef, ...]:
         running = [JobRef(job_id, run.dispatch.attempt) for job_id, run in self.jobs.items()]
-        waiting = [JobRef(job_id, dispatch.attempt) for job_id, (dispatch, _) in self.held.items()]
+        waiting = [
+            JobRef(job_id, dispatch.attempt, held=True)
+            for job_id, (dispatch, _) in self.held.items()
+        ]
         return (*running, *waiting)
 
     def _identify(self) -> Identify:

@@ -94,7 +94,7 @@ FULL: dict[str, Any] = {
         capabilities=("csv", "parquet"),
         slots=4,
         prefetch=1,
-        jobs=(JobRef(7, attempt=2), JobRef(U64)),
+        jobs=(JobRef(7, attempt=2), JobRef(U64), JobRef(8, attempt=1, held=True)),
         envs=("e1", "e2"),
         host="node-a",
         pid=4242,

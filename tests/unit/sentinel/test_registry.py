@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from casparian_trio.protocol import Heartbeat, Identify, JobRef
+from casparian_trio.protocol.limits import PREFETCH_HOLD_S
 from casparian_trio.sentinel.registry import (
     HeldJob,
     Registry,
@@ -279,7 +280,6 @@ def test_a_freed_slot_starts_the_oldest_queued_job_and_its_timeout_with_it() -> 
             3: held(3, dispatched_at=10.6, queued=True),
         },
     )
-    assert w.slots_full
     taken = w.release(1, 12.0, took_s=2.0)
     assert taken is not None
     assert taken.job_id == 1
@@ -314,12 +314,51 @@ def test_release_without_a_free_slot_promotes_nothing() -> None:
 
 def test_an_operator_sees_slots_not_prefetch() -> None:
     idle = worker(slots=2, prefetch=1, short_jobs=True)
-    assert (idle.free_slots, idle.open_slots, idle.running) == (3, 2, 0)
+    assert (idle.free_slots, idle.slot_credit, idle.open_slots, idle.running) == (3, 2, 2, 0)
     full = worker(
         slots=1,
         prefetch=1,
         short_jobs=True,
-        jobs={1: held(1), 2: held(2, queued=True)},
+        jobs={1: held(1, dispatched_at=0.0), 2: held(2, dispatched_at=0.0, queued=True)},
     )
-    assert (full.free_slots, full.open_slots, full.running) == (0, 0, 1)
+    assert (full.free_slots, full.slot_credit, full.open_slots, full.running) == (0, 0, 0, 1)
+    env_wait = worker(slots=1, jobs={1: held(1)})  # claimed, waiting for its env: not sent
+    assert (env_wait.open_slots, env_wait.busy_slots, env_wait.running) == (0, 1, 0)
     assert worker(status="DRAINING").open_slots == 0
+
+
+def test_a_job_is_held_ready_only_if_the_workers_slots_run_sent_jobs() -> None:
+    """Decided when sent: a claimed job waiting for its env takes no slot on the worker."""
+    w = worker(slots=1, prefetch=1, short_jobs=True)
+    env_wait = held(1)  # claimed, never sent (it waits for ENV_READY)
+    w.jobs[1] = env_wait
+    nxt = held(2)
+    w.jobs[2] = nxt
+    w.sent(nxt, 5.0)
+    assert (nxt.queued, nxt.dispatched_at) == (False, 5.0)  # the worker starts it at once
+    w.sent(env_wait, 6.0)
+    assert env_wait.queued  # now job 2 runs in the slot: job 1 is held ready behind it
+    assert env_wait.deadline(1.0) == 6.0 + PREFETCH_HOLD_S + 10.0 + 1.0
+    assert nxt.deadline(1.0) == 5.0 + 10.0 + 1.0
+
+
+def test_real_slots_are_filled_before_any_prefetch_slot() -> None:
+    reg = Registry()
+    busy, _ = reg.register(b"busy", Identify(worker_id="busy", slots=1, prefetch=1), 0.0)
+    reg.register(b"idle", Identify(worker_id="idle", slots=2), 0.0)
+    busy.short_jobs = True
+    busy.jobs[1] = held(1, dispatched_at=0.0)
+    assert [w.worker_id for w in reg.fill_order()] == ["idle", "idle", "busy"]
+
+
+def test_a_heartbeat_says_which_jobs_run_and_which_are_held() -> None:
+    reg = Registry()
+    w, _ = reg.register(b"w1", Identify(worker_id="w1", slots=1, prefetch=1), 0.0)
+    w.stale[9] = 0.0  # a stale attempt held the slot when job 2 was sent: held ready
+    w.jobs[2] = held(2, dispatched_at=1.0, queued=True)
+    w.jobs[3] = held(3, dispatched_at=1.5)  # adopted after a restart as running
+    beat = Heartbeat(status="BUSY", worker_id="w1", jobs=(JobRef(2, 1), JobRef(3, 1, held=True)))
+    reg.beat(w, beat, 5.0)
+    assert not w.stale  # it stopped the stale one ...
+    assert (w.jobs[2].queued, w.jobs[2].dispatched_at) == (False, 5.0)  # ... and started job 2
+    assert w.jobs[3].queued

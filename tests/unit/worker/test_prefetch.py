@@ -16,7 +16,9 @@ import trio
 from services_harness import Cluster, Handle, wall
 from trio.testing import MockClock
 
-from casparian_trio.worker.service import PREFETCH_HOLD_S, Worker
+from casparian_trio.protocol.limits import PREFETCH_HOLD_S
+from casparian_trio.store import EnvSpec
+from casparian_trio.worker.service import Worker
 
 
 def _worker(handle: Handle) -> Worker:
@@ -173,3 +175,68 @@ async def test_a_lost_worker_costs_its_held_job_no_attempt(
         "COMPLETED",
     ]
     await cluster.quiet()
+
+
+async def test_an_idle_workers_slots_fill_before_a_busy_workers_prefetch(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    await cluster.start_sentinel()
+    w1 = await cluster.start_worker("w1")
+    short, long = await cluster.add_jobs("sleep-0.05.csv", "sleep-100.csv")
+    await cluster.wait_status(short, "COMPLETED")
+    await cluster.wait_held(w1, 1)  # the long one runs; w1's last job was short
+    w2 = await cluster.start_worker("w2", concurrency=2)
+    await trio.sleep(0.5)
+    x, y = await cluster.add_jobs("sleep-0.5.csv", "sleep-0.5.csv")
+    await cluster.wait_held(w2, 2)
+    assert not _worker(w1).held
+    for job_id in (x, y):
+        await cluster.wait_status(job_id, "COMPLETED")
+        assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == ["COMPLETED"]
+    await cluster.wait_status(long, "COMPLETED", within=200)
+    await cluster.quiet()
+
+
+async def test_the_watchdog_allows_a_held_job_its_wait(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    """Timeout 1 s and abort grace 0.3 s, held 1.9 s behind another job: it still runs."""
+    await cluster.start_sentinel(abort_grace_s=0.3)
+    await cluster.start_worker("w1")
+    first, second = await cluster.add_jobs("sleep-0.05.csv", "sleep-1.9.csv", plugin="p")
+    (third,) = await cluster.add_jobs("ok.csv", plugin="q", timeout_s=1, max_attempts=1)
+    await cluster.wait_status(first, "COMPLETED")
+    row = await cluster.wait_status(third, "COMPLETED", "FAILED", within=60)
+    assert row.status == "COMPLETED", row.error_message
+    assert len(_starts(cluster, third)) == 1
+    assert (await cluster.job(second)).status == "COMPLETED"
+    await cluster.quiet()
+
+
+async def test_a_job_that_started_at_once_counts_when_its_worker_dies(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    """Job A waits for its env on the Sentinel; job B, claimed after it, goes to the free slot.
+
+    B runs at once on the worker, so the Sentinel must not take it for held
+    ready: a worker lost while running it costs B its attempt.
+    """
+    env = EnvSpec(env_hash="e" * 64, lockfile="lock", pyproject=None, python_version="3.11")
+    await cluster.store.record_environment(env, now=wall())
+    await cluster.start_sentinel()
+    w1 = await cluster.start_worker("w1")
+    (first,) = await cluster.add_jobs("sleep-0.05.csv")
+    await cluster.wait_status(first, "COMPLETED")
+    (a,) = await cluster.add_jobs("sleep-0.05.csv", plugin="q", env_hash="e" * 64)
+    (b,) = await cluster.add_jobs("sleep-100.csv", plugin="p", max_attempts=1)
+    with trio.fail_after(30):
+        while not _starts(cluster, b):
+            await trio.sleep(0.01)
+    assert cluster.sentinel is not None
+    [state] = cluster.sentinel.ctx.registry.workers.values()
+    assert not state.jobs[b].queued
+    w1.kill()
+    row = await cluster.wait_status(b, "FAILED", "QUEUED", within=300)
+    assert row.status == "FAILED"  # max_attempts 1: the lost run was its attempt
+    assert [x["outcome"] for x in await cluster.store.attempts(b)] == ["WORKER_LOST"]
+    assert _starts(cluster, a) == []
