@@ -357,18 +357,7 @@ class Worker:
             why = "worker is draining" if self.draining else "no free slot"
             if running is not None:
                 why = f"still stopping attempt {running.dispatch.attempt} of this job"
-            logger.info(
-                "job %d handed back: %s",
-                job_id,
-                why,
-                extra={"event": "job.handed_back", "job_id": job_id},
-            )
-            self.send(
-                Conclude(
-                    status="ABORTED", error_message=f"handed back: {why}", attempt=dispatch.attempt
-                ),
-                job_id,
-            )
+            self._hand_back(job_id, dispatch.attempt, why)
             return
         refused = confine.refusal(
             dispatch,
@@ -434,6 +423,10 @@ class Worker:
     def _hand_back_held(self, job_id: int, why: str) -> None:
         dispatch, scope = self.held.pop(job_id)
         scope.cancel()
+        self._hand_back(job_id, dispatch.attempt, why)
+
+    def _hand_back(self, job_id: int, attempt: int | None, why: str) -> None:
+        """Return a job we will not run: the Sentinel requeues it, uncounted."""
         logger.info(
             "job %d handed back: %s",
             job_id,
@@ -441,9 +434,7 @@ class Worker:
             extra={"event": "job.handed_back", "job_id": job_id},
         )
         self.send(
-            Conclude(
-                status="ABORTED", error_message=f"handed back: {why}", attempt=dispatch.attempt
-            ),
+            Conclude(status="ABORTED", error_message=f"handed back: {why}", attempt=attempt),
             job_id,
         )
 

@@ -35,6 +35,23 @@ async def _wait_holding(handle: Handle, within: float = 60.0) -> int:
     return next(iter(worker.held))
 
 
+async def _holding_one(
+    cluster: Cluster, ahead: str, *, max_attempts: int | None = None, **worker: object
+) -> tuple[Handle, int, int]:
+    """A Sentinel and worker w1 that, after a short job, runs ``ahead`` and holds ``ok.csv``.
+
+    Returns (w1, the job ahead, the held job).
+    """
+    await cluster.start_sentinel()
+    w1 = await cluster.start_worker("w1", **worker)
+    short, running, behind = await cluster.add_jobs(
+        "sleep-0.05.csv", ahead, "ok.csv", max_attempts=max_attempts
+    )
+    await cluster.wait_status(short, "COMPLETED")
+    assert await _wait_holding(w1) == behind
+    return w1, running, behind
+
+
 def _starts(cluster: Cluster, job_id: int) -> list[float]:
     return [t for t, jid, _ in cluster.executor.calls if jid == job_id]
 
@@ -75,11 +92,7 @@ async def test_no_prefetch_means_a_round_trip_between_jobs(
 async def test_a_job_held_behind_a_long_one_goes_back_uncounted_and_runs_elsewhere(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
-    await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1")
-    short, long, behind = await cluster.add_jobs("sleep-0.05.csv", "sleep-100.csv", "ok.csv")
-    await cluster.wait_status(short, "COMPLETED")
-    assert await _wait_holding(w1) == behind  # w1 runs the long one, holds the next
+    w1, long, behind = await _holding_one(cluster, "sleep-100.csv")
     held_at = trio.current_time()
     row = await cluster.wait_status(behind, "QUEUED")  # handed back after the hold
     assert trio.current_time() - held_at == pytest.approx(PREFETCH_HOLD_S, abs=0.1)
@@ -119,11 +132,7 @@ async def test_a_held_jobs_timeout_counts_from_its_start(
 async def test_cancelling_a_held_job_ends_it_without_running_it(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
-    await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1")
-    short, slow, behind = await cluster.add_jobs("sleep-0.05.csv", "sleep-1.csv", "ok.csv")
-    await cluster.wait_status(short, "COMPLETED")
-    assert await _wait_holding(w1) == behind
+    w1, slow, behind = await _holding_one(cluster, "sleep-1.csv")
     await cluster.store.request_cancel(behind, now=wall())
     row = await cluster.wait_status(behind, "CANCELLED")
     assert row.status == "CANCELLED"
@@ -136,11 +145,7 @@ async def test_cancelling_a_held_job_ends_it_without_running_it(
 async def test_a_draining_worker_hands_its_held_job_back_at_once(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
-    await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1", grace_s=30.0)
-    short, slow, behind = await cluster.add_jobs("sleep-0.05.csv", "sleep-1.csv", "ok.csv")
-    await cluster.wait_status(short, "COMPLETED")
-    assert await _wait_holding(w1) == behind
+    w1, slow, behind = await _holding_one(cluster, "sleep-1.csv", grace_s=30.0)
     began = trio.current_time()
     _worker(w1).request_shutdown()
     row = await cluster.wait_status(behind, "QUEUED")
@@ -157,13 +162,7 @@ async def test_a_draining_worker_hands_its_held_job_back_at_once(
 async def test_a_lost_worker_costs_its_held_job_no_attempt(
     cluster: Cluster, autojump_clock: MockClock
 ) -> None:
-    await cluster.start_sentinel()
-    w1 = await cluster.start_worker("w1")
-    short, slow, behind = await cluster.add_jobs(
-        "sleep-0.05.csv", "sleep-1.csv", "ok.csv", max_attempts=1
-    )
-    await cluster.wait_status(short, "COMPLETED")
-    assert await _wait_holding(w1) == behind
+    w1, slow, behind = await _holding_one(cluster, "sleep-1.csv", max_attempts=1)
     w1.kill()  # SIGKILL: no goodbye, no receipts
     row = await cluster.wait_status(behind, "QUEUED", within=300)
     assert row.retry_count == 0
