@@ -214,3 +214,54 @@ def test_a_job_longer_than_the_thread_cache_idle_timeout_completes(cluster: Clus
 
     stop_cleanly(worker, sentinel)
     assert cluster.leftovers() == []
+
+
+def test_a_worker_killed_with_a_job_held_ready_loses_nothing(cluster: Cluster) -> None:
+    """Prefetch with real processes: SIGKILL while one job runs and the next waits held ready.
+
+    The running job's attempt counts (WORKER_LOST); the held one never ran, so
+    it goes back uncounted (HANDED_BACK) and runs once elsewhere. Every job's
+    rows are in its file exactly once.
+    """
+    files = {"a.txt": "rows=2\n", "b.txt": "hold=1\nrows=3\n", "c.txt": "rows=4\n"}
+    short, held_up, behind = cluster.seed_jobs(PLUGIN, SLOW_PLUGIN, files)
+    sentinel = cluster.start_sentinel()
+    worker_a = cluster.start_worker("w-a")
+    assert cluster.wait_for_status(short, "COMPLETED").worker_id == "w-a"
+    wait_until("b to run on w-a", lambda: cluster.started_markers("b.txt"))
+    # c went out with b (w-a's last job was short): dispatched to w-a, not started
+    row = cluster.wait_for_status(behind, "RUNNING")
+    assert row.worker_id == "w-a", row
+    assert cluster.started_markers("c.txt") == []
+
+    worker_a.send(signal.SIGKILL)
+    assert worker_a.wait() == -signal.SIGKILL
+    sentinel.wait_for_log(r"worker w-a lost")
+    cluster.release("b.txt")
+    worker_b = cluster.start_worker("w-b")
+    for job_id in (held_up, behind):
+        done = cluster.wait_for_status(job_id, "COMPLETED", "FAILED")
+        assert done.status == "COMPLETED", done
+        assert done.worker_id == "w-b"
+    assert outcomes(cluster, held_up) == [(1, "w-a", "WORKER_LOST"), (2, "w-b", "COMPLETED")]
+    assert [(w, o) for _, w, o in outcomes(cluster, behind)] == [
+        ("w-a", "HANDED_BACK"),
+        ("w-b", "COMPLETED"),
+    ]
+    assert cluster.job(behind).retry_count == 0  # it never ran on w-a
+    assert len(cluster.started_markers("c.txt")) == 1
+    table = cluster.read_output(PLUGIN)
+    rows: dict[int, list[int]] = {}
+    for job_id, row_id in zip(
+        table.column("_cf_job_id").to_pylist(), table.column("id").to_pylist(), strict=True
+    ):
+        rows.setdefault(job_id, []).append(row_id)
+    assert {job: sorted(ids) for job, ids in rows.items()} == {
+        short: [0, 1],
+        held_up: [0, 1, 2],
+        behind: [0, 1, 2, 3],
+    }
+    assert len(cluster.parquet_files(PLUGIN)) == 3  # one file per source file
+
+    stop_cleanly(worker_b, sentinel)
+    assert cluster.leftovers() == []
