@@ -119,13 +119,15 @@ class Recovery:
             extra={"event": "worker.lost", "worker_id": worker.worker_id},
         )
         for held in list(worker.jobs.values()):
-            # A job still waiting in a prefetch slot never ran: it costs no attempt.
+            # A job never sent (its env was still being built) or still held ready
+            # in a prefetch slot never ran: it costs no attempt.
+            ran = held.dispatched_at is not None and not held.queued
             await self.requeue(
                 held,
                 worker,
                 f"worker {worker.worker_id} lost: {why}",
-                counted=not held.queued,
-                outcome="HANDED_BACK" if held.queued else "WORKER_LOST",
+                counted=ran,
+                outcome="WORKER_LOST" if ran else "HANDED_BACK",
             )
         await self.ctx.store.set_worker_status(worker.worker_id, "LOST", now=self.ctx.wall())
         self.ctx.waker.wake()

@@ -239,3 +239,35 @@ async def test_a_job_that_started_at_once_counts_when_its_worker_dies(
     assert row.status == "FAILED"  # max_attempts 1: the lost run was its attempt
     assert [x["outcome"] for x in await cluster.store.attempts(b)] == ["WORKER_LOST"]
     assert _starts(cluster, a) == []
+
+
+async def test_a_job_never_sent_costs_no_attempt_when_its_worker_is_lost(
+    cluster: Cluster, autojump_clock: MockClock
+) -> None:
+    """Claimed for w1, waiting for w1 to build its env: w1 dies, the job was never sent."""
+    env = EnvSpec(env_hash="e" * 64, lockfile="lock", pyproject=None, python_version="3.11")
+    await cluster.store.record_environment(env, now=wall())
+    cluster.envs.build_seconds = 30.0
+    await cluster.start_sentinel()
+    w1 = await cluster.start_worker("w1")
+    (job_id,) = await cluster.add_jobs("ok.csv", plugin="q", env_hash="e" * 64, max_attempts=1)
+    assert cluster.sentinel is not None
+    registry = cluster.sentinel.ctx.registry
+    with trio.fail_after(60):
+        while not any(
+            (held := w.jobs.get(job_id)) is not None and held.pending is not None
+            for w in registry.workers.values()
+        ):
+            await trio.sleep(0.01)
+    w1.kill()
+    row = await cluster.wait_status(job_id, "QUEUED", "FAILED", within=300)
+    assert row.status == "QUEUED"
+    assert row.retry_count == 0
+    cluster.envs.build_seconds = 1.0
+    await cluster.start_worker("w2")
+    await cluster.wait_status(job_id, "COMPLETED", within=300)
+    assert [a["outcome"] for a in await cluster.store.attempts(job_id)] == [
+        "HANDED_BACK",
+        "COMPLETED",
+    ]
+    assert len(_starts(cluster, job_id)) == 1
