@@ -416,14 +416,16 @@ class Worker:
         stopping = self.draining or self._stop.is_set()  # the drain hands them back
         while self.held and len(self.jobs) < self.config.concurrency and not stopping:
             job_id = next(iter(self.held))
-            dispatch, scope = self.held.pop(job_id)
-            scope.cancel()
-            self._start(job_id, dispatch)
+            self._start(job_id, self._unhold(job_id))
 
-    def _hand_back_held(self, job_id: int, why: str) -> None:
+    def _unhold(self, job_id: int) -> Dispatch:
+        """Take a held job out of its prefetch slot (its hold timer stops)."""
         dispatch, scope = self.held.pop(job_id)
         scope.cancel()
-        self._hand_back(job_id, dispatch.attempt, why)
+        return dispatch
+
+    def _hand_back_held(self, job_id: int, why: str) -> None:
+        self._hand_back(job_id, self._unhold(job_id).attempt, why)
 
     def _hand_back(self, job_id: int, attempt: int | None, why: str) -> None:
         """Return a job we will not run: the Sentinel requeues it, uncounted."""
@@ -439,7 +441,7 @@ class Worker:
         )
 
     def _abort_held(self, job_id: int, abort: Abort) -> None:
-        dispatch, scope = self.held[job_id]
+        dispatch = self.held[job_id][0]
         if abort.attempt not in (None, dispatch.attempt):
             logger.info(
                 "ABORT for job %d attempt %s ignored: holding attempt %s",
@@ -448,8 +450,7 @@ class Worker:
                 dispatch.attempt,
             )
             return
-        del self.held[job_id]
-        scope.cancel()
+        self._unhold(job_id)
         logger.info(
             "job %d: ABORT received before it started",
             job_id,

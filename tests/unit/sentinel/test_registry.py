@@ -204,15 +204,21 @@ CREDIT_CASES: list[tuple[dict[str, tuple[int, int, float]], list[str]]] = [
 ]
 
 
-@pytest.mark.parametrize(("workers", "order"), CREDIT_CASES)
-def test_with_credit_and_total_free_slots(
-    workers: dict[str, tuple[int, int, float]], order: list[str]
-) -> None:
+def _registry(workers: dict[str, tuple[int, int, float]]) -> Registry:
+    """Workers by name: (slots, jobs held, last seen)."""
     registry = Registry()
     for name, (slots, busy, seen) in workers.items():
         state, _ = registry.register(name.encode(), Identify(worker_id=name, slots=slots), seen)
         for job_id in range(busy):
             state.jobs[job_id] = held(job_id)
+    return registry
+
+
+@pytest.mark.parametrize(("workers", "order"), CREDIT_CASES)
+def test_with_credit_and_total_free_slots(
+    workers: dict[str, tuple[int, int, float]], order: list[str]
+) -> None:
+    registry = _registry(workers)
     assert [w.worker_id for w in registry.with_credit()] == order
     assert registry.total_free_slots() == sum(s - b for s, b, _ in workers.values())
 
@@ -242,11 +248,7 @@ FILL_CASES: list[tuple[dict[str, tuple[int, int, float]], list[str]]] = [
 def test_fill_order_is_one_slot_per_worker_per_pass_least_loaded_first(
     workers: dict[str, tuple[int, int, float]], order: list[str]
 ) -> None:
-    registry = Registry()
-    for name, (slots, busy, seen) in workers.items():
-        state, _ = registry.register(name.encode(), Identify(worker_id=name, slots=slots), seen)
-        for job_id in range(busy):
-            state.jobs[job_id] = held(job_id)
+    registry = _registry(workers)
     assert [w.worker_id for w in registry.fill_order()] == order
     assert len(order) == registry.total_free_slots()
     # the same as passes of with_credit(), each worker taking one slot per pass
