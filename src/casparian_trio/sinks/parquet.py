@@ -47,7 +47,6 @@ Invariants:
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import fcntl
 import logging
@@ -70,13 +69,12 @@ from casparian_trio.sinks._contract import (
     reconcile,
     write_contract,
 )
+from casparian_trio.sinks._parallel_parquet import ROW_GROUP_ROWS, ParallelParquetWriter
 from casparian_trio.sinks._schema import LINEAGE, QUARANTINE_SUFFIX, Conformer
 from casparian_trio.sinks._uri import safe_name
 
 logger = logging.getLogger(__name__)
 
-# pq.write_table's default maximum row-group length.
-ROW_GROUP_ROWS = 1024 * 1024
 # Also flush on bytes: the buffer is the bulk of the host's memory per job, and
 # 32 MiB groups compress within ~1-2% of 1 Mi-row groups on typical tables.
 ROW_GROUP_BYTES = 32 * 1024 * 1024
@@ -112,15 +110,11 @@ class ParquetSink:
     file_version_id: int = 0
     replaces_jobs: tuple[int, ...] = ()
     _current: Contract | None = None
-    _writer: pq.ParquetWriter | None = None
+    _writer: ParallelParquetWriter | None = None
     _staging: Path | None = None
     # The staged file's Arrow schema as a reader sees it (the closed writer's footer):
     # Parquet stores some types in a wider unit (date64 → date32, time32[s] → [ms]).
     _staged_schema: pa.Schema | None = None
-    # A full row group is encoded by this one thread while the next one fills
-    # (at most one in flight; see ``_flush``). Started by the first full group only.
-    _encoder: concurrent.futures.ThreadPoolExecutor | None = None
-    _encoding: concurrent.futures.Future[None] | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
     _buffer_rows: int = 0
     _buffer_bytes: int = 0
@@ -191,7 +185,6 @@ class ParquetSink:
         (``_contract.reconcile``) runs under the directory lock with the rename.
         """
         self._flush()
-        self._stop_encoder()
         if (
             self._writer is None
             and self.conformer is not None
@@ -199,9 +192,10 @@ class ParquetSink:
         ):
             self._open(self.conformer.output_schema())  # an empty file still has the schema
         if self._writer is not None:
-            self._writer.close()
-            self._staged_schema = _footer_schema(self._writer)
-            self._writer = None
+            writer, self._writer = self._writer, None
+            with self._writing():
+                writer.close()
+            self._staged_schema = writer.read_back_schema()
         if self._staging is None and self.mode != "replace":
             # Nothing to promote: the file's earlier output (if any) goes, and no
             # empty topic folder is left behind.
@@ -320,9 +314,10 @@ class ParquetSink:
                         self.rows_quarantined += done.quarantine.num_rows
                     self._writer.write_table(pa.Table.from_batches([done.batch], schema))
                     self.rows += done.batch.num_rows
+            self._writer.close()
         finally:
             staged.close()
-            self._writer.close()
+            self._writer.abort()  # after close(): nothing left to do
             self._writer = None
             old.unlink(missing_ok=True)
         conformer.rows_invalid += again.rows_invalid
@@ -349,15 +344,8 @@ class ParquetSink:
         if self._quarantine is not None:
             self._quarantine.abort()
         self._buffer.clear()
-        try:
-            self._stop_encoder()  # a row group being encoded finishes first (bounded)
-        except Exception:
-            logger.debug("encoding an aborted row group failed", exc_info=True)
-        try:
-            if self._writer is not None:
-                self._writer.close()
-        except Exception:
-            logger.debug("closing an aborted parquet writer failed", exc_info=True)
+        if self._writer is not None:
+            self._writer.abort()  # row groups being encoded finish first (bounded)
         self._writer = None
         if self._staging is not None:
             self._staging.unlink(missing_ok=True)
@@ -388,10 +376,10 @@ class ParquetSink:
     def _retarget(self, schema: pa.Schema) -> None:
         """The job's schema grew (lossless): recast what is buffered and what is staged."""
         self._buffer = [_cast_batch(b, schema) for b in self._buffer]
-        self._wait_encoded()
         if self._writer is None:
             return
-        self._writer.close()
+        with self._writing():
+            self._writer.close()
         self._writer = None
         assert self._staging is not None
         old = self._staging
@@ -404,12 +392,13 @@ class ParquetSink:
         old.unlink(missing_ok=True)
 
     def _flush(self, *, background: bool = False) -> None:
-        """Write what is buffered as a row group (``background``: in the encoder thread).
+        """Write what is buffered as a row group (``background``: on the encoding threads).
 
         Encoding a row group takes as long as parsing one: done in line, the
         stream would stop for it (the guest blocks once the pipeline is full),
-        so a full group is handed to the encoder while the next one is buffered.
-        One group at most is in flight, so memory stays at two row groups.
+        so a full group is handed to the writer's threads while the next one is
+        buffered, and groups encode side by side (``_parallel_parquet``); memory
+        stays at the groups in flight plus the buffer.
         """
         if not self._buffer:
             return
@@ -424,46 +413,29 @@ class ParquetSink:
             table = table.slice(0, whole)
         self._buffer_rows = sum(b.num_rows for b in self._buffer)
         self._buffer_bytes = sum(b.nbytes for b in self._buffer)
-        self._wait_encoded()
         if self._writer is None:
             self._open(table.schema, use_dictionary=dictionary_columns(table))
-        writer = self._writer
-        assert writer is not None
-        if not background:
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
-            return
-        if self._encoder is None:
-            self._encoder = concurrent.futures.ThreadPoolExecutor(
-                max_workers=1, thread_name_prefix=f"parquet-encode-{self.job_id}"
-            )
-        try:
-            self._encoding = self._encoder.submit(
-                writer.write_table, table, row_group_size=ROW_GROUP_ROWS
-            )
-        except RuntimeError:  # no thread to be had (memory): write it in line
-            writer.write_table(table, row_group_size=ROW_GROUP_ROWS)
+        assert self._writer is not None
+        with self._writing():
+            self._writer.write_table(table, background=background)
 
     def _wait_encoded(self) -> None:
-        """Until the row group in the encoder is written; its error, if any, is raised here."""
-        encoding, self._encoding = self._encoding, None
-        if encoding is None:
-            return
+        """Until every row group handed to the writer is in the file; an encoding error is raised here."""
+        if self._writer is not None:
+            with self._writing():
+                self._writer.wait()
+
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """The writer's errors (pyarrow's, the disk's) as one SinkError naming the topic."""
         try:
-            encoding.result()
+            yield
         except CasparianError:
             raise
         except Exception as exc:
             raise SinkError(
                 f"topic {self.topic!r} ({self.location}): writing failed: {exc}"
             ) from exc
-
-    def _stop_encoder(self) -> None:
-        try:
-            self._wait_encoded()
-        finally:
-            if self._encoder is not None:
-                self._encoder.shutdown(wait=True)
-                self._encoder = None
 
     def _open(self, schema: pa.Schema, use_dictionary: bool | list[str] = True) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -472,7 +444,9 @@ class ParquetSink:
         stamped = schema.with_metadata(
             {**(schema.metadata or {}), VERSION_KEY: str(self.file_version_id).encode()}
         )
-        self._writer = pq.ParquetWriter(self._staging, stamped, use_dictionary=use_dictionary)
+        self._writer = ParallelParquetWriter(
+            self._staging, stamped, use_dictionary=use_dictionary, row_group_rows=ROW_GROUP_ROWS
+        )
 
     def _other_files(self) -> list[Path]:
         """The topic's files in DIR of other source files (both naming schemes)."""
@@ -508,16 +482,6 @@ def promoted_version(path: Path) -> int | None:
         return None if value is None else int(value)
     except ValueError:
         return None
-
-
-def _footer_schema(writer: pq.ParquetWriter) -> pa.Schema | None:
-    """A closed writer's file schema as ``pq.read_schema`` gives it, without reading
-    the file back (None: this pyarrow does not expose the footer; read the file)."""
-    try:
-        schema: pa.Schema = writer.writer.metadata.schema.to_arrow_schema()
-    except (AttributeError, pa.ArrowException):
-        return None
-    return schema
 
 
 def contract_report(contract: Contract) -> dict[str, Any]:

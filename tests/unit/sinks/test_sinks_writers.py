@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -11,7 +12,7 @@ import pytest
 
 from casparian_trio.errors import SinkError
 from casparian_trio.protocol.messages import SinkConfig
-from casparian_trio.sinks import open_sinks, parquet
+from casparian_trio.sinks import _parallel_parquet, open_sinks, parquet
 
 
 def sink_for(tmp_path: Path, uri: str, job_id: int = 1, mode: str = "append"):  # type: ignore[no-untyped-def]
@@ -78,13 +79,16 @@ def test_parquet_encoder_failure_fails_the_job(
     sink = sink_for(tmp_path, "parquet://ds")
     sink.write(batches(1, 10)[0])  # opens the writer, hands the group to the encoder
     assert sink._writer is not None
-
-    def broken(*_args: object, **_kwargs: object) -> None:
-        raise OSError(28, "No space left on device")
-
     sink._wait_encoded()
-    monkeypatch.setattr(sink._writer, "write_table", broken)
-    sink.write(batches(1, 10)[0])
+    real = _parallel_parquet.encode_part
+
+    def broken(table: pa.Table, *args: Any) -> object:
+        if table.num_rows:
+            raise OSError(28, "No space left on device")
+        return real(table, *args)
+
+    monkeypatch.setattr(_parallel_parquet, "encode_part", broken)
+    sink.write(batches(1, 10)[0])  # fails on an encoding thread: raised at commit
     with pytest.raises(SinkError, match=r"topic 't'.*writing failed.*No space left"):
         sink.commit()
     sink.abort()
@@ -100,7 +104,7 @@ def test_parquet_abort_while_a_group_encodes(
     for b in batches(4, 50):
         sink.write(b)
     sink.abort()  # waits for the group in flight, then removes the staged file
-    assert sink._encoder is None
+    assert sink._writer is None
     assert list((tmp_path / "ds").iterdir()) == []
 
 

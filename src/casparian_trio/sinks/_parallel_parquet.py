@@ -1,0 +1,194 @@
+"""A Parquet file whose row groups are encoded on several threads at once.
+
+Role: the Parquet sink's writer. pyarrow encodes one file's row groups in
+sequence on one thread; a big job's host then had one core encoding and the
+other idle once the guest had parsed. Here each ``write_table(background=True)``
+encodes its rows as a standalone in-memory Parquet file (a "part") on a pool of
+``threads`` threads (pyarrow releases the GIL while it encodes), and the parts
+are appended to the file in the order they were given, their column chunks as
+encoded; ``close()`` writes one footer for all of them (``_stitch``). The file
+is byte for byte what ``pq.ParquetWriter`` writes for the same row groups.
+
+Invariants:
+- Parts reach the file in submission order; only the calling thread writes the
+  file (the pool only encodes), so the writer needs no lock of its own. Calls
+  come from one thread at a time (the sink's).
+- At most ``threads`` parts are being encoded; ``write_table`` waits for the
+  oldest before submitting another, so memory stays at ``threads`` row groups
+  plus the caller's buffer. A part's encoded bytes are dropped once written.
+- An encode that failed raises from the next ``write_table``/``wait``/``close``
+  (as the pyarrow error); nothing after it is written. ``abort()`` waits for
+  the encodes in flight (they cannot be interrupted), then closes the file
+  without a footer; the caller deletes it.
+- Writer options are fixed to what ``_stitch`` can join: no page index, no
+  bloom filters, no encryption (pyarrow's defaults).
+"""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import contextlib
+import os
+from pathlib import Path
+from typing import BinaryIO
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from casparian_trio.sinks import _stitch
+
+# pq.write_table's default maximum row-group length: a part of more rows holds
+# several row groups, as write_table would split them.
+ROW_GROUP_ROWS = 1024 * 1024
+# Encoding threads per file: one per core, up to 4 (a job's host has more to do
+# than encode; beyond 4 the groups in flight are mostly memory).
+THREADS = max(1, min(4, os.cpu_count() or 1))
+
+
+def encode_part(
+    table: pa.Table,
+    schema: pa.Schema,
+    use_dictionary: bool | list[str] = True,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> _stitch.Part:
+    """``table`` as a standalone Parquet file in memory, split for joining (blocking).
+
+    Row groups of at most ``row_group_rows`` rows (as ``write_table`` splits).
+    """
+    sink = pa.BufferOutputStream()
+    with pq.ParquetWriter(sink, schema, use_dictionary=use_dictionary) as writer:
+        writer.write_table(table, row_group_size=row_group_rows)
+    return _stitch.split(memoryview(sink.getvalue()))
+
+
+class ParallelParquetWriter:
+    """Writes ``schema``-shaped tables to ``path`` as row groups encoded in parallel.
+
+    Args:
+        path: the file to create (truncated if it exists).
+        schema: every table's schema, with the file's key-value metadata.
+        use_dictionary: as for ``pq.ParquetWriter``.
+        threads: parts encoded at once (1: in the background, one at a time).
+        row_group_rows: the most rows in one row group (a bigger table is split).
+
+    Raises (from any method): ``pa.ArrowException``/``OSError`` as pyarrow and
+    the file raise them; ``_stitch.StitchError`` for a part it cannot join.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        schema: pa.Schema,
+        *,
+        use_dictionary: bool | list[str] = True,
+        threads: int = THREADS,
+        row_group_rows: int = ROW_GROUP_ROWS,
+    ) -> None:
+        self.path = path
+        self.schema = schema
+        self.use_dictionary = use_dictionary
+        self.threads = max(1, threads)
+        self.row_group_rows = row_group_rows
+        self._file: BinaryIO | None = open(path, "wb")  # noqa: SIM115 (closed by close/abort)
+        self._file.write(_stitch.MAGIC)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+        self._in_flight: collections.deque[concurrent.futures.Future[_stitch.Part]] = (
+            collections.deque()
+        )
+        self._parts: list[_stitch.Part] = []
+        self._footer: bytes | None = None
+
+    def write_table(self, table: pa.Table, *, background: bool = False) -> None:
+        """Add ``table``'s rows as the next row group(s).
+
+        ``background``: encode on the pool and return (waiting first when
+        ``threads`` parts are in flight); else encode here, after the parts in
+        flight are written.
+        """
+        self._require_open()
+        if not background:
+            self.wait()
+            self._append(self._encode(table))
+            return
+        while len(self._in_flight) >= self.threads:
+            self._append(self._in_flight.popleft().result())
+        try:
+            pool = self._start_pool()
+            self._in_flight.append(pool.submit(self._encode, table))
+        except RuntimeError:  # no thread to be had (memory): encode it here
+            self.wait()
+            self._append(self._encode(table))
+        self._append_finished()
+
+    def wait(self) -> None:
+        """Until every part given so far is encoded and in the file."""
+        while self._in_flight:
+            self._append(self._in_flight.popleft().result())
+
+    def close(self) -> None:
+        """Write the footer and close the file (an empty table's when no rows came)."""
+        self._require_open()
+        try:
+            self.wait()
+            if not self._parts:  # a header-only file still records its columns
+                self._append(self._encode(self.schema.empty_table()))
+            footer = _stitch.join_footer(self._parts)
+            assert self._file is not None
+            self._file.write(footer)
+            self._footer = footer
+        finally:
+            self._release()
+
+    def abort(self) -> None:
+        """Drop what is in flight and close the file without a footer (never raises)."""
+        for future in self._in_flight:
+            future.cancel()
+        for future in self._in_flight:
+            if not future.cancelled():
+                concurrent.futures.wait([future])
+        self._in_flight.clear()
+        with contextlib.suppress(OSError):
+            self._release()
+
+    def read_back_schema(self) -> pa.Schema:
+        """The closed file's Arrow schema as ``pq.read_schema`` gives it (from the footer)."""
+        if self._footer is None:
+            raise ValueError("the file is not closed yet")
+        return pq.read_schema(pa.BufferReader(_stitch.MAGIC + self._footer))
+
+    @property
+    def num_rows(self) -> int:
+        """Rows in the file so far (parts written)."""
+        return sum(part.num_rows for part in self._parts)
+
+    def _encode(self, table: pa.Table) -> _stitch.Part:
+        return encode_part(table, self.schema, self.use_dictionary, self.row_group_rows)
+
+    def _append(self, part: _stitch.Part) -> None:
+        assert self._file is not None
+        self._file.write(part.data)
+        self._parts.append(part.written())
+
+    def _append_finished(self) -> None:
+        while self._in_flight and self._in_flight[0].done():
+            self._append(self._in_flight.popleft().result())
+
+    def _start_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                max_workers=self.threads, thread_name_prefix="parquet-encode"
+            )
+        return self._pool
+
+    def _require_open(self) -> None:
+        if self._file is None:
+            raise ValueError(f"{self.path}: the Parquet writer is closed")
+
+    def _release(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True)
+        file, self._file = self._file, None
+        if file is not None:
+            file.close()
