@@ -69,6 +69,7 @@ from casparian_trio.bridge._guestdir import (
     start_guest,
     sweep_dead_guest_dirs,
 )
+from casparian_trio.bridge._memory_pool import prefer_jemalloc
 from casparian_trio.bridge._pool import GuestPool
 from casparian_trio.envs import EnvManager
 from casparian_trio.errors import (
@@ -160,6 +161,7 @@ class BridgeExecutor:
     _nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
+        prefer_jemalloc()  # process-wide: the worker's receive buffers and row groups
         self._pool = GuestPool(
             self.envs,
             self.work_root,

@@ -78,6 +78,10 @@ logger = logging.getLogger(__name__)
 # Also flush on bytes: the buffer is the bulk of the host's memory per job, and
 # 32 MiB groups compress within ~1-2% of 1 Mi-row groups on typical tables.
 ROW_GROUP_BYTES = 32 * 1024 * 1024
+# A job's last rows are cut into one row group per encoding thread only when
+# each piece is at least this big: smaller ones cost more in file size
+# (dictionaries repeat per group) than their parallel encoding saves.
+TAIL_PIECE_BYTES = 8 * 1024 * 1024
 # Footer key-value metadata: the file version a promoted file was parsed from.
 VERSION_KEY = b"casparian.file_version_id"
 # A column is "unique" when this share of the first row group's values are distinct.
@@ -184,7 +188,8 @@ class ParquetSink:
         Returns None if the topic got no data and no schema. The contract step
         (``_contract.reconcile``) runs under the directory lock with the rename.
         """
-        self._flush()
+        self._flush(background=True, last=True)
+        self._wait_encoded()
         if (
             self._writer is None
             and self.conformer is not None
@@ -391,21 +396,23 @@ class ParquetSink:
         staged.close()
         old.unlink(missing_ok=True)
 
-    def _flush(self, *, background: bool = False) -> None:
-        """Write what is buffered as a row group (``background``: on the encoding threads).
+    def _flush(self, *, background: bool = False, last: bool = False) -> None:
+        """Write what is buffered as row groups (``background``: on the encoding threads).
 
         Encoding a row group takes as long as parsing one: done in line, the
         stream would stop for it (the guest blocks once the pipeline is full),
         so a full group is handed to the writer's threads while the next one is
         buffered, and groups encode side by side (``_parallel_parquet``); memory
-        stays at the groups in flight plus the buffer.
+        stays at the groups in flight plus the buffer. ``last``: the job's
+        stream has ended; a big remainder is cut in one piece per encoding
+        thread (``tail_pieces``), since nothing else overlaps its encoding.
         """
         if not self._buffer:
             return
         table = pa.Table.from_batches(self._buffer)
         self._buffer = []
         whole = table.num_rows - table.num_rows % ROW_GROUP_ROWS
-        if background and whole and whole < table.num_rows:
+        if background and not last and whole and whole < table.num_rows:
             # Whole groups of ROW_GROUP_ROWS rows go (``write_table`` splits them);
             # the rest starts the next one: written too, each flush would leave a
             # small group behind, and kept longer, narrow rows would pile up.
@@ -415,9 +422,13 @@ class ParquetSink:
         self._buffer_bytes = sum(b.nbytes for b in self._buffer)
         if self._writer is None:
             self._open(table.schema, use_dictionary=dictionary_columns(table))
-        assert self._writer is not None
+        writer = self._writer
+        assert writer is not None
+        pieces = tail_pieces(table.num_rows, table.nbytes, writer.threads) if last else 1
+        step = -(-table.num_rows // pieces)
         with self._writing():
-            self._writer.write_table(table, background=background)
+            for start in range(0, table.num_rows, step):
+                writer.write_table(table.slice(start, step), background=background)
 
     def _wait_encoded(self) -> None:
         """Until every row group handed to the writer is in the file; an encoding error is raised here."""
@@ -482,6 +493,12 @@ def promoted_version(path: Path) -> int | None:
         return None if value is None else int(value)
     except ValueError:
         return None
+
+
+def tail_pieces(rows: int, nbytes: int, threads: int) -> int:
+    """Row groups for a job's last ``rows`` (``nbytes`` of Arrow data): one per thread
+    when each piece keeps at least TAIL_PIECE_BYTES, else one."""
+    return max(1, min(threads, nbytes // TAIL_PIECE_BYTES, rows))
 
 
 def contract_report(contract: Contract) -> dict[str, Any]:
