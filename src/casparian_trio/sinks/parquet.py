@@ -425,7 +425,7 @@ class ParquetSink:
         writer = self._writer
         assert writer is not None
         pieces = tail_pieces(table.num_rows, table.nbytes, writer.threads) if last else 1
-        step = -(-table.num_rows // pieces)
+        step = max(1, -(-table.num_rows // pieces))  # no rows: the file keeps the schema
         with self._writing():
             for start in range(0, table.num_rows, step):
                 writer.write_table(table.slice(start, step), background=background)
