@@ -44,6 +44,9 @@ ROW_GROUP_ROWS = 1024 * 1024
 # Encoding threads per file: one per core, up to 4 (a job's host has more to do
 # than encode; beyond 4 the groups in flight are mostly memory).
 THREADS = max(1, min(4, os.cpu_count() or 1))
+# A part smaller than this is encoded on the caller's thread even when asked for
+# the background: a small file's job must not start a thread pool for it.
+INLINE_BYTES = 1024 * 1024
 
 
 def encode_part(
@@ -103,11 +106,11 @@ class ParallelParquetWriter:
         """Add ``table``'s rows as the next row group(s).
 
         ``background``: encode on the pool and return (waiting first when
-        ``threads`` parts are in flight); else encode here, after the parts in
-        flight are written.
+        ``threads`` parts are in flight); else, and for a first part under
+        ``INLINE_BYTES``, encode here, after the parts in flight are written.
         """
         self._require_open()
-        if not background:
+        if not background or (self._pool is None and table.nbytes < INLINE_BYTES):
             self.wait()
             self._append(self._encode(table))
             return

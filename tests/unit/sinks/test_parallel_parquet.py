@@ -96,9 +96,11 @@ def test_a_joined_file_reads_back_the_same_everywhere(tmp_path: Path) -> None:
     assert meta.num_row_groups == 2
     assert [meta.row_group(i).num_rows for i in range(2)] == [120, 180]
     duckdb = pytest.importorskip("duckdb")
-    got = duckdb.connect().execute(
-        f"SELECT count(*), sum(id), min(s), max(big) FROM '{path}'"
-    ).fetchone()
+    got = (
+        duckdb.connect()
+        .execute(f"SELECT count(*), sum(id), min(s), max(big) FROM '{path}'")
+        .fetchone()
+    )
     strings = [v for v in table.column("s").to_pylist() if v is not None]
     assert got == (300, sum(range(300)), min(strings), "x99")
     polars = pytest.importorskip("polars")
@@ -140,7 +142,8 @@ def test_a_truncated_footer_is_a_stitch_error() -> None:
         _stitch.split(broken)
 
 
-def test_background_parts_land_in_order(tmp_path: Path) -> None:
+def test_background_parts_land_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)
     table = pa.table({"i": pa.array(range(10_000), pa.int64())})
     path = tmp_path / "o.parquet"
     writer = ParallelParquetWriter(path, table.schema, threads=3)
@@ -175,6 +178,7 @@ def test_no_rows_is_a_file_with_the_schema(tmp_path: Path) -> None:
 def test_an_encoding_error_is_raised_and_abort_leaves_no_footer(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)  # small parts in the background too
     table = pa.table({"i": pa.array(range(100), pa.int64())})
     path = tmp_path / "o.parquet"
     writer = ParallelParquetWriter(path, table.schema, threads=2)
@@ -199,3 +203,12 @@ def test_a_joined_file_is_readable_from_a_buffer() -> None:
     table = varied(10)
     data = joined([table.slice(0, 5), table.slice(5)], table.schema)
     assert pq.read_table(io.BytesIO(data)).equals(table)
+
+
+def test_a_small_file_starts_no_encoding_thread(tmp_path: Path) -> None:
+    table = pa.table({"i": pa.array(range(50), pa.int64())})
+    writer = ParallelParquetWriter(tmp_path / "o.parquet", table.schema)
+    writer.write_table(table, background=True)
+    assert writer._pool is None  # encoded in line: a small job's commit spawns nothing
+    writer.close()
+    assert pq.read_table(tmp_path / "o.parquet").equals(table)

@@ -58,8 +58,9 @@ def test_parquet_abort_leaves_nothing(tmp_path: Path, monkeypatch: pytest.Monkey
 def test_parquet_full_groups_encode_beside_the_next(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Full row groups go to the encoder thread; every row lands once, in order."""
+    """Full row groups go to the encoding threads; every row lands once, in order."""
     monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 100)
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)
     sink = sink_for(tmp_path, "parquet://ds")
     for b in batches(37, 30):  # 1,110 rows: 11 full groups in the background, 1 at commit
         sink.write(b)
@@ -76,6 +77,7 @@ def test_parquet_encoder_failure_fails_the_job(
 ) -> None:
     """A row group the encoder cannot write is a SinkError naming the topic; nothing is promoted."""
     monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 10)
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)  # groups go to the encoding threads
     sink = sink_for(tmp_path, "parquet://ds")
     sink.write(batches(1, 10)[0])  # opens the writer, hands the group to the encoder
     assert sink._writer is not None
@@ -100,6 +102,7 @@ def test_parquet_abort_while_a_group_encodes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 50)
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)
     sink = sink_for(tmp_path, "parquet://ds")
     for b in batches(4, 50):
         sink.write(b)
