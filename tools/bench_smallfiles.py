@@ -185,7 +185,7 @@ def _progress(db_path: Path) -> tuple[int, int, list[tuple[float, float]]]:
             "SELECT count(*) FROM cf_processing_queue WHERE status = 'COMPLETED'"
         ).fetchone()[0]
         bad = conn.execute(
-            "SELECT count(*) FROM cf_processing_queue WHERE status IN ('FAILED', 'CANCELLED')"
+            "SELECT count(*) FROM cf_processing_queue WHERE status IN ('FAILED', 'CANCELLED', 'SKIPPED', 'SUPERSEDED')"
         ).fetchone()[0]
         spans = conn.execute(
             "SELECT started_at, updated_at FROM cf_processing_queue WHERE status = 'COMPLETED'"
@@ -254,7 +254,7 @@ def run_casparian(
         while True:
             done, bad, spans = _progress(db)
             if bad:
-                raise SystemExit(f"{bad} job(s) failed; see {root}/*.log")
+                raise SystemExit(f"{bad} job(s) failed, skipped or superseded; see {root}/*.log")
             if done == len(inputs):
                 break
             if time.monotonic() > deadline:
