@@ -17,7 +17,9 @@ Invariants:
   oldest before submitting another, so memory stays at ``threads`` row groups
   plus the caller's buffer. A part's encoded bytes are dropped once written.
 - An encode that failed raises from the next ``write_table``/``wait``/``close``
-  (as the pyarrow error); nothing after it is written. ``abort()`` waits for
+  (as the pyarrow error), and again from every later one: the writer is
+  failed for good, and nothing after it is written (no footer, so the file
+  never reads as complete with a part missing). ``abort()`` waits for
   the encodes in flight (they cannot be interrupted), then closes the file
   without a footer; the caller deletes it.
 - Writer options are fixed to what ``_stitch`` can join: no page index, no
@@ -43,7 +45,13 @@ from casparian_trio.sinks import _stitch
 ROW_GROUP_ROWS = 1024 * 1024
 # Encoding threads per file: one per core, up to 4 (a job's host has more to do
 # than encode; beyond 4 the groups in flight are mostly memory).
-THREADS = max(1, min(4, os.cpu_count() or 1))
+THREADS = max(
+    1,
+    min(
+        4,
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+    ),
+)
 # A part smaller than this is encoded on the caller's thread even when asked for
 # the background: a small file's job must not start a thread pool for it.
 INLINE_BYTES = 1024 * 1024
@@ -101,6 +109,7 @@ class ParallelParquetWriter:
         )
         self._parts: list[_stitch.Part] = []
         self._footer: bytes | None = None
+        self._failed: BaseException | None = None
 
     def write_table(self, table: pa.Table, *, background: bool = False) -> None:
         """Add ``table``'s rows as the next row group(s).
@@ -115,7 +124,7 @@ class ParallelParquetWriter:
             self._append(self._encode(table))
             return
         while len(self._in_flight) >= self.threads:
-            self._append(self._in_flight.popleft().result())
+            self._append(self._result())
         try:
             pool = self._start_pool()
             self._in_flight.append(pool.submit(self._encode, table))
@@ -126,16 +135,18 @@ class ParallelParquetWriter:
 
     def wait(self) -> None:
         """Until every part given so far is encoded and in the file."""
+        if self._failed is not None:
+            raise self._failed
         while self._in_flight:
-            self._append(self._in_flight.popleft().result())
+            self._append(self._result())
 
     def close(self) -> None:
         """Write the footer and close the file (an empty table's when no rows came)."""
         self._require_open()
         try:
             self.wait()
-            if not self._parts:  # a header-only file still records its columns
-                self._append(self._encode(self.schema.empty_table()))
+            if not self._parts:  # a header-only file still records its columns (no row group)
+                self._append(_stitch.without_row_groups(self._encode(self.schema.empty_table())))
             footer = _stitch.join_footer(self._parts)
             assert self._file is not None
             self._file.write(footer)
@@ -168,6 +179,14 @@ class ParallelParquetWriter:
     def _encode(self, table: pa.Table) -> _stitch.Part:
         return encode_part(table, self.schema, self.use_dictionary, self.row_group_rows)
 
+    def _result(self) -> _stitch.Part:
+        """The oldest part in flight, encoded (its error makes the writer failed)."""
+        try:
+            return self._in_flight.popleft().result()
+        except BaseException as exc:
+            self._failed = exc
+            raise
+
     def _append(self, part: _stitch.Part) -> None:
         assert self._file is not None
         self._file.write(part.data)
@@ -175,7 +194,7 @@ class ParallelParquetWriter:
 
     def _append_finished(self) -> None:
         while self._in_flight and self._in_flight[0].done():
-            self._append(self._in_flight.popleft().result())
+            self._append(self._result())
 
     def _start_pool(self) -> concurrent.futures.ThreadPoolExecutor:
         if self._pool is None:
@@ -185,6 +204,8 @@ class ParallelParquetWriter:
         return self._pool
 
     def _require_open(self) -> None:
+        if self._failed is not None:
+            raise self._failed
         if self._file is None:
             raise ValueError(f"{self.path}: the Parquet writer is closed")
 

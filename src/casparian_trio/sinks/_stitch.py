@@ -92,6 +92,19 @@ def split(file_bytes: bytes | memoryview) -> Part:
     return Part(view[4:start], footer, start - 4)
 
 
+def without_row_groups(part: Part) -> Part:
+    """``part`` as the file of a writer that wrote no row group: its schema, no data."""
+    footer = [
+        f._replace(value=Sequence(tc.STRUCT, []))
+        if f.id == _FMD_ROW_GROUPS
+        else f._replace(value=0)
+        if f.id == _FMD_NUM_ROWS
+        else f
+        for f in part.footer
+    ]
+    return Part(memoryview(b""), footer, 0)
+
+
 def join_footer(parts: list[Part]) -> bytes:
     """The footer, its length and the trailing magic for ``parts`` written one after another.
 

@@ -173,6 +173,34 @@ def test_no_rows_is_a_file_with_the_schema(tmp_path: Path) -> None:
     back = pq.read_table(path)
     assert back.num_rows == 0
     assert back.schema.equals(schema, check_metadata=True)
+    assert path.read_bytes() == sequential([], schema)  # no row group, as ParquetWriter
+
+
+def test_a_failed_encode_fails_the_writer_for_good(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After an encode failed, no later call writes the parts after it or a footer."""
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)
+    schema = pa.schema([("i", pa.int64())])
+    good = pa.table({"i": pa.array(range(1000), pa.int64())})
+    bad = pa.table({"i": pa.array([0.5] * 1000, pa.float64())})  # not the file's schema
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(path, schema, threads=2)
+    writer.write_table(good, background=True)
+
+    def feed() -> None:  # the failure surfaces in one of these calls, depending on timing
+        writer.write_table(bad, background=True)
+        writer.write_table(good, background=True)
+        writer.wait()
+
+    with pytest.raises(ValueError, match="schema"):
+        feed()
+    for call in (writer.wait, writer.close, lambda: writer.write_table(good)):
+        with pytest.raises(ValueError, match="schema"):
+            call()
+    writer.abort()
+    with pytest.raises(pa.ArrowInvalid):
+        pq.read_table(path)
 
 
 def test_an_encoding_error_is_raised_and_abort_leaves_no_footer(
@@ -195,8 +223,8 @@ def test_an_encoding_error_is_raised_and_abort_leaves_no_footer(
     writer.abort()  # idempotent
     with pytest.raises(pa.ArrowInvalid):
         pq.read_table(path)  # no footer: never a file that reads as complete
-    with pytest.raises(ValueError, match="closed"):
-        writer.write_table(table)
+    with pytest.raises(OSError, match="No space left"):
+        writer.write_table(table)  # failed for good, even after the abort
 
 
 def test_a_joined_file_is_readable_from_a_buffer() -> None:
