@@ -7,6 +7,9 @@ frame a topic and the terminal frames a JSON body::
     frame  := tag:u32be body
     tag == 0            END    body = n:u32be + n bytes JSON {"rows", "batches", ...}
     tag == 0xFFFFFFFF   ERROR  body = n:u32be + n bytes JSON {"kind", "message", "traceback"}
+    tag == 0xFFFFFFFE   SHARED body = n:u32be + n bytes topic (UTF-8); the IPC stream is
+                               in a sealed memfd passed with SCM_RIGHTS on the
+                               tag's bytes (only when the job spec says "shm")
     otherwise           DATA   body = tag bytes:
                                    topic_len:u16be + topic (UTF-8) + an Arrow IPC *stream*
                                    (schema, one or more record batches, end-of-stream)
@@ -33,6 +36,9 @@ HEADER = struct.Struct("!I")
 TOPIC_LEN = struct.Struct("!H")
 END_TAG = 0
 ERROR_TAG = 0xFFFFFFFF
+SHARED_TAG = 0xFFFFFFFE
+# A SHARED frame's topic is a name, not data.
+MAX_TOPIC_BYTES = 64 * 1024
 # The host refuses bigger DATA frames: it must allocate the whole frame before
 # decoding it, and a garbage header must not make the worker allocate GiBs.
 MAX_FRAME_BYTES = 256 * 1024 * 1024
@@ -96,3 +102,16 @@ def parse_control(body: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise InvalidFrame("invalid frame from guest: control frame is not a JSON object")
     return obj
+
+
+def check_topic_length(length: int) -> int:
+    if not 0 < length <= MAX_TOPIC_BYTES:
+        raise InvalidFrame(f"invalid frame from guest: a {length}-byte topic name")
+    return length
+
+
+def parse_topic(body: bytes) -> str:
+    try:
+        return body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InvalidFrame("invalid frame from guest: topic is not UTF-8") from exc

@@ -23,7 +23,9 @@ end without an END frame. No timer decides a job's outcome.
 
 from __future__ import annotations
 
+import collections
 import os
+import socket
 import struct
 from typing import Any
 
@@ -32,6 +34,7 @@ import pyarrow as pa
 import trio
 
 from casparian_trio.bridge import _framing as fr
+from casparian_trio.bridge import _shared_frames
 from casparian_trio.errors import BridgeError, CasparianError
 from casparian_trio.sinks import Sink, sink_errors
 
@@ -42,6 +45,9 @@ PIPELINE_DEPTH = 2
 # thread: well under a millisecond of work, less than the hop to a worker
 # thread and back costs (a small file's job is one such frame).
 INLINE_FRAME_BYTES = 256 * 1024
+# Descriptors a guest may have sent ahead of their frames (it sends one per
+# SHARED frame, with the frame): more is a misbehaving guest.
+MAX_PENDING_DESCRIPTORS = 8
 
 
 class StreamClosed(BridgeError):
@@ -79,9 +85,46 @@ class GuestConnection:
     """
 
     sock: trio.socket.SocketType
-    received: int = 0  # bytes read so far
+    # Read with recvmsg, keeping the descriptors SHARED frames carry (see
+    # ``_shared_frames``); else plain reads, which drop any (the kernel closes them).
+    shared: bool = False
+    received: int = 0  # bytes read so far (a SHARED frame's mapped bytes too)
     _exited: bool = False
     _waiting: trio.CancelScope | None = None
+    _raw: socket.socket | None = None  # a dup of ``sock`` for recvmsg_into
+    _descriptors: collections.deque[int] = attrs.field(factory=collections.deque)
+
+    def take_descriptor(self) -> int:
+        """The next descriptor the guest sent (a SHARED frame's memfd).
+
+        Raises InvalidFrame: none came with the frame.
+        """
+        if not self._descriptors:
+            raise fr.InvalidFrame(
+                "invalid frame from guest: a shared-memory frame without its descriptor"
+            )
+        return self._descriptors.popleft()
+
+    def close_descriptors(self) -> None:
+        """Close descriptors received and not used, and the recvmsg socket (idempotent)."""
+        while self._descriptors:
+            os.close(self._descriptors.popleft())
+        raw, self._raw = self._raw, None
+        if raw is not None:
+            raw.close()
+
+    def _read(self, fd: int, view: memoryview) -> int:
+        if not self.shared:
+            return os.readv(fd, [view])
+        if self._raw is None:
+            self._raw = socket.socket(fileno=os.dup(fd))  # same open file: non-blocking
+        k, ancillary, flags, _ = self._raw.recvmsg_into(
+            [view], _shared_frames.ANCILLARY_BYTES, socket.MSG_CMSG_CLOEXEC
+        )
+        self._descriptors.extend(_shared_frames.descriptors(ancillary))
+        if flags & socket.MSG_CTRUNC or len(self._descriptors) > MAX_PENDING_DESCRIPTORS:
+            raise fr.InvalidFrame("invalid frame from guest: too many file descriptors")
+        return k
 
     def guest_exited(self) -> None:
         """Record that the guest process is gone (call once its exit is reaped)."""
@@ -106,7 +149,7 @@ class GuestConnection:
         await trio.lowlevel.checkpoint_if_cancelled()
         while got < n:
             try:
-                k = os.readv(fd, [view[got:]])
+                k = self._read(fd, view[got:])
             except BlockingIOError:
                 if self._exited:
                     raise StreamClosed(
@@ -179,13 +222,25 @@ async def read_frames(
                 return await _recv_control(conn)
             if tag == fr.ERROR_TAG:
                 raise GuestReportedError.from_frame(await _recv_control(conn))
-            body = await recv_body(conn, fr.check_data_length(tag, max_frame_bytes))
-            frame = fr.parse_data(body)
+            if tag == fr.SHARED_TAG and conn.shared:
+                frame = await _recv_shared(conn, max_frame_bytes)
+            else:
+                body = await recv_body(conn, fr.check_data_length(tag, max_frame_bytes))
+                frame = fr.parse_data(body)
             if frame.topic not in sinks:
                 raise fr.InvalidFrame(
                     f"guest sent data for topic {frame.topic!r}, which has no sink"
                 )
             await send.send(frame)
+
+
+async def _recv_shared(conn: GuestConnection, max_frame_bytes: int) -> fr.DataFrame:
+    """A SHARED frame: its topic from the socket, its IPC stream mapped from its memfd."""
+    length = fr.check_topic_length(await _recv_u32(conn, mid_frame=True))
+    topic = fr.parse_topic(bytes(await recv_exactly(conn, length)))
+    ipc = _shared_frames.map_frame(conn.take_descriptor(), max_frame_bytes)
+    conn.received += len(ipc)
+    return fr.DataFrame(topic=topic, ipc=ipc)
 
 
 async def write_frames(

@@ -56,7 +56,14 @@ import attrs
 import trio
 
 from casparian_trio import failure_text
-from casparian_trio.bridge import _failures, _guestproc, _input_check, _pool, _stream
+from casparian_trio.bridge import (
+    _failures,
+    _guestproc,
+    _input_check,
+    _pool,
+    _shared_frames,
+    _stream,
+)
 from casparian_trio.bridge._framing import HEADER, MAX_FRAME_BYTES
 from casparian_trio.bridge._guestdir import (
     CLEANUP_GRACE_S,
@@ -143,6 +150,8 @@ class BridgeExecutor:
         guest_max_jobs: a guest is replaced after this many jobs.
         guest_max_rss_mb: ... or once its RSS is above this after a job.
         guest_idle_s: idle guests are killed after this long without a job.
+        shared_memory: let guests hand big DATA frames over as sealed memfds
+            (Linux; see ``_shared_frames``); False: every byte through the socket.
     """
 
     output_root: Path
@@ -156,6 +165,7 @@ class BridgeExecutor:
     guest_max_jobs: int = _pool.MAX_JOBS
     guest_max_rss_mb: int = _pool.MAX_RSS_MB
     guest_idle_s: float = _pool.IDLE_S
+    shared_memory: bool = True
     _pool: GuestPool = attrs.field(init=False)
     _stack: contextlib.AsyncExitStack | None = None
     _nursery: trio.Nursery | None = None
@@ -375,7 +385,7 @@ class BridgeExecutor:
             guest.conn = await self._accept(job)
         conn = guest.conn
         try:
-            await _send_all(conn, _job_spec(job, reusable=reusable))
+            await _send_all(conn, _job_spec(job, reusable=reusable, shm=self._shared_frames()))
             if not reusable:
                 self._pool.replace(job.dispatch.env_hash)  # the next job's guest, started now
             guest_metrics = await self._stream_while_alive(job, conn)
@@ -398,7 +408,7 @@ class BridgeExecutor:
         from then on the stream ends as soon as its queued bytes are read (no
         timer: see ``_stream.GuestConnection``).
         """
-        guest_conn = _stream.GuestConnection(conn)
+        guest_conn = _stream.GuestConnection(conn, shared=self._shared_frames())
         try:
             metrics = await _while_guest_runs(
                 job.proc,
@@ -407,6 +417,7 @@ class BridgeExecutor:
             )
         finally:
             job.received = guest_conn.received
+            guest_conn.close_descriptors()
         assert metrics is not None  # on_exit does not cancel: the stream ends by itself
         return metrics
 
@@ -443,6 +454,9 @@ class BridgeExecutor:
             await job.proc.wait()
         if job.proc.returncode is not None:
             await _drain_output(job)
+
+    def _shared_frames(self) -> bool:
+        return self.shared_memory and _shared_frames.supported()
 
     def _failed(self, job: _Job, exc: CasparianError, started: float) -> Conclude:
         head, body = _failures.describe_parts(
@@ -578,7 +592,7 @@ def plugin_key(dispatch: Dispatch, python: Path) -> PluginKey:
     )
 
 
-def _job_spec(job: _Job, *, reusable: bool) -> bytes:
+def _job_spec(job: _Job, *, reusable: bool, shm: bool = False) -> bytes:
     guest = job.guest
     assert guest is not None
     assert guest.key is not None
@@ -594,6 +608,7 @@ def _job_spec(job: _Job, *, reusable: bool) -> bytes:
         "config": dict(job.dispatch.config),
         "memory_limit_mb": job.dispatch.memory_limit_mb,
         "scratch_dir": str(guest.dir / "tmp"),
+        "shm": shm,  # big DATA frames as sealed memfds (``_shared_frames``)
     }
     body = json.dumps(spec).encode("utf-8")
     return HEADER.pack(len(body)) + body
