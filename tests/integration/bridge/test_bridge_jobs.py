@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import tempfile
 import textwrap
@@ -238,3 +239,40 @@ async def test_a_failure_after_frames_sent_ahead(job_env: JobEnv, tmp_path: Path
     assert receipt.status == "FAILED"
     assert "broke after 40 batches" in (receipt.error_message or "")
     job_env.assert_nothing_left()
+
+
+WIDE_TABLE = """
+import pyarrow as pa
+
+
+class Handler:
+    def execute(self, file_path):
+        n = 200_000
+        return pa.table({"i": pa.array(range(n), pa.int64()), "s": [str(i % 977) for i in range(n)]})
+"""
+
+
+@pytest.mark.parametrize("shared", [True, False])
+async def test_big_frames_through_shared_memory_or_the_socket(
+    job_env: JobEnv, shared: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Shared memory (sealed memfds) or the socket: the same rows, and nothing left behind."""
+    import logging
+
+    job_env.executor.shared_memory = shared
+    caplog.set_level(logging.DEBUG, logger="casparian_trio.bridge.host")
+    before = set(os.listdir("/proc/self/fd"))
+    with trio.fail_after(HANG_GUARD_S):
+        receipt = await job_env.executor.run(1, make_dispatch(WIDE_TABLE))
+    assert receipt.status == "SUCCESS", receipt.error_message
+    table = pq.read_table(receipt.artifacts[0].uri)
+    assert table.column("i").to_pylist() == list(range(200_000))
+    assert table.column("s").to_pylist()[:3] == ["0", "1", "2"]
+    finished = [r.getMessage() for r in caplog.records if "guest finished" in r.getMessage()]
+    assert finished
+    if shared:
+        assert "'shared_frames': 0" not in finished[0]
+    else:
+        assert "'shared_frames': 0" in finished[0]
+    assert set(os.listdir("/proc/self/fd")) <= before  # no memfd or dup kept open
+    job_env.assert_nothing_left(failed=False)
