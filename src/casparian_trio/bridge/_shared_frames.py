@@ -32,6 +32,10 @@ REQUIRED_SEALS = (
     | getattr(fcntl, "F_SEAL_GROW", 0)
     | getattr(fcntl, "F_SEAL_WRITE", 0)
 )
+# The guest sends smaller frames through the socket (guest.py SHARED_MIN_BYTES);
+# a smaller SHARED frame is refused: a mapping per tiny frame is what a guest
+# would send to run the worker out of descriptors and mappings.
+MIN_BYTES = 256 * 1024
 # Room for a few descriptors per read; a frame carries one.
 ANCILLARY_BYTES = socket.CMSG_SPACE(4 * 4) if hasattr(socket, "CMSG_SPACE") else 0
 
@@ -75,12 +79,24 @@ def map_frame(fd: int, max_bytes: int) -> memoryview:
                 "invalid frame from guest: its shared memory is not sealed against writes"
             )
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size <= 0:
-            raise InvalidFrame("invalid frame from guest: empty shared memory")
+        if not stat.S_ISREG(info.st_mode) or info.st_size < MIN_BYTES:
+            raise InvalidFrame(
+                f"invalid frame from guest: {info.st_size} bytes of shared memory "
+                f"(at least {MIN_BYTES})"
+            )
         if info.st_size > max_bytes:
             raise OversizedFrame(
                 f"oversized frame from guest: {info.st_size} bytes (max {max_bytes})"
             )
-        return memoryview(mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ))
+        if info.st_blksize != mmap.PAGESIZE or info.st_blocks * 512 < info.st_size:
+            # Holes (pages the guest never wrote: the host would pay for them on
+            # first touch) or huge pages (a fault that can fail as SIGBUS).
+            raise InvalidFrame("invalid frame from guest: its shared memory is not all written")
+        try:
+            return memoryview(mmap.mmap(fd, info.st_size, prot=mmap.PROT_READ))
+        except OSError as exc:
+            raise InvalidFrame(
+                f"invalid frame from guest: its shared memory cannot be mapped ({exc.strerror})"
+            ) from exc
     finally:
         os.close(fd)

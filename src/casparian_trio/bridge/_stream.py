@@ -24,9 +24,12 @@ end without an END frame. No timer decides a job's outcome.
 from __future__ import annotations
 
 import collections
+import mmap
 import os
 import socket
 import struct
+import threading
+import weakref
 from typing import Any
 
 import attrs
@@ -48,6 +51,11 @@ INLINE_FRAME_BYTES = 256 * 1024
 # Descriptors a guest may have sent ahead of their frames (it sends one per
 # SHARED frame, with the frame): more is a misbehaving guest.
 MAX_PENDING_DESCRIPTORS = 8
+# Shared-memory frames mapped at once per guest connection (each mapping holds a
+# descriptor until its batches are written): past this, a frame is copied into
+# Arrow memory and unmapped at once, so a guest sending many frames cannot
+# exhaust the worker's descriptors or mappings.
+MAX_LIVE_MAPPINGS = 64
 
 
 class StreamClosed(BridgeError):
@@ -93,6 +101,32 @@ class GuestConnection:
     _waiting: trio.CancelScope | None = None
     _raw: socket.socket | None = None  # a dup of ``sock`` for recvmsg_into
     _descriptors: collections.deque[int] = attrs.field(factory=collections.deque)
+    # Mappings alive: decremented by finalizers, which may run on any thread.
+    _live_mappings: int = 0
+    _live_lock: threading.Lock = attrs.field(factory=threading.Lock)
+
+    def map_shared(self, fd: int, max_bytes: int) -> memoryview:
+        """A SHARED frame's IPC stream: mapped, or copied once MAX_LIVE_MAPPINGS are alive."""
+        view = _shared_frames.map_frame(fd, max_bytes)
+        self.received += len(view)
+        mapping = view.obj
+        assert isinstance(mapping, mmap.mmap)
+        with self._live_lock:
+            keep = self._live_mappings < MAX_LIVE_MAPPINGS
+            if keep:
+                self._live_mappings += 1
+        if keep:
+            weakref.finalize(mapping, self._unmapped)
+            return view
+        copy = pa.allocate_buffer(len(view))
+        memoryview(copy).cast("B")[:] = view.cast("B")
+        view.release()
+        mapping.close()
+        return memoryview(copy)
+
+    def _unmapped(self) -> None:
+        with self._live_lock:
+            self._live_mappings -= 1
 
     def take_descriptor(self) -> int:
         """The next descriptor the guest sent (a SHARED frame's memfd).
@@ -117,7 +151,14 @@ class GuestConnection:
         if not self.shared:
             return os.readv(fd, [view])
         if self._raw is None:
-            self._raw = socket.socket(fileno=os.dup(fd))  # same open file: non-blocking
+            dup = os.dup(fd)
+            try:
+                raw = socket.socket(fileno=dup)
+            except BaseException:
+                os.close(dup)
+                raise
+            raw.setblocking(False)  # whatever socket.setdefaulttimeout says
+            self._raw = raw
         k, ancillary, flags, _ = self._raw.recvmsg_into(
             [view], _shared_frames.ANCILLARY_BYTES, socket.MSG_CMSG_CLOEXEC
         )
@@ -238,8 +279,7 @@ async def _recv_shared(conn: GuestConnection, max_frame_bytes: int) -> fr.DataFr
     """A SHARED frame: its topic from the socket, its IPC stream mapped from its memfd."""
     length = fr.check_topic_length(await _recv_u32(conn, mid_frame=True))
     topic = fr.parse_topic(bytes(await recv_exactly(conn, length)))
-    ipc = _shared_frames.map_frame(conn.take_descriptor(), max_frame_bytes)
-    conn.received += len(ipc)
+    ipc = conn.map_shared(conn.take_descriptor(), max_frame_bytes)
     return fr.DataFrame(topic=topic, ipc=ipc)
 
 

@@ -227,7 +227,12 @@ class Channel:
             assert self._ahead is not None
             self._ahead.put(frame)  # blocks while SEND_AHEAD frames wait
             return
-        self._drain()
+        try:
+            self._drain()
+        except BaseException:
+            if frame[2] is not None:
+                os.close(frame[2])  # a memfd nobody will send
+            raise
         try:
             self._send(frame)
         except BaseException as exc:

@@ -14,11 +14,18 @@ from casparian_trio.bridge import guest as guest_script
 pytestmark = pytest.mark.skipif(not _shared_frames.supported(), reason="Linux memfd seals")
 
 ALL_SEALS = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+MIN = _shared_frames.MIN_BYTES
+LIMIT = 4 * MIN
+FRAME = b"arrow bytes".ljust(MIN, b"\0")
 
 
-def memfd(data: bytes, seals: int = ALL_SEALS) -> int:
+def memfd(data: bytes, seals: int = ALL_SEALS, size: int | None = None) -> int:
     fd = os.memfd_create("test-frame", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    os.write(fd, data)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
+    if size is not None:
+        os.ftruncate(fd, size)  # a hole: pages nobody wrote
     if seals:
         fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
     return fd
@@ -33,9 +40,9 @@ def closed(fd: int) -> bool:
 
 
 def test_a_sealed_frame_maps_read_only_and_its_descriptor_is_closed() -> None:
-    fd = memfd(b"arrow bytes")
-    view = _shared_frames.map_frame(fd, 1024)
-    assert bytes(view) == b"arrow bytes"
+    fd = memfd(FRAME)
+    view = _shared_frames.map_frame(fd, LIMIT)
+    assert bytes(view) == FRAME
     assert view.readonly
     assert closed(fd)
 
@@ -49,27 +56,32 @@ def test_a_sealed_frame_maps_read_only_and_its_descriptor_is_closed() -> None:
     ],
 )
 def test_an_unsealed_frame_is_refused(seals: int) -> None:
-    fd = memfd(b"x" * 100, seals)
+    fd = memfd(FRAME, seals)
     with pytest.raises(_framing.InvalidFrame, match="not sealed"):
-        _shared_frames.map_frame(fd, 1024)
+        _shared_frames.map_frame(fd, LIMIT)
     assert closed(fd)
 
 
-def test_an_oversized_or_empty_frame_is_refused() -> None:
-    fd = memfd(b"x" * 2048)
-    with pytest.raises(_framing.OversizedFrame, match="2048 bytes"):
-        _shared_frames.map_frame(fd, 1024)
+def test_an_oversized_small_or_hollow_frame_is_refused() -> None:
+    fd = memfd(b"x" * (LIMIT + 1))
+    with pytest.raises(_framing.OversizedFrame, match=f"{LIMIT + 1} bytes"):
+        _shared_frames.map_frame(fd, LIMIT)
     assert closed(fd)
-    fd = memfd(b"")
-    with pytest.raises(_framing.InvalidFrame, match="empty"):
-        _shared_frames.map_frame(fd, 1024)
+    for small in (b"", b"x" * (MIN - 1)):  # a mapping per tiny frame would exhaust descriptors
+        fd = memfd(small)
+        with pytest.raises(_framing.InvalidFrame, match="at least"):
+            _shared_frames.map_frame(fd, LIMIT)
+    fd = memfd(b"x" * 100, size=LIMIT)  # mostly a hole: the host would pay for the pages
+    with pytest.raises(_framing.InvalidFrame, match="not all written"):
+        _shared_frames.map_frame(fd, LIMIT)
+    assert closed(fd)
 
 
 def test_a_descriptor_that_is_not_a_memfd_is_refused() -> None:
     read, write = os.pipe()
     try:
         with pytest.raises(_framing.InvalidFrame, match="not a memfd"):
-            _shared_frames.map_frame(read, 1024)
+            _shared_frames.map_frame(read, LIMIT)
         assert closed(read)
     finally:
         os.close(write)
@@ -99,3 +111,27 @@ def test_the_guest_and_the_host_agree_on_the_tag() -> None:
     assert guest_script.SHARED_TAG == _framing.SHARED_TAG
     assert guest_script.SHARED_TAG not in (_framing.END_TAG, _framing.ERROR_TAG)
     assert guest_script.SHARED_TAG > _framing.MAX_FRAME_BYTES  # never a DATA frame's length
+
+
+def test_past_the_mapping_limit_frames_are_copied(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A guest sending many frames holds at most MAX_LIVE_MAPPINGS descriptors and mappings."""
+    import gc
+    import mmap
+
+    from casparian_trio.bridge import _stream
+
+    monkeypatch.setattr(_stream, "MAX_LIVE_MAPPINGS", 2)
+    a, b = socket.socketpair()
+    conn = _stream.GuestConnection(b, shared=True)  # type: ignore[arg-type]  (no I/O here)
+    try:
+        views = [conn.map_shared(memfd(FRAME), LIMIT) for _ in range(3)]
+        assert [isinstance(v.obj, mmap.mmap) for v in views] == [True, True, False]
+        assert all(bytes(v) == FRAME for v in views)
+        assert conn.received == 3 * MIN
+        del views
+        gc.collect()
+        again = conn.map_shared(memfd(FRAME), LIMIT)  # the two mappings are gone: mapped again
+        assert isinstance(again.obj, mmap.mmap)
+    finally:
+        a.close()
+        b.close()

@@ -216,9 +216,13 @@ def test_an_encoding_error_is_raised_and_abort_leaves_no_footer(
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_parallel_parquet, "encode_part", full)
-    writer.write_table(table, background=True)
-    with pytest.raises(OSError, match="No space left"):
+
+    def feed() -> None:  # raised by the submitting call or by wait(), depending on timing
+        writer.write_table(table, background=True)
         writer.wait()
+
+    with pytest.raises(OSError, match="No space left"):
+        feed()
     writer.abort()
     writer.abort()  # idempotent
     with pytest.raises(pa.ArrowInvalid):
