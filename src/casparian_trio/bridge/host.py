@@ -385,10 +385,11 @@ class BridgeExecutor:
             guest.conn = await self._accept(job)
         conn = guest.conn
         try:
-            await _send_all(conn, _job_spec(job, reusable=reusable, shm=self._shared_frames()))
+            shared = self.shared_memory and _shared_frames.supported()
+            await _send_all(conn, _job_spec(job, reusable=reusable, shm=shared))
             if not reusable:
                 self._pool.replace(job.dispatch.env_hash)  # the next job's guest, started now
-            guest_metrics = await self._stream_while_alive(job, conn)
+            guest_metrics = await self._stream_while_alive(job, conn, shared=shared)
         except _stream.StreamClosed as exc:
             await self._settle(job)
             if job.proc.returncode == 0:
@@ -400,7 +401,9 @@ class BridgeExecutor:
         if not reusable:
             await self._settle(job)
 
-    async def _stream_while_alive(self, job: _Job, conn: trio.socket.SocketType) -> dict[str, Any]:
+    async def _stream_while_alive(
+        self, job: _Job, conn: trio.socket.SocketType, *, shared: bool
+    ) -> dict[str, Any]:
         """Stream the guest's frames; a guest that exits without closing its socket ends it too.
 
         EOF is the usual sign of a dead guest, but a child it forked keeps the
@@ -408,7 +411,7 @@ class BridgeExecutor:
         from then on the stream ends as soon as its queued bytes are read (no
         timer: see ``_stream.GuestConnection``).
         """
-        guest_conn = _stream.GuestConnection(conn, shared=self._shared_frames())
+        guest_conn = _stream.GuestConnection(conn, shared=shared)  # as the job spec offered
         try:
             metrics = await _while_guest_runs(
                 job.proc,
@@ -454,9 +457,6 @@ class BridgeExecutor:
             await job.proc.wait()
         if job.proc.returncode is not None:
             await _drain_output(job)
-
-    def _shared_frames(self) -> bool:
-        return self.shared_memory and _shared_frames.supported()
 
     def _failed(self, job: _Job, exc: CasparianError, started: float) -> Conclude:
         head, body = _failures.describe_parts(

@@ -45,13 +45,8 @@ from casparian_trio.sinks import _stitch
 ROW_GROUP_ROWS = 1024 * 1024
 # Encoding threads per file: one per core, up to 4 (a job's host has more to do
 # than encode; beyond 4 the groups in flight are mostly memory).
-THREADS = max(
-    1,
-    min(
-        4,
-        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
-    ),
-)
+_CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+THREADS = max(1, min(4, _CPUS or 1))
 # A part smaller than this is encoded on the caller's thread even when asked for
 # the background: a small file's job must not start a thread pool for it.
 INLINE_BYTES = 1024 * 1024

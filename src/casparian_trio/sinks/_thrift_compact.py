@@ -54,15 +54,13 @@ class Mapping(NamedTuple):
 
 def decode(data: bytes | memoryview) -> list[Field]:
     """The struct at the start of ``data`` (trailing bytes are ignored)."""
-    fields, _ = _Reader(bytes(data)).struct(0)
-    return fields
+    return decode_with_length(data)[0]
 
 
 def decode_with_length(data: bytes | memoryview) -> tuple[list[Field], int]:
     """The struct at the start of ``data`` and how many bytes it took."""
     reader = _Reader(bytes(data))
-    fields, _ = reader.struct(0)
-    return fields, reader.pos
+    return reader.struct(0), reader.pos
 
 
 def encode(fields: list[Field]) -> bytes:
@@ -113,7 +111,7 @@ class _Reader:
         self.pos += n
         return chunk
 
-    def struct(self, depth: int) -> tuple[list[Field], int]:
+    def struct(self, depth: int) -> list[Field]:
         if depth > MAX_DEPTH:
             raise ThriftError("structs nested too deep")
         fields: list[Field] = []
@@ -122,7 +120,7 @@ class _Reader:
             head = self.byte()
             kind = head & 0x0F
             if kind == STOP:
-                return fields, self.pos
+                return fields
             delta = head >> 4
             field_id = last + delta if delta else self.zigzag()
             if kind in (TRUE, FALSE):
@@ -158,8 +156,7 @@ class _Reader:
             pairs = [(self.value(kt, depth + 1), self.value(vt, depth + 1)) for _ in range(size)]
             return Mapping(kt, vt, pairs)
         if kind == STRUCT:
-            fields, _ = self.struct(depth + 1)
-            return fields
+            return self.struct(depth + 1)
         raise ThriftError(f"unknown compact type {kind}")
 
 
