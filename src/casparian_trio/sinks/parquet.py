@@ -547,7 +547,7 @@ def dictionary_columns(table: pa.Table) -> bool | list[str]:
             # the sort at a few ms per column. Strided per chunk: no copy of the column.
             step = max(1, len(column) // DICTIONARY_SAMPLE_MAX)
             sample = np.concatenate([_numpy_view(chunk, np)[::step] for chunk in column.chunks])
-            distinct = len(np.unique(sample))
+            distinct = _distinct_count(sample, np)
         except (pa.ArrowException, TypeError, ValueError):
             continue
         if distinct >= UNIQUE_RATIO * len(sample):
@@ -555,6 +555,22 @@ def dictionary_columns(table: pa.Table) -> bool | list[str]:
     if not unique:
         return True
     return [name for name in table.column_names if name not in unique]
+
+
+def _distinct_count(values: Any, np: Any) -> int:
+    """How many distinct values a 1-d numpy array holds, all NaNs counted as one.
+
+    As ``len(np.unique(values))``, by a sort and a compare of neighbours:
+    numpy 2's ``unique`` took 7 ms for 74k int64 values here, the sort 0.4 ms.
+    """
+    if not len(values):
+        return 0
+    ordered = np.sort(values)  # NaNs sort last
+    nans = int(np.count_nonzero(np.isnan(ordered))) if ordered.dtype.kind == "f" else 0
+    if nans:
+        ordered = ordered[: len(ordered) - nans]
+    distinct = int(np.count_nonzero(ordered[1:] != ordered[:-1])) + (1 if len(ordered) else 0)
+    return distinct + (1 if nans else 0)
 
 
 def _numpy_view(chunk: pa.Array, np: Any) -> Any:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pytest
 
 from casparian_trio.bridge._memory_pool import prefer_jemalloc
@@ -56,3 +58,43 @@ def test_the_guest_makes_the_same_choice() -> None:
 
 def test_prefer_jemalloc_names_the_pool_in_use() -> None:
     assert prefer_jemalloc() == pa.default_memory_pool().backend_name
+
+
+RETAINED = """
+import sys, time
+sys.path.insert(0, {src!r})
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import runpy
+g = runpy.run_path({guest!r})
+g['_choose_memory_pool'](pa)
+def rss_mb():
+    with open('/proc/self/statm') as f:
+        return int(f.read().split()[1]) * 4096 // 2**20
+before = rss_mb()
+table = pacsv.read_csv({csv!r})  # parsed on Arrow's threads, as a plugin's table is
+peak = rss_mb()
+del table
+time.sleep(2.5)  # past Arrow's 1 s decay, well inside the guest's
+print(before, peak, rss_mb())
+"""
+
+
+@pytest.mark.skipif(not HAS_JEMALLOC, reason="this pyarrow has no jemalloc")
+def test_a_guest_keeps_freed_pages_for_its_next_job(tmp_path: Path) -> None:
+    """With Arrow's 1 s decay a parsed table's pages are gone 2.5 s after it; the guest keeps them."""
+    import casparian_trio
+    from casparian_trio.bridge import guest
+
+    csv = tmp_path / "big.csv"
+    n = 1_500_000
+    pacsv.write_csv(pa.table({"a": range(n), "b": [f"row {i % 977}" for i in range(n)]}), csv)
+    src = str(casparian_trio.__path__[0]).rsplit("/", 1)[0]
+    code = RETAINED.format(src=src, guest=guest.__file__, csv=str(csv))
+    done = subprocess.run(
+        [sys.executable, "-c", code], env={}, capture_output=True, text=True, check=True
+    )
+    baseline, peak, after = map(int, done.stdout.split())
+    assert guest.JEMALLOC_DECAY_MS > 2500
+    assert peak - baseline > 40
+    assert after - baseline > (peak - baseline) // 2  # most of the table's pages still held

@@ -157,6 +157,27 @@ def test_sqlite_abort_drops_stage(tmp_path: Path) -> None:
         conn.close()
 
 
+@pytest.mark.parametrize("seed", range(20))
+def test_distinct_count_is_numpys_unique_count(seed: int) -> None:
+    """The sort-based count decides dictionaries as ``len(np.unique(...))`` did, NaNs as one."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    pools = [
+        rng.integers(-3, 3, 200),
+        rng.integers(0, 1 << 62, 200),
+        rng.choice([0.0, -0.0, 1.5, np.nan, np.inf, -np.inf], 200),
+        rng.normal(size=200),
+        rng.integers(0, 5, 200).astype(np.uint8),
+        np.array([np.nan] * 7),
+        np.array([], dtype=np.int64),
+    ]
+    for values in pools:
+        for n in (0, 1, 2, 17, len(values)):
+            sample = values[:n]
+            assert parquet._distinct_count(sample, np) == len(np.unique(sample))
+
+
 def test_dictionary_off_only_for_unique_numeric_columns(tmp_path: Path) -> None:
     n = 50_000
     table = pa.table(
