@@ -74,7 +74,8 @@ def start_guest(env_hash: str, python: Path, work_root: Path | None) -> Guest:
     Raises:
         OSError: the dir, socket or process could not be made (nothing is left).
     """
-    root = work_root or Path(tempfile.gettempdir())
+    # Absolute: the guest runs in its own dir, where a relative socket path would not resolve.
+    root = (work_root or Path(tempfile.gettempdir())).absolute()
     root.mkdir(parents=True, exist_ok=True)
     # the worker's pid in the name lets a later worker sweep what a killed one left
     guest_dir = Path(tempfile.mkdtemp(prefix=f"{GUEST_DIR_PREFIX}{os.getpid()}-", dir=root))  # 0700

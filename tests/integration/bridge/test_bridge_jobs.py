@@ -168,6 +168,25 @@ async def test_long_work_root_moves_socket(tmp_path: Path) -> None:
     assert list(deep.iterdir()) == []
 
 
+async def test_relative_work_and_output_roots(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Relative roots (a TMPDIR or an API caller's) reach the guest as absolute paths."""
+    monkeypatch.chdir(tmp_path)
+    ex = BridgeExecutor(
+        output_root=Path("out"), envs=EnvManager(tmp_path / "e"), work_root=Path("work")
+    )
+    with trio.fail_after(HANG_GUARD_S):
+        receipt = await ex.run(1, make_dispatch(plugin_source("seed_plugin.py")))
+    assert receipt.status == "SUCCESS", receipt.error_message
+    assert list((tmp_path / "work").iterdir()) == []
+    assert sorted((tmp_path / "out").rglob("*.parquet"))
+    assert receipt.artifacts
+    for artifact in receipt.artifacts:  # recorded by a Sentinel that runs elsewhere
+        assert Path(artifact.uri).is_absolute(), artifact.uri
+        assert Path(artifact.uri).is_relative_to(tmp_path / "out")
+
+
 async def test_pandas_dataframe(job_env: JobEnv) -> None:
     pytest.importorskip("pandas", reason="pandas is not installed here")
     source = """
