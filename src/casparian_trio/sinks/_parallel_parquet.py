@@ -24,6 +24,12 @@ Invariants:
   without a footer; the caller deletes it.
 - Writer options are fixed to what ``_stitch`` can join: no page index, no
   bloom filters, no encryption (pyarrow's defaults).
+- ``repeated_columns``: the schema's last columns (the sink's lineage) hold the
+  same values in row group after row group. Their column chunks for a group of
+  n rows are encoded once and reused for every later group of n rows whose
+  values are equal (compared, never assumed), beside the group's other
+  columns (``_stitch.beside``): the file is still byte for byte
+  ``ParquetWriter``'s. A job's lineage cost a tenth of its encoding before.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO
 
+import attrs
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -50,6 +57,9 @@ THREADS = max(1, min(4, _CPUS or 1))
 # A part smaller than this is encoded on the caller's thread even when asked for
 # the background: a small file's job must not start a thread pool for it.
 INLINE_BYTES = 1024 * 1024
+# Encoded repeated columns kept per writer (one per row count seen; a file's
+# groups share one row count but its tail pieces).
+REPEATS_KEPT = 4
 
 
 def encode_part(
@@ -68,6 +78,42 @@ def encode_part(
     return _stitch.split(memoryview(sink.getvalue()))
 
 
+@attrs.frozen
+class _SplitSchema:
+    """A schema cut before its last repeated columns, each side with its writer options."""
+
+    first_schema: pa.Schema
+    last_schema: pa.Schema
+    first_dictionary: bool | list[str]
+    last_dictionary: bool | list[str]
+    template: _stitch.Part  # the whole schema's file, no row group: its footer
+
+    @property
+    def first(self) -> int:
+        return len(self.first_schema)
+
+
+def _split_schema(
+    schema: pa.Schema, repeated: int, use_dictionary: bool | list[str]
+) -> _SplitSchema:
+    first = len(schema) - repeated
+    fields = list(schema)
+
+    def option(names: list[str]) -> bool | list[str]:
+        if isinstance(use_dictionary, bool):
+            return use_dictionary
+        return [n for n in use_dictionary if n in names]
+
+    template = _stitch.without_row_groups(encode_part(schema.empty_table(), schema, use_dictionary))
+    return _SplitSchema(
+        pa.schema(fields[:first]),
+        pa.schema(fields[first:]),
+        option(schema.names[:first]),
+        option(schema.names[first:]),
+        template,
+    )
+
+
 class ParallelParquetWriter:
     """Writes ``schema``-shaped tables to ``path`` as row groups encoded in parallel.
 
@@ -77,6 +123,8 @@ class ParallelParquetWriter:
         use_dictionary: as for ``pq.ParquetWriter``.
         threads: parts encoded at once (1: in the background, one at a time).
         row_group_rows: the most rows in one row group (a bigger table is split).
+        repeated_columns: how many of the schema's last columns repeat their
+            values from group to group (see the module docstring); 0: none.
 
     Raises (from any method): ``pa.ArrowException``/``OSError`` as pyarrow and
     the file raise them; ``_stitch.StitchError`` for a part it cannot join.
@@ -90,6 +138,7 @@ class ParallelParquetWriter:
         use_dictionary: bool | list[str] = True,
         threads: int = THREADS,
         row_group_rows: int = ROW_GROUP_ROWS,
+        repeated_columns: int = 0,
     ) -> None:
         self.path = path
         self.schema = schema
@@ -105,6 +154,13 @@ class ParallelParquetWriter:
         self._parts: list[_stitch.Part] = []
         self._footer: bytes | None = None
         self._failed: BaseException | None = None
+        self._split = (
+            _split_schema(schema, repeated_columns, use_dictionary)
+            if 0 < repeated_columns < len(schema)
+            else None
+        )
+        # row count -> (the repeated columns' values, their encoded part)
+        self._repeats: dict[int, tuple[pa.Table, _stitch.Part]] = {}
 
     def write_table(self, table: pa.Table, *, background: bool = False) -> None:
         """Add ``table``'s rows as the next row group(s).
@@ -172,7 +228,23 @@ class ParallelParquetWriter:
         return sum(part.num_rows for part in self._parts)
 
     def _encode(self, table: pa.Table) -> _stitch.Part:
-        return encode_part(table, self.schema, self.use_dictionary, self.row_group_rows)
+        split = self._split
+        if split is None or not 0 < table.num_rows <= self.row_group_rows:
+            return encode_part(table, self.schema, self.use_dictionary, self.row_group_rows)
+        first = table.select(range(split.first))
+        last = table.select(range(split.first, table.num_columns))
+        # Runs on the encoding threads: a get and a set of one key are atomic
+        # (two threads may both encode the same repeat; either result is right).
+        known = self._repeats.get(table.num_rows)
+        if known is not None and known[0].equals(last):
+            repeated = known[1]
+        else:
+            repeated = encode_part(last, split.last_schema, split.last_dictionary)
+            if len(self._repeats) >= REPEATS_KEPT:
+                self._repeats.clear()
+            self._repeats[table.num_rows] = (last, repeated)
+        own = encode_part(first, split.first_schema, split.first_dictionary)
+        return _stitch.beside(own, repeated, split.template)
 
     def _result(self) -> _stitch.Part:
         """The oldest part in flight, encoded (its error makes the writer failed)."""

@@ -40,7 +40,14 @@ _LENGTH = struct.Struct("<I")
 _FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS = 2, 3, 4
 _FMD_ENCRYPTION = (8, 9)  # encryption_algorithm, footer_signing_key_metadata
 # RowGroup
-_RG_COLUMNS, _RG_FILE_OFFSET, _RG_ORDINAL = 1, 5, 7
+_RG_COLUMNS, _RG_TOTAL_BYTES, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_COMPRESSED, _RG_ORDINAL = (
+    1,
+    2,
+    3,
+    5,
+    6,
+    7,
+)
 # ColumnChunk
 _CC_FILE_OFFSET, _CC_META = 2, 3
 _CC_UNMOVED = (4, 6, 8, 9)  # offset index, column index, crypto metadata, encrypted metadata
@@ -136,6 +143,56 @@ def join_footer(parts: list[Part]) -> bytes:
             joined.append(field)
     footer = tc.encode(joined)
     return footer + _LENGTH.pack(len(footer)) + MAGIC
+
+
+def beside(left: Part, right: Part, template: Part) -> Part:
+    """One row group of ``left``'s columns followed by ``right``'s: a part of ``template``'s schema.
+
+    ``left`` and ``right`` each hold one row group of the same rows, encoded
+    from the first and the last columns of a table; the result is the part
+    ``split`` would give for the whole table, byte for byte, since a column
+    chunk's bytes do not depend on the other columns or on where the chunk
+    lies (Parquet pages hold no offsets; the footer's are moved here).
+    ``template``: a part of the whole schema (its footer's schema, metadata
+    and column orders are kept; its row groups are not used).
+
+    Raises:
+        StitchError: not one row group each, or not the same number of rows.
+    """
+    (mine,), (theirs,) = _one_group(left), _one_group(right)
+    rows = tc.get(mine, _RG_NUM_ROWS)
+    if rows is None or rows != tc.get(theirs, _RG_NUM_ROWS) or left.num_rows != right.num_rows:
+        raise StitchError("parts set side by side must hold the same rows")
+    moved = _moved_group(theirs, left.size, 0)
+    columns = tc.get(moved, _RG_COLUMNS)
+    assert columns is not None  # _check_movable saw every chunk
+    group: list[Field] = []
+    for field in mine:
+        if field.id == _RG_COLUMNS:
+            chunks = [*field.value.values, *columns.value.values]
+            group.append(field._replace(value=Sequence(field.value.elem_type, chunks)))
+        elif field.id in (_RG_TOTAL_BYTES, _RG_COMPRESSED):
+            other = tc.get(theirs, field.id)
+            group.append(field._replace(value=field.value + (other.value if other else 0)))
+        else:
+            group.append(field)
+    footer = [
+        f._replace(value=Sequence(tc.STRUCT, [group]))
+        if f.id == _FMD_ROW_GROUPS
+        else f._replace(value=left.num_rows)
+        if f.id == _FMD_NUM_ROWS
+        else f
+        for f in template.footer
+    ]
+    data = memoryview(b"".join((left.data, right.data)))
+    return Part(data, footer, len(data))
+
+
+def _one_group(part: Part) -> list[list[Field]]:
+    groups = _row_groups(part.footer)
+    if len(groups) != 1:
+        raise StitchError(f"a part set side by side has {len(groups)} row groups, not 1")
+    return groups
 
 
 def _row_groups(footer: list[Field]) -> list[list[Field]]:

@@ -32,7 +32,10 @@ Invariants:
   output is replaced, so retries stay idempotent).
 - Row groups: batches are buffered up to ROW_GROUP_ROWS rows or
   ROW_GROUP_BYTES bytes, then written as one row group (per-batch row groups
-  make files ~20% larger than ``pq.write_table``).
+  make files ~20% larger than ``pq.write_table``). The file's later groups
+  take the first group's row count (but for a job's last rows, and a group
+  that reaches ROW_GROUP_BYTES first): alike groups share one encoding of
+  the lineage columns (``_parallel_parquet``'s repeated columns).
 - Dictionary encoding is on (pyarrow's default) except for numeric and
   temporal columns that are (nearly) all distinct in the first row group: for
   those a dictionary only adds index bytes until it overflows its 1 MiB page
@@ -78,6 +81,8 @@ logger = logging.getLogger(__name__)
 # Also flush on bytes: the buffer is the bulk of the host's memory per job, and
 # 32 MiB groups compress within ~1-2% of 1 Mi-row groups on typical tables.
 ROW_GROUP_BYTES = 32 * 1024 * 1024
+# A later group is cut by bytes only past this (its rows wider than the first's).
+WIDER_GROUP_BYTES = 2 * ROW_GROUP_BYTES
 # A job's last rows are cut into one row group per encoding thread only when
 # each piece is at least this big: smaller ones cost more in file size
 # (dictionaries repeat per group) than their parallel encoding saves.
@@ -121,6 +126,8 @@ class ParquetSink:
     _staged_schema: pa.Schema | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
     _buffer_rows: int = 0
+    # Rows per row group once the first is written (bytes may have cut it short).
+    _group_rows: int | None = None
     _buffer_bytes: int = 0
     _quarantine: ParquetSink | None = None
 
@@ -179,7 +186,14 @@ class ParquetSink:
         self._buffer_rows += batch.num_rows
         self._buffer_bytes += batch.nbytes
         self.rows += batch.num_rows
-        if self._buffer_rows >= ROW_GROUP_ROWS or self._buffer_bytes >= ROW_GROUP_BYTES:
+        # Once the first group set the rows per group, bytes only cut a group
+        # whose rows came out much wider than the first's.
+        group, most = (
+            (ROW_GROUP_ROWS, ROW_GROUP_BYTES)
+            if self._group_rows is None
+            else (self._group_rows, WIDER_GROUP_BYTES)
+        )
+        if self._buffer_rows >= group or self._buffer_bytes >= most:
             self._flush(background=True)
 
     def commit(self) -> Artifact | None:
@@ -411,11 +425,15 @@ class ParquetSink:
             return
         table = pa.Table.from_batches(self._buffer)
         self._buffer = []
-        whole = table.num_rows - table.num_rows % ROW_GROUP_ROWS
+        if self._writer is None and background and not last:
+            # The first group sets the file's row count per group (bytes may cut it).
+            self._group_rows = max(1, min(table.num_rows, ROW_GROUP_ROWS))
+        group = self._group_rows or ROW_GROUP_ROWS
+        whole = table.num_rows - table.num_rows % group
         if background and not last and whole and whole < table.num_rows:
-            # Whole groups of ROW_GROUP_ROWS rows go (``write_table`` splits them);
-            # the rest starts the next one: written too, each flush would leave a
-            # small group behind, and kept longer, narrow rows would pile up.
+            # Whole groups go; the rest starts the next one: written too, each
+            # flush would leave a small group behind, and kept longer, narrow
+            # rows would pile up.
             self._buffer = table.slice(whole).to_batches()
             table = table.slice(0, whole)
         self._buffer_rows = sum(b.num_rows for b in self._buffer)
@@ -424,8 +442,11 @@ class ParquetSink:
             self._open(table.schema, use_dictionary=dictionary_columns(table))
         writer = self._writer
         assert writer is not None
-        pieces = tail_pieces(table.num_rows, table.nbytes, writer.threads) if last else 1
-        step = max(1, -(-table.num_rows // pieces))  # no rows: the file keeps the schema
+        if last:
+            pieces = tail_pieces(table.num_rows, table.nbytes, writer.threads)
+            step = max(1, -(-table.num_rows // pieces))  # no rows: the file keeps the schema
+        else:
+            step = group if whole == table.num_rows else max(1, table.num_rows)
         with self._writing():
             for start in range(0, table.num_rows, step):
                 writer.write_table(table.slice(start, step), background=background)
@@ -455,8 +476,13 @@ class ParquetSink:
         stamped = schema.with_metadata(
             {**(schema.metadata or {}), VERSION_KEY: str(self.file_version_id).encode()}
         )
+        lineage = len(LINEAGE) if tuple(schema.names[-len(LINEAGE) :]) == LINEAGE else 0
         self._writer = ParallelParquetWriter(
-            self._staging, stamped, use_dictionary=use_dictionary, row_group_rows=ROW_GROUP_ROWS
+            self._staging,
+            stamped,
+            use_dictionary=use_dictionary,
+            row_group_rows=ROW_GROUP_ROWS,
+            repeated_columns=lineage,
         )
 
     def _other_files(self) -> list[Path]:

@@ -244,3 +244,97 @@ def test_a_small_file_starts_no_encoding_thread(tmp_path: Path) -> None:
     assert writer._pool is None  # encoded in line: a small job's commit spawns nothing
     writer.close()
     assert pq.read_table(tmp_path / "o.parquet").equals(table)
+
+
+# --- repeated columns: the lineage's chunks encoded once, set beside each group's own ---
+
+
+def with_constants(table: pa.Table, job: int, label: str | None) -> pa.Table:
+    """``table`` and two lineage-like columns holding one value each (a label may be null)."""
+    n = table.num_rows
+    text = pa.array([label] * n, pa.string()).dictionary_encode()
+    return table.append_column("job", pa.array([job] * n, pa.int64())).append_column("label", text)
+
+
+@pytest.mark.parametrize("last", [1, 2, 5])
+def test_columns_set_beside_are_the_writers_file_byte_for_byte(last: int) -> None:
+    table = varied(120)
+    schema = table.schema
+    first = table.num_columns - last
+    template = _stitch.without_row_groups(encode_part(schema.empty_table(), schema))
+    parts = [
+        _stitch.beside(
+            encode_part(g.select(range(first)), pa.schema(list(schema)[:first])),
+            encode_part(g.select(range(first, g.num_columns)), pa.schema(list(schema)[first:])),
+            template,
+        )
+        for g in (table.slice(0, 50), table.slice(50))
+    ]
+    data = _stitch.MAGIC + b"".join(bytes(p.data) for p in parts) + _stitch.join_footer(parts)
+    assert data == sequential([table.slice(0, 50), table.slice(50)], schema)
+
+
+def test_parts_of_different_rows_are_not_set_beside() -> None:
+    table = varied(20)
+    template = _stitch.without_row_groups(encode_part(table.schema.empty_table(), table.schema))
+    left = encode_part(table.select([0]).slice(0, 10), pa.schema([table.schema.field(0)]))
+    right = encode_part(table.select([1]).slice(0, 12), pa.schema([table.schema.field(1)]))
+    with pytest.raises(_stitch.StitchError, match="same rows"):
+        _stitch.beside(left, right, template)
+    two = encode_part(table.select([1]), pa.schema([table.schema.field(1)]), row_group_rows=10)
+    with pytest.raises(_stitch.StitchError, match="2 row groups"):
+        _stitch.beside(left, two, template)
+
+
+@pytest.mark.parametrize("label", ["sha256:ab", None])
+def test_repeated_columns_are_encoded_once_and_the_file_is_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label: str | None
+) -> None:
+    """Alike groups reuse one encoding of the constant columns; a group of other
+    values or rows gets its own; the bytes are ParquetWriter's either way."""
+    table = with_constants(varied(1000), 7, label)
+    other = with_constants(varied(300), 8, label)  # same rows as a group, other values
+    schema = table.schema
+    groups = [
+        table.slice(0, 300),
+        table.slice(300, 300),
+        other,
+        table.slice(600, 300),
+        table.slice(900),
+    ]
+    encoded: list[int] = []
+    real = _parallel_parquet.encode_part
+
+    def counting(part: pa.Table, part_schema: pa.Schema, *args: object) -> _stitch.Part:
+        if part_schema.names == ["job", "label"]:
+            encoded.append(part.num_rows)
+        return real(part, part_schema, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_parallel_parquet, "encode_part", counting)
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(path, schema, threads=2, repeated_columns=2)
+    for group in groups:
+        writer.write_table(group, background=True)
+    writer.close()
+    assert path.read_bytes() == sequential(groups, schema)
+    # small parts encode in line, in order: job 7's 300 rows, reused once; job 8's
+    # (the same rows, other values); job 7's again (the one kept per row count was 8's); 100
+    assert encoded == [300, 300, 300, 100]
+    back = pq.read_table(path)
+    assert back.column("job").to_pylist() == [7] * 600 + [8] * 300 + [7] * 400
+
+
+def test_repeated_columns_with_a_dictionary_choice_per_column(tmp_path: Path) -> None:
+    table = with_constants(varied(400), 3, "v1")
+    chosen = ["id", "s", "label"]  # some plain columns on each side
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(
+        path, table.schema, use_dictionary=chosen, repeated_columns=2, threads=1
+    )
+    for start in range(0, 400, 100):
+        writer.write_table(table.slice(start, 100))
+    writer.close()
+    expected = sequential(
+        [table.slice(s, 100) for s in range(0, 400, 100)], table.schema, use_dictionary=chosen
+    )
+    assert path.read_bytes() == expected

@@ -45,6 +45,28 @@ def test_parquet_staging_then_promote(tmp_path: Path, monkeypatch: pytest.Monkey
     ]
 
 
+def test_parquet_groups_after_a_bytes_cut_first_take_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes cut the first group (here at its first batch); later groups take its
+    row count whatever the batches' sizes, so their lineage is encoded once."""
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 1)
+    sink = sink_for(tmp_path, "parquet://ds")
+    sizes = [250] + [100] * 21
+    start = 0
+    for size in sizes:
+        sink.write(pa.record_batch({"i": pa.array(range(start, start + size), pa.int64())}))
+        start += size
+    artifact = sink.commit()
+    assert artifact is not None
+    meta = pq.ParquetFile(artifact.uri).metadata
+    assert [meta.row_group(g).num_rows for g in range(meta.num_row_groups)] == [250] * 9 + [100]
+    back = pq.read_table(artifact.uri)
+    assert back.column("i").to_pylist() == list(range(start))
+    assert set(back.column("_cf_job_id").to_pylist()) == {1}
+    assert set(back.column("_cf_file_version_id").to_pylist()) == {3}
+
+
 def test_parquet_abort_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parquet, "ROW_GROUP_ROWS", 10)
     sink = sink_for(tmp_path, "parquet://ds")
