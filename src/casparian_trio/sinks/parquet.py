@@ -568,6 +568,8 @@ def dictionary_columns(table: pa.Table) -> bool | list[str]:
         t = field.type
         if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_temporal(t)):
             continue
+        if field.name in LINEAGE:
+            continue  # one value per job: a dictionary, and no sort on the job's first group
         try:
             # A strided sample sees repetition anywhere in the group; 64 Ki values keep
             # the sort at a few ms per column. Strided per chunk: no copy of the column.
@@ -591,6 +593,10 @@ def _distinct_count(values: Any, np: Any) -> int:
     """
     if not len(values):
         return 0
+    if bool(np.all(values[1:] > values[:-1])) or bool(np.all(values[1:] < values[:-1])):
+        return len(
+            values
+        )  # strictly monotonic (ids, times): all distinct, no sort (NaN fails both)
     ordered = np.sort(values)  # NaNs sort last
     nans = int(np.count_nonzero(np.isnan(ordered))) if ordered.dtype.kind == "f" else 0
     if nans:

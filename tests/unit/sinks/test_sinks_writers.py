@@ -193,6 +193,11 @@ def test_distinct_count_is_numpys_unique_count(seed: int) -> None:
         rng.integers(0, 5, 200).astype(np.uint8),
         np.array([np.nan] * 7),
         np.array([], dtype=np.int64),
+        np.sort(rng.integers(0, 50, 200)),  # sorted with repeats: not monotonic strictly
+        np.arange(200) * 3,  # strictly increasing
+        np.arange(200.0)[::-1],  # strictly decreasing
+        np.append(np.arange(199.0), np.nan),  # increasing, then a NaN
+        np.array([1, 2, 3, 3], dtype=np.int64),
     ]
     for values in pools:
         for n in (0, 1, 2, 17, len(values)):
