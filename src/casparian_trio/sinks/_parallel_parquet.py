@@ -30,6 +30,8 @@ Invariants:
   values are equal (compared, never assumed), beside the group's other
   columns (``_stitch.beside``): the file is still byte for byte
   ``ParquetWriter``'s. A job's lineage cost a tenth of its encoding before.
+  Parts under REPEAT_MIN_ROWS rows are encoded whole (a small file's job
+  would only pay for the split).
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ THREADS = max(1, min(4, _CPUS or 1))
 # A part smaller than this is encoded on the caller's thread even when asked for
 # the background: a small file's job must not start a thread pool for it.
 INLINE_BYTES = 1024 * 1024
+# Parts of fewer rows encode their repeated columns with the rest: a small
+# file's one group would only pay for the split (a template footer, ~1 ms).
+REPEAT_MIN_ROWS = 100_000
 # Encoded repeated columns kept per writer (one per row count seen; a file's
 # groups share one row count but its tail pieces).
 REPEATS_KEPT = 4
@@ -67,15 +72,18 @@ def encode_part(
     schema: pa.Schema,
     use_dictionary: bool | list[str] = True,
     row_group_rows: int = ROW_GROUP_ROWS,
+    *,
+    lazy: bool = False,
 ) -> _stitch.Part:
     """``table`` as a standalone Parquet file in memory, split for joining (blocking).
 
     Row groups of at most ``row_group_rows`` rows (as ``write_table`` splits).
+    ``lazy``: its footer decoded only if a join needs it (``_stitch.split``).
     """
     sink = pa.BufferOutputStream()
     with pq.ParquetWriter(sink, schema, use_dictionary=use_dictionary) as writer:
         writer.write_table(table, row_group_size=row_group_rows)
-    return _stitch.split(memoryview(sink.getvalue()))
+    return _stitch.split(memoryview(sink.getvalue()), lazy=lazy)
 
 
 @attrs.frozen
@@ -163,11 +171,8 @@ class ParallelParquetWriter:
         self._parts: list[_stitch.Part] = []
         self._footer: bytes | None = None
         self._failed: BaseException | None = None
-        self._split = (
-            _split_schema(schema, repeated_columns, use_dictionary)
-            if 0 < repeated_columns < len(schema)
-            else None
-        )
+        self._repeated = repeated_columns if 0 < repeated_columns < len(schema) else 0
+        self._split: _SplitSchema | None = None  # made for the first part big enough
         # row count -> (the repeated columns' values, their encoded part)
         self._repeats: dict[int, tuple[pa.Table, _stitch.Part]] = {}
 
@@ -181,7 +186,7 @@ class ParallelParquetWriter:
         self._require_open()
         if not background or (self._pool is None and table.nbytes < INLINE_BYTES):
             self.wait()
-            self._append(self._encode(table))
+            self._append(self._encode(table, lazy=True))
             return
         while len(self._in_flight) >= self.threads:
             self._append(self._result())
@@ -190,7 +195,7 @@ class ParallelParquetWriter:
             self._in_flight.append(pool.submit(self._encode, table))
         except RuntimeError:  # no thread to be had (memory): encode it here
             self.wait()
-            self._append(self._encode(table))
+            self._append(self._encode(table, lazy=True))
         self._append_finished()
 
     def wait(self) -> None:
@@ -236,10 +241,15 @@ class ParallelParquetWriter:
         """Rows in the file so far (parts written)."""
         return sum(part.num_rows for part in self._parts)
 
-    def _encode(self, table: pa.Table) -> _stitch.Part:
+    def _encode(self, table: pa.Table, *, lazy: bool = False) -> _stitch.Part:
+        """``table`` as a part (``lazy``: on the caller's thread, footer decoded if joined)."""
+        if not self._repeated or not REPEAT_MIN_ROWS <= table.num_rows <= self.row_group_rows:
+            return encode_part(
+                table, self.schema, self.use_dictionary, self.row_group_rows, lazy=lazy
+            )
         split = self._split
-        if split is None or not 0 < table.num_rows <= self.row_group_rows:
-            return encode_part(table, self.schema, self.use_dictionary, self.row_group_rows)
+        if split is None:  # two threads may both make it: the same value, assigned atomically
+            split = self._split = _split_schema(self.schema, self._repeated, self.use_dictionary)
         first = table.select(range(split.first))
         last = table.select(range(split.first, table.num_columns))
         # Runs on the encoding threads: a get and a set of one key are atomic

@@ -10,6 +10,7 @@ import datetime as dt
 import decimal
 import io
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -212,7 +213,7 @@ def test_an_encoding_error_is_raised_and_abort_leaves_no_footer(
     writer = ParallelParquetWriter(path, table.schema, threads=2)
     writer.write_table(table, background=True)
 
-    def full(*_args: object) -> _stitch.Part:
+    def full(*_args: object, **_kw: object) -> _stitch.Part:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(_parallel_parquet, "encode_part", full)
@@ -305,12 +306,13 @@ def test_repeated_columns_are_encoded_once_and_the_file_is_unchanged(
     encoded: list[int] = []
     real = _parallel_parquet.encode_part
 
-    def counting(part: pa.Table, part_schema: pa.Schema, *args: object) -> _stitch.Part:
+    def counting(part: pa.Table, part_schema: pa.Schema, *args: object, **kw: bool) -> _stitch.Part:
         if part_schema.names == ["job", "label"]:
             encoded.append(part.num_rows)
-        return real(part, part_schema, *args)  # type: ignore[arg-type]
+        return real(part, part_schema, *args, **kw)  # type: ignore[arg-type]
 
     monkeypatch.setattr(_parallel_parquet, "encode_part", counting)
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 1)
     path = tmp_path / "o.parquet"
     writer = ParallelParquetWriter(path, schema, threads=2, repeated_columns=2)
     for group in groups:
@@ -324,7 +326,10 @@ def test_repeated_columns_are_encoded_once_and_the_file_is_unchanged(
     assert back.column("job").to_pylist() == [7] * 600 + [8] * 300 + [7] * 400
 
 
-def test_repeated_columns_with_a_dictionary_choice_per_column(tmp_path: Path) -> None:
+def test_repeated_columns_with_a_dictionary_choice_per_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 1)
     table = with_constants(varied(400), 3, "v1")
     chosen = ["id", "s", "label"]  # some plain columns on each side
     path = tmp_path / "o.parquet"
@@ -338,3 +343,59 @@ def test_repeated_columns_with_a_dictionary_choice_per_column(tmp_path: Path) ->
         [table.slice(s, 100) for s in range(0, 400, 100)], table.schema, use_dictionary=chosen
     )
     assert path.read_bytes() == expected
+
+
+def test_a_small_part_is_not_split(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under REPEAT_MIN_ROWS the repeated columns encode with the rest: no template, no split."""
+    made: list[int] = []
+    real = _parallel_parquet._split_schema
+
+    def counting(*args: Any) -> Any:
+        made.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(_parallel_parquet, "_split_schema", counting)
+    table = with_constants(varied(50), 1, "v")
+    writer = ParallelParquetWriter(tmp_path / "o.parquet", table.schema, repeated_columns=2)
+    writer.write_table(table)
+    writer.close()
+    assert made == []
+    assert (tmp_path / "o.parquet").read_bytes() == sequential([table], table.schema)
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 10)
+    writer = ParallelParquetWriter(tmp_path / "p.parquet", table.schema, repeated_columns=2)
+    writer.write_table(table)
+    writer.write_table(table)
+    writer.close()
+    assert made == [1]  # once per writer, for its first big enough part
+    assert (tmp_path / "p.parquet").read_bytes() == sequential([table, table], table.schema)
+
+
+def test_a_file_of_one_part_keeps_pyarrows_footer_undecoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small file's job never decodes its footer in Python (it cost ~2 ms of ~7)."""
+
+    def refuse(_data: object) -> object:
+        raise AssertionError("the footer was decoded")
+
+    monkeypatch.setattr(tc, "decode", refuse)
+    table = varied(30)
+    writer = ParallelParquetWriter(tmp_path / "o.parquet", table.schema)
+    writer.write_table(table, background=True)  # small: encoded in line
+    writer.close()
+    assert (tmp_path / "o.parquet").read_bytes() == sequential([table], table.schema)
+    assert writer.read_back_schema().equals(table.schema)
+
+
+def test_a_part_kept_undecoded_joins_with_later_parts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 2_000)
+    table = varied(600)
+    groups = [table.slice(0, 10), table.slice(10, 290), table.slice(300)]  # small first: in line
+    writer = ParallelParquetWriter(tmp_path / "o.parquet", table.schema, threads=2)
+    for group in groups:
+        writer.write_table(group, background=True)
+    assert writer._pool is not None  # the later parts went to the encoding threads
+    writer.close()
+    assert (tmp_path / "o.parquet").read_bytes() == sequential(groups, table.schema)

@@ -106,10 +106,10 @@ def test_parquet_encoder_failure_fails_the_job(
     sink._wait_encoded()
     real = _parallel_parquet.encode_part
 
-    def broken(table: pa.Table, *args: Any) -> object:
+    def broken(table: pa.Table, *args: Any, **kw: Any) -> object:
         if table.num_rows:
             raise OSError(28, "No space left on device")
-        return real(table, *args)
+        return real(table, *args, **kw)
 
     monkeypatch.setattr(_parallel_parquet, "encode_part", broken)
     sink.write(batches(1, 10)[0])  # fails on an encoding thread: raised at commit
