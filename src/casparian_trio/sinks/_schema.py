@@ -259,15 +259,17 @@ class Conformer:
             bad = pc.or_(bad, more.mask)
         self.rows_invalid += pc.sum(bad).as_py() or 0
         good = out.filter(pc.invert(bad))
-        rows = pa.concat_arrays([pc.add(v.indices, first_row) for v in invalid])
+        # first_row as an Arrow scalar: a Python int would go through pa.scalar (pandas)
+        start = _constant_int64(first_row, 1)[0]
+        rows = pa.concat_arrays([pc.add(v.indices.cast(pa.int64()), start) for v in invalid])
         n = len(rows)
         lineage = self._lineage_arrays(n)
         quarantine = pa.RecordBatch.from_arrays(
             [
                 rows.cast(pa.int64()),
-                pa.concat_arrays([pa.array([v.column] * len(v), pa.string()) for v in invalid]),
+                pa.concat_arrays([_repeated_text(v.column, len(v)) for v in invalid]),
                 pa.concat_arrays([v.raw.cast(pa.string()) for v in invalid]),
-                pa.concat_arrays([pa.array([v.reason] * len(v), pa.string()) for v in invalid]),
+                pa.concat_arrays([_repeated_text(v.reason, len(v)) for v in invalid]),
                 *lineage,
             ],
             schema=self.quarantine_schema(),
@@ -314,6 +316,11 @@ def _constant_text(value: str | None, n: int) -> pa.Array:
     validity = None if value is not None else pa.py_buffer(bytes((n + 7) // 8))
     index_array = pa.Array.from_buffers(pa.int32(), n, [validity, indices])
     return pa.DictionaryArray.from_arrays(index_array, dictionary)
+
+
+def _repeated_text(value: str, n: int) -> pa.Array:
+    """``n`` copies of ``value`` as a plain string array (not pa.array: it imports pandas)."""
+    return _constant_text(value, n).dictionary_decode()
 
 
 def _constant_int64(value: int, n: int) -> pa.Array:

@@ -261,13 +261,30 @@ sinks["rows"].write(pa.RecordBatch.from_arrays([ints(list(range(5000)))], names=
 sinks["none"].write(pa.RecordBatch.from_arrays([ints([])], names=["i"]))  # a header-only file
 for sink in sinks.values():
     sink.commit()
+
+# Invalid values: conformed, split out, quarantined (a declared int64 column gets text).
+from casparian_trio.sinks._schema import Conformer
+
+def texts(values):
+    data = "".join(values).encode()
+    ends = [0]
+    for v in values:
+        ends.append(ends[-1] + len(v.encode()))
+    buffers = [None, pa.py_buffer(array.array("i", ends)), pa.py_buffer(data)]
+    return pa.Array.from_buffers(pa.string(), len(values), buffers)
+
+conformer = Conformer("t", 1, 1, declared=pa.schema([("val", pa.int64())]))
+for values in (["1", "x", " 3 ", ""], ["4", "5.5", "y"]):
+    out = conformer.conform(pa.RecordBatch.from_arrays([texts(values)], names=["val"]))
+    assert out.quarantine is not None and out.quarantine.num_rows >= 1, out
 print("pandas" in sys.modules)
 """
 
 
 def test_a_parquet_job_never_imports_pandas(tmp_path: Path) -> None:
     """pandas is not the host's: importing it costs every worker ~0.3 s and ~40 MB
-    (pyarrow's ``Schema.empty_table`` and ``pa.array`` import it when installed)."""
+    (pyarrow's ``Schema.empty_table``, ``pa.array`` and ``pa.scalar`` import it when
+    installed). Clean rows, a header-only topic, and invalid values quarantined."""
     pytest.importorskip("pandas", reason="only meaningful where pandas is installed")
     import subprocess
     import sys
