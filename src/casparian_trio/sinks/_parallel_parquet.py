@@ -110,7 +110,7 @@ def _split_schema(
     def option(names: list[str]) -> bool | list[str]:
         if isinstance(use_dictionary, bool):
             return use_dictionary
-        return [n for n in use_dictionary if n in names]
+        return [n for n in use_dictionary if n.split(".")[0] in names]  # "st.k": a leaf of st
 
     template = _stitch.without_row_groups(encode_part(no_rows(schema), schema, use_dictionary))
     return _SplitSchema(
@@ -120,6 +120,15 @@ def _split_schema(
         option(schema.names[first:]),
         template,
     )
+
+
+def _has_float(kind: pa.DataType) -> bool:
+    """``kind`` holds floating-point values, at any depth (dictionary values too)."""
+    if pa.types.is_floating(kind):
+        return True
+    if pa.types.is_dictionary(kind):
+        return _has_float(kind.value_type)
+    return any(_has_float(kind.field(i).type) for i in range(kind.num_fields))
 
 
 def no_rows(schema: pa.Schema) -> pa.Table:
@@ -171,7 +180,13 @@ class ParallelParquetWriter:
         self._parts: list[_stitch.Part] = []
         self._footer: bytes | None = None
         self._failed: BaseException | None = None
-        self._repeated = repeated_columns if 0 < repeated_columns < len(schema) else 0
+        repeated = list(schema)[len(schema) - repeated_columns :] if repeated_columns > 0 else []
+        # Floats are never reused: Table.equals takes -0.0 for 0.0 (the bytes differ).
+        self._repeated = (
+            repeated_columns
+            if 0 < repeated_columns < len(schema) and not any(_has_float(f.type) for f in repeated)
+            else 0
+        )
         self._split: _SplitSchema | None = None  # made for the first part big enough
         # row count -> (the repeated columns' values, their encoded part)
         self._repeats: dict[int, tuple[pa.Table, _stitch.Part]] = {}
@@ -258,11 +273,13 @@ class ParallelParquetWriter:
         if known is not None and known[0].equals(last):
             repeated = known[1]
         else:
-            repeated = encode_part(last, split.last_schema, split.last_dictionary)
+            repeated = encode_part(
+                last, split.last_schema, split.last_dictionary, self.row_group_rows
+            )
             if len(self._repeats) >= REPEATS_KEPT:
                 self._repeats.clear()
             self._repeats[table.num_rows] = (last, repeated)
-        own = encode_part(first, split.first_schema, split.first_dictionary)
+        own = encode_part(first, split.first_schema, split.first_dictionary, self.row_group_rows)
         return _stitch.beside(own, repeated, split.template)
 
     def _result(self) -> _stitch.Part:

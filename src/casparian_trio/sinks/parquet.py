@@ -32,10 +32,11 @@ Invariants:
   output is replaced, so retries stay idempotent).
 - Row groups: batches are buffered up to ROW_GROUP_ROWS rows or
   ROW_GROUP_BYTES bytes, then written as one row group (per-batch row groups
-  make files ~20% larger than ``pq.write_table``). The file's later groups
-  take the first group's row count (but for a job's last rows, and a group
-  that reaches ROW_GROUP_BYTES first): alike groups share one encoding of
-  the lineage columns (``_parallel_parquet``'s repeated columns).
+  make files ~20% larger than ``pq.write_table``). When the first group has
+  at least REPEAT_MIN_ROWS rows, the file's later groups take its row count
+  (but for a job's last rows, and a group of wider rows that reaches
+  WIDER_GROUP_BYTES first): alike groups share one encoding of the lineage
+  columns (``_parallel_parquet``'s repeated columns).
 - Dictionary encoding is on (pyarrow's default) except for numeric and
   temporal columns that are (nearly) all distinct in the first row group: for
   those a dictionary only adds index bytes until it overflows its 1 MiB page
@@ -65,6 +66,7 @@ import pyarrow.parquet as pq
 
 from casparian_trio.errors import CasparianError, OutputSuperseded, SinkError
 from casparian_trio.protocol.messages import Artifact
+from casparian_trio.sinks import _parallel_parquet
 from casparian_trio.sinks._contract import (
     Contract,
     Reconciled,
@@ -81,8 +83,9 @@ logger = logging.getLogger(__name__)
 # Also flush on bytes: the buffer is the bulk of the host's memory per job, and
 # 32 MiB groups compress within ~1-2% of 1 Mi-row groups on typical tables.
 ROW_GROUP_BYTES = 32 * 1024 * 1024
-# A later group is cut by bytes only past this (its rows wider than the first's).
-WIDER_GROUP_BYTES = 2 * ROW_GROUP_BYTES
+# A later group is cut by bytes only past this (its rows wider than the first's):
+# a little slack, so rows as wide as the first group's are cut by their count.
+WIDER_GROUP_BYTES = ROW_GROUP_BYTES + ROW_GROUP_BYTES // 4
 # A job's last rows are cut into one row group per encoding thread only when
 # each piece is at least this big: smaller ones cost more in file size
 # (dictionaries repeat per group) than their parallel encoding saves.
@@ -425,9 +428,12 @@ class ParquetSink:
             return
         table = pa.Table.from_batches(self._buffer)
         self._buffer = []
-        if self._writer is None and background and not last:
-            # The first group sets the file's row count per group (bytes may cut it).
-            self._group_rows = max(1, min(table.num_rows, ROW_GROUP_ROWS))
+        first = self._writer is None and background and not last
+        if first and table.num_rows >= _parallel_parquet.REPEAT_MIN_ROWS:
+            # The first group sets the file's row count per group (bytes may cut it);
+            # a first group cut short by a few wide rows sets nothing (groups of
+            # its few rows would follow, and the lineage split is off below that).
+            self._group_rows = min(table.num_rows, ROW_GROUP_ROWS)
         group = self._group_rows or ROW_GROUP_ROWS
         whole = table.num_rows - table.num_rows % group
         if background and not last and whole and whole < table.num_rows:

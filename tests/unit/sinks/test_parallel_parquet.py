@@ -6,9 +6,11 @@ groups, byte for byte, and read back the same in pyarrow, DuckDB and polars.
 
 from __future__ import annotations
 
+import array
 import datetime as dt
 import decimal
 import io
+import math
 from pathlib import Path
 from typing import Any
 
@@ -399,3 +401,58 @@ def test_a_part_kept_undecoded_joins_with_later_parts(
     assert writer._pool is not None  # the later parts went to the encoding threads
     writer.close()
     assert (tmp_path / "o.parquet").read_bytes() == sequential(groups, table.schema)
+
+
+def test_a_repeated_float_column_is_never_reused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Table.equals takes -0.0 for 0.0: a float column is encoded for each group."""
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 1)
+    groups = [
+        pa.table({"a": pa.array(range(10), pa.int64()), "f": pa.array([z] * 10, pa.float64())})
+        for z in (0.0, -0.0)
+    ]
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(path, groups[0].schema, repeated_columns=1)
+    for group in groups:
+        writer.write_table(group)
+    writer.close()
+    assert path.read_bytes() == sequential(groups, groups[0].schema)
+    signs = [math.copysign(1.0, v) for v in pq.read_table(path).column("f").to_pylist()]
+    assert signs == [1.0] * 10 + [-1.0] * 10
+
+
+def test_a_split_part_keeps_the_writers_row_group_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part of more rows than pyarrow's default group, under the writer's own limit."""
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 1)
+    n = (1 << 20) + 10
+    constant = pa.py_buffer(array.array("q", [7]) * n)
+    table = pa.table(
+        {
+            "i": pa.array(range(n), pa.int64()),
+            "job": pa.Array.from_buffers(pa.int64(), n, [None, constant]),
+        }
+    )
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(path, table.schema, row_group_rows=n, repeated_columns=1)
+    writer.write_table(table)
+    writer.close()
+    assert pq.ParquetFile(path).metadata.num_row_groups == 1
+    assert pq.read_table(path).equals(table)
+
+
+def test_a_nested_leaf_in_the_dictionary_choice_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 1)
+    table = varied(60).select(["id", "s", "st"])
+    chosen = ["s", "st.t"]  # a leaf of the repeated struct column
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(path, table.schema, use_dictionary=chosen, repeated_columns=1)
+    writer.write_table(table.slice(0, 30))
+    writer.write_table(table.slice(30))
+    writer.close()
+    groups = [table.slice(0, 30), table.slice(30)]
+    assert path.read_bytes() == sequential(groups, table.schema, use_dictionary=chosen)

@@ -51,6 +51,8 @@ def test_parquet_groups_after_a_bytes_cut_first_take_its_rows(
     """Bytes cut the first group (here at its first batch); later groups take its
     row count whatever the batches' sizes, so their lineage is encoded once."""
     monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 1)
+    monkeypatch.setattr(parquet, "WIDER_GROUP_BYTES", 1 << 30)
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 100)
     sink = sink_for(tmp_path, "parquet://ds")
     sizes = [250] + [100] * 21
     start = 0
@@ -65,6 +67,25 @@ def test_parquet_groups_after_a_bytes_cut_first_take_its_rows(
     assert back.column("i").to_pylist() == list(range(start))
     assert set(back.column("_cf_job_id").to_pylist()) == {1}
     assert set(back.column("_cf_file_version_id").to_pylist()) == {3}
+
+
+def test_a_first_group_of_a_few_wide_rows_does_not_fix_tiny_groups(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A few huge rows first (bytes cut the group at 10 rows): the narrow rows
+    after them are grouped by bytes as before, not 10 rows at a time."""
+    monkeypatch.setattr(parquet, "ROW_GROUP_BYTES", 10_000)
+    sink = sink_for(tmp_path, "parquet://ds")
+    sink.write(pa.record_batch({"s": pa.array(["w" * 2_000] * 10)}))  # 20 kB: cut at 10 rows
+    for _ in range(5):
+        sink.write(pa.record_batch({"s": pa.array(["x"] * 1_000)}))
+    artifact = sink.commit()
+    assert artifact is not None
+    meta = pq.ParquetFile(artifact.uri).metadata
+    sizes = [meta.row_group(g).num_rows for g in range(meta.num_row_groups)]
+    assert sum(sizes) == 5_010
+    assert sizes[0] == 10
+    assert len(sizes) < 60  # ~30 bytes a narrow row: ~300 rows a group, not 500 groups of 10
 
 
 def test_parquet_abort_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
