@@ -102,6 +102,7 @@ _FLOAT_TEXT = r"(?i)^\s*([+-]?(([0-9]+[.]?[0-9]*|[.][0-9]+)(e[+-]?[0-9]+)?|inf|i
 _EMPTY_TEXT = pa.Array.from_buffers(
     pa.string(), 1, [None, pa.py_buffer(bytes(8)), pa.py_buffer(b"")]
 )[0]
+_TRUE = pa.Array.from_buffers(pa.bool_(), 1, [None, pa.py_buffer(b"\x01")])[0]
 
 
 def mask(n: int, true_at: Iterable[int]) -> pa.Array:
@@ -136,7 +137,7 @@ def _parse(col: pa.Array, dst: pa.DataType, name: str) -> Column:
     if pattern is None:
         bad = mask(len(col), ())
     else:
-        bad = pc.invert(pc.fill_null(pc.match_substring_regex(col, pattern), mask(1, [0])[0]))
+        bad = pc.invert(pc.fill_null(pc.match_substring_regex(col, pattern), _TRUE))
     text = pc.if_else(bad, null, col)
     try:
         converted = text.cast(dst, safe=True)

@@ -180,13 +180,12 @@ class ParallelParquetWriter:
         self._parts: list[_stitch.Part] = []
         self._footer: bytes | None = None
         self._failed: BaseException | None = None
-        repeated = list(schema)[len(schema) - repeated_columns :] if repeated_columns > 0 else []
-        # Floats are never reused: Table.equals takes -0.0 for 0.0 (the bytes differ).
-        self._repeated = (
-            repeated_columns
-            if 0 < repeated_columns < len(schema) and not any(_has_float(f.type) for f in repeated)
-            else 0
+        fields = list(schema)
+        repeated = (
+            fields[len(fields) - repeated_columns :] if 0 < repeated_columns < len(fields) else []
         )
+        # Floats are never reused: Table.equals takes -0.0 for 0.0 (the bytes differ).
+        self._repeated = 0 if any(_has_float(f.type) for f in repeated) else len(repeated)
         self._split: _SplitSchema | None = None  # made for the first part big enough
         # row count -> (the repeated columns' values, their encoded part)
         self._repeats: dict[int, tuple[pa.Table, _stitch.Part]] = {}

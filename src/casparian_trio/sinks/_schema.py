@@ -266,7 +266,7 @@ class Conformer:
         lineage = self._lineage_arrays(n)
         quarantine = pa.RecordBatch.from_arrays(
             [
-                rows.cast(pa.int64()),
+                rows,
                 pa.concat_arrays([_repeated_text(v.column, len(v)) for v in invalid]),
                 pa.concat_arrays([v.raw.cast(pa.string()) for v in invalid]),
                 pa.concat_arrays([_repeated_text(v.reason, len(v)) for v in invalid]),

@@ -40,14 +40,7 @@ _LENGTH = struct.Struct("<I")
 _FMD_SCHEMA, _FMD_NUM_ROWS, _FMD_ROW_GROUPS = 2, 3, 4
 _FMD_ENCRYPTION = (8, 9)  # encryption_algorithm, footer_signing_key_metadata
 # RowGroup
-_RG_COLUMNS, _RG_TOTAL_BYTES, _RG_NUM_ROWS, _RG_FILE_OFFSET, _RG_COMPRESSED, _RG_ORDINAL = (
-    1,
-    2,
-    3,
-    5,
-    6,
-    7,
-)
+_RG_COLUMNS, _RG_TOTAL_BYTES, _RG_FILE_OFFSET, _RG_COMPRESSED, _RG_ORDINAL = 1, 2, 5, 6, 7
 # ColumnChunk
 _CC_FILE_OFFSET, _CC_META = 2, 3
 _CC_UNMOVED = (4, 6, 8, 9)  # offset index, column index, crypto metadata, encrypted metadata
@@ -189,8 +182,7 @@ def beside(left: Part, right: Part, template: Part) -> Part:
         StitchError: not one row group each, or not the same number of rows.
     """
     (mine,), (theirs,) = _one_group(left), _one_group(right)
-    rows = tc.get(mine, _RG_NUM_ROWS)
-    if rows is None or rows != tc.get(theirs, _RG_NUM_ROWS) or left.num_rows != right.num_rows:
+    if left.num_rows != right.num_rows:  # one group each: the file's rows are the group's
         raise StitchError("parts set side by side must hold the same rows")
     moved = _moved_group(theirs, left.size, 0)
     columns = tc.get(moved, _RG_COLUMNS)

@@ -129,9 +129,9 @@ class ParquetSink:
     _staged_schema: pa.Schema | None = None
     _buffer: list[pa.RecordBatch] = attrs.field(factory=list)
     _buffer_rows: int = 0
+    _buffer_bytes: int = 0
     # Rows per row group once the first is written (bytes may have cut it short).
     _group_rows: int | None = None
-    _buffer_bytes: int = 0
     _quarantine: ParquetSink | None = None
 
     @property
@@ -599,10 +599,9 @@ def _distinct_count(values: Any, np: Any) -> int:
     """
     if not len(values):
         return 0
+    # Strictly monotonic (ids, times): all distinct, no sort (a NaN fails both tests).
     if bool(np.all(values[1:] > values[:-1])) or bool(np.all(values[1:] < values[:-1])):
-        return len(
-            values
-        )  # strictly monotonic (ids, times): all distinct, no sort (NaN fails both)
+        return len(values)
     ordered = np.sort(values)  # NaNs sort last
     nans = int(np.count_nonzero(np.isnan(ordered))) if ordered.dtype.kind == "f" else 0
     if nans:
