@@ -11,6 +11,7 @@ import datetime as dt
 import decimal
 import io
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,7 @@ import pytest
 
 from casparian_trio.sinks import _parallel_parquet, _stitch
 from casparian_trio.sinks import _thrift_compact as tc
-from casparian_trio.sinks._parallel_parquet import ParallelParquetWriter, encode_part
+from casparian_trio.sinks._parallel_parquet import ParallelParquetWriter, encode_part, no_rows
 
 
 def varied(n: int) -> pa.Table:
@@ -63,7 +64,11 @@ def sequential(groups: list[pa.Table], schema: pa.Schema, **kw: object) -> bytes
 
 def joined(groups: list[pa.Table], schema: pa.Schema) -> bytes:
     parts = [encode_part(g, schema) for g in groups]
-    return _stitch.MAGIC + b"".join(bytes(p.data) for p in parts) + _stitch.join_footer(parts)
+    return (
+        _stitch.MAGIC
+        + b"".join(bytes(x) for p in parts for x in p.pieces)
+        + _stitch.join_footer(parts)
+    )
 
 
 def footer_of(data: bytes) -> bytes:
@@ -273,7 +278,11 @@ def test_columns_set_beside_are_the_writers_file_byte_for_byte(last: int) -> Non
         )
         for g in (table.slice(0, 50), table.slice(50))
     ]
-    data = _stitch.MAGIC + b"".join(bytes(p.data) for p in parts) + _stitch.join_footer(parts)
+    data = (
+        _stitch.MAGIC
+        + b"".join(bytes(x) for p in parts for x in p.pieces)
+        + _stitch.join_footer(parts)
+    )
     assert data == sequential([table.slice(0, 50), table.slice(50)], schema)
 
 
@@ -456,3 +465,49 @@ def test_a_nested_leaf_in_the_dictionary_choice_is_kept(
     writer.close()
     groups = [table.slice(0, 30), table.slice(30)]
     assert path.read_bytes() == sequential(groups, table.schema, use_dictionary=chosen)
+
+
+def test_groups_encoded_at_once_encode_their_repeated_columns_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The file's first groups start on two threads together: one encodes the
+    lineage-like columns, the other waits for that encoding and reuses it."""
+    table = with_constants(varied(600), 7, "sha256:ab")
+    schema = table.schema
+    groups = [table.slice(0, 300), table.slice(300)]
+    encoded: list[int] = []
+    real = _parallel_parquet.encode_part
+
+    def slow_repeat(
+        part: pa.Table, part_schema: pa.Schema, *args: object, **kw: bool
+    ) -> _stitch.Part:
+        if part_schema.names == ["job", "label"]:
+            encoded.append(part.num_rows)
+            time.sleep(0.3)  # the other thread is sure to want it meanwhile
+        return real(part, part_schema, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(_parallel_parquet, "encode_part", slow_repeat)
+    monkeypatch.setattr(_parallel_parquet, "REPEAT_MIN_ROWS", 1)
+    monkeypatch.setattr(_parallel_parquet, "INLINE_BYTES", 0)  # both groups on the pool
+    path = tmp_path / "o.parquet"
+    writer = ParallelParquetWriter(path, schema, threads=2, repeated_columns=2)
+    for group in groups:
+        writer.write_table(group, background=True)
+    writer.close()
+    assert encoded == [300]
+    assert path.read_bytes() == sequential(groups, schema)
+
+
+def test_columns_set_beside_are_not_copied() -> None:
+    """``beside`` keeps both parts' bytes as they are: the file gets them one after the other."""
+    table = varied(40)
+    schema = table.schema
+    template = _stitch.without_row_groups(encode_part(no_rows(schema), schema))
+    left = encode_part(table.select([0]), pa.schema([schema.field(0)]))
+    right = encode_part(table.select(range(1, table.num_columns)), pa.schema(list(schema)[1:]))
+    both = _stitch.beside(left, right, template)
+    assert both.pieces == (*left.pieces, *right.pieces)
+    assert all(
+        a.obj is b.obj for a, b in zip(both.pieces, (*left.pieces, *right.pieces), strict=True)
+    )
+    assert both.size == left.size + right.size
