@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pytest
 
+from casparian_trio import _arrow_pool
 from casparian_trio.bridge._memory_pool import prefer_jemalloc
 
 HAS_JEMALLOC = "jemalloc" in pa.supported_memory_backends()
@@ -81,8 +82,10 @@ print(before, peak, rss_mb())
 
 
 @pytest.mark.skipif(not HAS_JEMALLOC, reason="this pyarrow has no jemalloc")
-def test_a_guest_keeps_freed_pages_for_its_next_job(tmp_path: Path) -> None:
-    """With Arrow's 1 s decay a parsed table's pages are gone 2.5 s after it; the guest keeps them."""
+@pytest.mark.parametrize("env", [{}, {"ARROW_DEFAULT_MEMORY_POOL": "jemalloc"}])
+def test_a_guest_keeps_freed_pages_for_its_next_job(tmp_path: Path, env: dict[str, str]) -> None:
+    """With Arrow's 1 s decay a parsed table's pages are gone 2.5 s after it; the guest keeps them,
+    also when its worker named jemalloc for it (the variable is passed through)."""
     import casparian_trio
     from casparian_trio.bridge import guest
 
@@ -92,9 +95,84 @@ def test_a_guest_keeps_freed_pages_for_its_next_job(tmp_path: Path) -> None:
     src = str(casparian_trio.__path__[0]).rsplit("/", 1)[0]
     code = RETAINED.format(src=src, guest=guest.__file__, csv=str(csv))
     done = subprocess.run(
-        [sys.executable, "-c", code], env={}, capture_output=True, text=True, check=True
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     baseline, peak, after = map(int, done.stdout.split())
     assert guest.JEMALLOC_DECAY_MS > 2500
     assert peak - baseline > 40
     assert after - baseline > (peak - baseline) // 2  # most of the table's pages still held
+
+
+# --- Arrow's C++ default pool (casparian_trio._arrow_pool) ---------------------------------
+
+ENTRY_PROBE = """
+import os, runpy, sys
+sys.path.insert(0, {src!r})
+sys.argv = ["casparian_trio", "--help"]
+try:
+    runpy.run_module("casparian_trio", run_name="__main__")
+except SystemExit:
+    pass
+import pyarrow as pa
+import pyarrow.parquet as pq
+table = pa.table({{"a": list(range(100_000)), "b": ["x"] * 100_000}})
+pq.write_table(table, pa.BufferOutputStream())
+print(os.environ.get("ARROW_DEFAULT_MEMORY_POOL"), pa.mimalloc_memory_pool().total_bytes_allocated())
+"""
+
+
+def _entry_probe(env: dict[str, str]) -> list[str]:
+    import casparian_trio
+
+    src = str(casparian_trio.__path__[0]).rsplit("/", 1)[0]
+    done = subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE.format(src=src)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "Unsupported backend" not in done.stderr
+    return done.stdout.strip().splitlines()[-1].split()
+
+
+@pytest.mark.skipif(
+    not _arrow_pool._pyarrow_has_jemalloc(), reason="this pyarrow is not a manylinux wheel"
+)
+def test_the_command_line_makes_jemalloc_arrows_cpp_default() -> None:
+    """``python -m casparian_trio`` names jemalloc before pyarrow loads: Parquet's
+    writer buffers (Arrow's C++ default pool) then come from it, not mimalloc."""
+    assert _entry_probe({}) == ["jemalloc", "0"]
+    # a pool the environment names is left alone
+    chosen, from_mimalloc = _entry_probe({"ARROW_DEFAULT_MEMORY_POOL": "mimalloc"})
+    assert chosen == "mimalloc"
+    assert int(from_mimalloc) > 0
+
+
+def test_the_default_is_named_only_before_pyarrow_loads_and_only_if_unset() -> None:
+    # pyarrow is loaded in this process: too late to name a default
+    assert _arrow_pool.prefer_jemalloc_default({}) is False
+    env = {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+    assert _arrow_pool.prefer_jemalloc_default(env) is False
+    assert env == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
+
+
+@pytest.mark.parametrize(
+    ("tags", "has"),
+    [
+        (["cp311-cp311-manylinux_2_28_x86_64"], True),
+        (["cp312-cp312-manylinux_2_17_aarch64", "cp312-cp312-manylinux2014_aarch64"], True),
+        (["cp311-cp311-macosx_12_0_arm64"], False),
+        (["cp311-cp311-win_amd64"], False),
+        ([], False),
+    ],
+)
+def test_only_a_manylinux_wheel_counts_as_built_with_jemalloc(
+    tmp_path: Path, tags: list[str], has: bool
+) -> None:
+    info = tmp_path / "pyarrow-26.0.1.dist-info"
+    info.mkdir()
+    body = "Wheel-Version: 1.0\nRoot-Is-Purelib: false\n" + "".join(f"Tag: {t}\n" for t in tags)
+    (info / "WHEEL").write_text(body)
+    assert _arrow_pool.wheel_has_jemalloc(tmp_path) is has
+    assert _arrow_pool.wheel_has_jemalloc(tmp_path / "elsewhere") is False  # a build without one
