@@ -19,7 +19,7 @@ from typing import Any, Final, TypeVar
 
 import attrs
 
-from casparian_trio.errors import LocalProtocolError
+from casparian_trio.errors import LocalProtocolError, RemoteProtocolError
 from casparian_trio.protocol import _fields as f
 
 T = TypeVar("T")
@@ -90,6 +90,39 @@ def mapping_or_omit(value: Mapping[str, Any]) -> Any:
 
 def text(*, required: bool = True) -> Reader:
     return f.req_str if required else f.opt_str
+
+
+# A worker's name: what ``--worker-id`` accepts (``config.WorkerConfig``).
+NAME_MAX_BYTES = 200
+
+
+def _is_name(value: str) -> bool:
+    return 0 < len(value.encode("utf-8", "surrogatepass")) <= NAME_MAX_BYTES
+
+
+def name() -> Reader:
+    """A required name of 1 to NAME_MAX_BYTES UTF-8 bytes (a worker id)."""
+
+    def read(obj: Mapping[str, Any], key: str) -> str:
+        value = f.req_str(obj, key)
+        if not _is_name(value):
+            raise RemoteProtocolError(
+                f"field {key!r} must be 1 to {NAME_MAX_BYTES} bytes, got {len(value)} characters",
+                field=key,
+            )
+        return value
+
+    return read
+
+
+def named(what: str) -> Callable[[Any, Any, str], None]:
+    """An attrs validator: LocalProtocolError unless the value is a name ``name()`` reads."""
+
+    def check(_instance: Any, _attribute: Any, value: str) -> None:
+        if not _is_name(value):
+            raise LocalProtocolError(f"{what} must be 1 to {NAME_MAX_BYTES} bytes, got {value!r}")
+
+    return check
 
 
 def integer(*, required: bool = True) -> Reader:

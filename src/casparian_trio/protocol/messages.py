@@ -35,6 +35,8 @@ from casparian_trio.protocol._wire import (
     mapping,
     mapping_or_omit,
     mapping_out,
+    name,
+    named,
     number,
     objects,
     objects_out,
@@ -129,7 +131,8 @@ class Identify(_Payload):
     """W→S on connect: who the worker is, what it can run, what it already holds."""
 
     OPCODE: ClassVar[OpCode] = OpCode.IDENTIFY
-    worker_id: str = attrs.field(metadata=wire(text()))
+    # 1-200 bytes, as --worker-id: an empty name would register a worker nobody can name
+    worker_id: str = attrs.field(validator=named("IDENTIFY worker_id"), metadata=wire(name()))
     capabilities: tuple[str, ...] = attrs.field(
         default=("*",), metadata=wire(strings(when_empty=("*",)), strings_out)
     )

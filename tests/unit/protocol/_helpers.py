@@ -253,7 +253,7 @@ concludes = st.builds(
 )
 identifies = st.builds(
     Identify,
-    worker_id=st.text(max_size=20),
+    worker_id=st.text(min_size=1, max_size=20),  # 1-200 bytes, as --worker-id
     # an empty list means "anything" on the wire and decodes as ("*",); slots clamp to >= 1
     capabilities=st.lists(st.text(max_size=10), min_size=1, max_size=4).map(tuple),
     slots=st.integers(1, 2**31),
