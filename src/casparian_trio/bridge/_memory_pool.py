@@ -7,6 +7,8 @@ Sentinel and worker: 0.39-0.42 s with jemalloc against 0.50-0.60 s with
 mimalloc, whose fresh arenas cost the host ~0.1 s of system time per big job
 (the receive buffers and row groups are fresh memory on every job). The guest
 makes the same choice for itself in ``guest.py`` (it imports nothing of ours).
+This is pyarrow's pool; Arrow's C++ default (Parquet's writer buffers) is
+named before pyarrow loads, by the command line (``casparian_trio._arrow_pool``).
 """
 
 from __future__ import annotations
