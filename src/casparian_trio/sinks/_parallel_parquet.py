@@ -63,9 +63,6 @@ INLINE_BYTES = 1024 * 1024
 # Parts of fewer rows encode their repeated columns with the rest: a small
 # file's one group would only pay for the split (a template footer, ~1 ms).
 REPEAT_MIN_ROWS = 100_000
-# Schemas read back from footers, kept per process: writer schema (IPC bytes) -> schema read.
-READ_BACK_KEPT = 64
-_READ_BACK: dict[bytes, pa.Schema] = {}
 # Encoded repeated columns kept per writer (one per row count seen; a file's
 # groups share one row count but its tail pieces).
 REPEATS_KEPT = 4
@@ -253,22 +250,10 @@ class ParallelParquetWriter:
             self._release()
 
     def read_back_schema(self) -> pa.Schema:
-        """The closed file's Arrow schema as ``pq.read_schema`` gives it (from the footer).
-
-        A function of the writer's schema alone (its metadata included; the
-        writer options are fixed), so it is read once per schema
-        (``_READ_BACK``): a small file's job paid ~0.2 ms for it.
-        """
+        """The closed file's Arrow schema as ``pq.read_schema`` gives it (from the footer)."""
         if self._footer is None:
             raise ValueError("the file is not closed yet")
-        key = self.schema.serialize().to_pybytes()
-        schema = _READ_BACK.get(key)
-        if schema is None:
-            schema = pq.read_schema(pa.BufferReader(_stitch.MAGIC + self._footer))
-            if len(_READ_BACK) >= READ_BACK_KEPT:
-                _READ_BACK.clear()
-            _READ_BACK[key] = schema
-        return schema
+        return pq.read_schema(pa.BufferReader(_stitch.MAGIC + self._footer))
 
     @property
     def num_rows(self) -> int:

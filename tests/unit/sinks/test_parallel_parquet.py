@@ -511,31 +511,3 @@ def test_columns_set_beside_are_not_copied() -> None:
         a.obj is b.obj for a, b in zip(both.pieces, (*left.pieces, *right.pieces), strict=True)
     )
     assert both.size == left.size + right.size
-
-
-def test_the_schema_read_back_is_read_once_per_writer_schema(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Files of one schema read their schema back from the first footer only; a
-    schema that differs in its metadata alone is read from its own footer."""
-    reads: list[int] = []
-    real = pq.read_schema
-
-    def counting(where: Any, *args: Any, **kw: Any) -> pa.Schema:
-        reads.append(1)
-        return real(where, *args, **kw)
-
-    monkeypatch.setattr(_parallel_parquet.pq, "read_schema", counting)
-    monkeypatch.setattr(_parallel_parquet, "_READ_BACK", {})
-    table = varied(30)
-    tagged = table.replace_schema_metadata({"topic": "other"})
-    got = []
-    for i, t in enumerate([table, table, tagged, table]):
-        writer = ParallelParquetWriter(tmp_path / f"{i}.parquet", t.schema)
-        writer.write_table(t)
-        writer.close()
-        got.append(writer.read_back_schema())
-        assert got[-1].equals(real(tmp_path / f"{i}.parquet"), check_metadata=True)
-    assert len(reads) == 2
-    assert got[2].metadata[b"topic"] == b"other"
-    assert got[0] is got[1] is got[3]
