@@ -9,7 +9,9 @@ the file again but cannot be stored as SQLite TEXT nor printed. So:
   value's own type);
 - ``from_db``: either back to the ``str`` that opens the file;
 - ``shown``: the name for people (terminal, JSON, error text), undecodable
-  bytes as ``\\xNN`` (``caf\\xe9.csv``), like ``ls --quoting-style=escape``.
+  bytes as ``\\xNN`` (``caf\\xe9.csv``), like ``ls --quoting-style=escape``;
+  any other lone surrogate (text a peer sent as a JSON ``\\ud800`` escape)
+  as ``\\udNNN``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ def shown(text: str) -> str:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raw = text.encode("utf-8", "surrogateescape")
+        try:
+            raw = text.encode("utf-8", "surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no file name gives (JSON's "\\ud800" escape)
+            return text.encode("utf-8", "backslashreplace").decode("utf-8")
         return raw.decode("utf-8", "backslashreplace")
     return text

@@ -36,3 +36,18 @@ def test_any_name_round_trips_through_sqlite(raw: bytes) -> None:
 def test_shown_escapes_only_undecodable_bytes(raw: bytes, expected: str) -> None:
     assert shown(os.fsdecode(raw)) == expected
     shown(os.fsdecode(raw)).encode("utf-8")  # printable and storable as TEXT
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=())))
+def test_shown_text_is_always_storable(text: str) -> None:
+    """Any str, lone surrogates included (a peer's JSON "\\ud800" escape), comes out as UTF-8 text."""
+    out = shown(text)
+    out.encode("utf-8")
+    conn = sqlite3.connect(":memory:")
+    conn.execute("CREATE TABLE t (v TEXT)")
+    conn.execute("INSERT INTO t VALUES (?)", (out,))
+
+
+def test_a_surrogate_no_file_name_gives_is_escaped_as_code_point() -> None:
+    assert shown("x\ud800y") == "x\\ud800y"
+    assert shown("caf\udce9 and \udfff") == "caf\\udce9 and \\udfff"

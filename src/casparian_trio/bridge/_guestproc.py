@@ -34,6 +34,7 @@ from pathlib import Path
 import attrs
 import trio
 
+from casparian_trio import _arrow_pool
 from casparian_trio.bridge import _privileges
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,8 @@ MAX_LOGGED_LINES = 200
 def guest_env(job_dir: Path, python: Path) -> dict[str, str]:
     """The complete environment of a guest (no inherited secrets)."""
     env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+    if _arrow_pool.named_here():  # the worker's own choice, not the user's: the guest makes its own
+        env.pop(_arrow_pool.ENV, None)
     env.setdefault("LANG", "C.UTF-8")
     env["PATH"] = f"{python.parent}:{SAFE_PATH}"
     env["HOME"] = str(job_dir)

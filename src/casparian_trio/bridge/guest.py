@@ -135,9 +135,8 @@ def _choose_memory_pool(pa: Any) -> None:
     default, a guest's first big job paid ~0.2 s of system time for fresh pages
     (its arenas are mapped anew per thread, and under the RLIMIT_AS of
     ``memory_mb`` more so); jemalloc kept the 2M-row job's parse at its warm
-    speed. ``ARROW_DEFAULT_MEMORY_POOL`` (passed through) still decides: a
-    pool it names other than jemalloc is kept (the worker names jemalloc
-    itself, for Arrow's C++ allocations too: ``casparian_trio._arrow_pool``).
+    speed. ``ARROW_DEFAULT_MEMORY_POOL`` (passed through when the user set
+    it) still decides: a pool it names other than jemalloc is kept.
 
     Freed pages go back to the OS ``JEMALLOC_DECAY_MS`` after their last use,
     not Arrow's 1 s: a reused guest's next job then parses into pages it

@@ -20,6 +20,7 @@ from typing import Any, Final, TypeVar
 import attrs
 
 from casparian_trio.errors import LocalProtocolError, RemoteProtocolError
+from casparian_trio.filenames import shown
 from casparian_trio.protocol import _fields as f
 
 T = TypeVar("T")
@@ -96,8 +97,16 @@ def text(*, required: bool = True) -> Reader:
 NAME_MAX_BYTES = 200
 
 
+def _name_bytes(value: str) -> int:
+    """``value``'s UTF-8 length; 0 for text UTF-8 cannot hold (a lone surrogate)."""
+    try:
+        return len(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        return 0
+
+
 def _is_name(value: str) -> bool:
-    return 0 < len(value.encode("utf-8", "surrogatepass")) <= NAME_MAX_BYTES
+    return 0 < _name_bytes(value) <= NAME_MAX_BYTES
 
 
 def name() -> Reader:
@@ -107,7 +116,7 @@ def name() -> Reader:
         value = f.req_str(obj, key)
         if not _is_name(value):
             raise RemoteProtocolError(
-                f"field {key!r} must be 1 to {NAME_MAX_BYTES} bytes, got {len(value)} characters",
+                f"field {key!r} must be 1 to {NAME_MAX_BYTES} bytes, got {_name_bytes(value)}",
                 field=key,
             )
         return value
@@ -123,6 +132,17 @@ def named(what: str) -> Callable[[Any, Any, str], None]:
             raise LocalProtocolError(f"{what} must be 1 to {NAME_MAX_BYTES} bytes, got {value!r}")
 
     return check
+
+
+def shown_text() -> Reader:
+    """Optional text for people (a host name): a lone surrogate (JSON's ``\\ud800``
+    escape, which SQLite cannot store) comes out escaped (``filenames.shown``)."""
+
+    def read(obj: Mapping[str, Any], key: str) -> str | None:
+        value = f.opt_str(obj, key)
+        return None if value is None else shown(value)
+
+    return read
 
 
 def integer(*, required: bool = True) -> Reader:

@@ -42,6 +42,7 @@ from casparian_trio.protocol._wire import (
     objects_out,
     one_of,
     positive,
+    shown_text,
     strings,
     strings_out,
     text,
@@ -148,7 +149,7 @@ class Identify(_Payload):
     jobs: tuple[JobRef, ...] = attrs.field(default=(), metadata=wire(objects(JobRef), objects_out))
     # extension: env hashes already built on this worker
     envs: tuple[str, ...] = attrs.field(default=(), metadata=wire(strings(), strings_out))
-    host: str | None = attrs.field(default=None, metadata=wire(text(required=False)))
+    host: str | None = attrs.field(default=None, metadata=wire(shown_text()))
     pid: int | None = attrs.field(default=None, metadata=wire(integer(required=False)))
     # extension: "answer my heartbeats" (an S→W HEARTBEAT, see Heartbeat). Only a
     # worker that asks gets them, so an old one never sees a message it would refuse.

@@ -157,6 +157,41 @@ def test_the_default_is_named_only_before_pyarrow_loads_and_only_if_unset() -> N
     assert env == {"ARROW_DEFAULT_MEMORY_POOL": "system"}
 
 
+def test_a_guest_gets_the_users_pool_not_the_one_named_here(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from casparian_trio.bridge._guestproc import guest_env
+
+    monkeypatch.setenv("ARROW_DEFAULT_MEMORY_POOL", "jemalloc")
+    monkeypatch.setattr(_arrow_pool, "_named_here", False)  # the user's
+    assert guest_env(tmp_path, Path(sys.executable))["ARROW_DEFAULT_MEMORY_POOL"] == "jemalloc"
+    monkeypatch.setattr(_arrow_pool, "_named_here", True)  # the command line's
+    assert "ARROW_DEFAULT_MEMORY_POOL" not in guest_env(tmp_path, Path(sys.executable))
+
+
+def _installed(site: Path, version: str, tags: list[str]) -> Path:
+    """A fake pyarrow ``version`` in ``site``: its package (version file) and dist-info."""
+    info = site / f"pyarrow-{version}.dist-info"
+    info.mkdir(parents=True)
+    body = "Wheel-Version: 1.0\nRoot-Is-Purelib: false\n" + "".join(f"Tag: {t}\n" for t in tags)
+    (info / "WHEEL").write_text(body)
+    package = site / "pyarrow"
+    package.mkdir(exist_ok=True)
+    return package
+
+
+def test_a_stale_dist_info_of_another_version_is_not_read(tmp_path: Path) -> None:
+    package = _installed(tmp_path, "14.0.2", ["cp311-cp311-manylinux_2_17_x86_64"])
+    _installed(tmp_path, "26.0.1", ["cp311-cp311-linux_x86_64"])  # a local build
+    version = "__version__ = version = '26.0.1'\n__version_tuple__ = (26, 0, 1)\n"
+    (package / "_generated_version.py").write_text(version)
+    assert _arrow_pool.wheel_has_jemalloc(package) is False
+    (package / "_generated_version.py").write_text(version.replace("26.0.1", "14.0.2"))
+    assert _arrow_pool.wheel_has_jemalloc(package) is True
+    (package / "_generated_version.py").unlink()  # no version: two candidates, no answer
+    assert _arrow_pool.wheel_has_jemalloc(package) is False
+
+
 @pytest.mark.parametrize(
     ("tags", "has"),
     [
@@ -170,9 +205,6 @@ def test_the_default_is_named_only_before_pyarrow_loads_and_only_if_unset() -> N
 def test_only_a_manylinux_wheel_counts_as_built_with_jemalloc(
     tmp_path: Path, tags: list[str], has: bool
 ) -> None:
-    info = tmp_path / "pyarrow-26.0.1.dist-info"
-    info.mkdir()
-    body = "Wheel-Version: 1.0\nRoot-Is-Purelib: false\n" + "".join(f"Tag: {t}\n" for t in tags)
-    (info / "WHEEL").write_text(body)
-    assert _arrow_pool.wheel_has_jemalloc(tmp_path) is has
-    assert _arrow_pool.wheel_has_jemalloc(tmp_path / "elsewhere") is False  # a build without one
+    package = _installed(tmp_path, "26.0.1", tags)
+    assert _arrow_pool.wheel_has_jemalloc(package) is has
+    assert _arrow_pool.wheel_has_jemalloc(tmp_path / "elsewhere" / "pyarrow") is False  # none

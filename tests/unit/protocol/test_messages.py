@@ -347,6 +347,11 @@ MISTYPED = [
     ("Dispatch", {"config": []}, "config"),
     ("Dispatch", {"config": "k=v"}, "config"),
     ("Identify", {"worker_id": 1}, "worker_id"),
+    ("Identify", {"worker_id": ""}, "worker_id"),  # not a name --worker-id accepts
+    ("Identify", {"worker_id": "w" * 201}, "worker_id"),
+    ("Identify", {"worker_id": "é" * 101}, "worker_id"),  # 202 bytes
+    # a lone surrogate (JSON's "\ud800" escape): no name, and no text SQLite can hold
+    ("Identify", {"worker_id": "\ud800"}, "worker_id"),
     ("Identify", {"capabilities": "csv"}, "capabilities"),
     ("Identify", {"capabilities": ["csv", 1]}, "capabilities[1]"),
     ("Identify", {"slots": "2"}, "slots"),
@@ -488,3 +493,10 @@ def test_round_trip_property(payload: Any, job_id: int) -> None:
     frames = encode(payload, job_id)
     assert decode(frames) == Message(job_id=job_id, payload=payload)
     assert encode(decode(frames).payload, job_id) == frames
+
+
+def test_an_identify_host_with_a_lone_surrogate_is_kept_escaped() -> None:
+    """A host name is for people: text SQLite cannot store comes out escaped, not refused."""
+    ident = decode_json("Identify", {"worker_id": "w", "host": "h\udfff"})
+    assert ident.host == "h\\udfff"
+

@@ -102,8 +102,9 @@ async def _scenario(garbage: list[list[bytes]]) -> None:
             [job_id] = await cluster.add_jobs("ok.csv")
             row = await cluster.wait_status(job_id, "COMPLETED", within=60)
             if not any(_identifies(frames) for frames in garbage):
-                # nothing registered a worker: the job's first attempt was its only one (a
-                # valid IDENTIFY makes the rogue a worker that never answers: it may cost one)
+                # nothing registered a worker: the job's first attempt was its only one. A
+                # valid IDENTIFY makes the garbage's senders workers that take a DISPATCH and
+                # never answer (here two identities): the job then completes on a later attempt
                 assert row.attempt == 1
             rogue.close()
             nursery.cancel_scope.cancel()
@@ -129,3 +130,30 @@ def test_an_identify_without_a_name_is_refused() -> None:
     with pytest.raises(LocalProtocolError, match="worker_id"):
         Identify(worker_id="")
     assert decode(encode(Identify(worker_id="w" * 200))).payload == Identify(worker_id="w" * 200)
+
+
+def test_lone_surrogates_in_an_identify_neither_crash_nor_reach_sqlite_raw() -> None:
+    """JSON's "\\ud800" escapes decode to text SQLite refuses: as a worker id the
+    IDENTIFY is refused, in ``host`` the text is stored escaped; the Sentinel serves on."""
+
+    async def scenario() -> None:
+        db = open_database(":memory:", inline=True)
+        try:
+            async with trio.open_nursery() as nursery:
+                cluster = Cluster(store=Store(db), network=MemoryNetwork(), nursery=nursery)
+                sentinel = (await cluster.start_sentinel()).service
+                for doc in ({"worker_id": "\ud800"}, {"worker_id": "w9", "host": "h\udfff"}):
+                    body = json.dumps(doc).encode()  # ensure_ascii: the escapes a peer sends
+                    header = struct.pack("!BBHQI", 4, int(OpCode.IDENTIFY), 0, 0, len(body))
+                    await sentinel.handle_frames([b"direct", header, body])  # type: ignore[union-attr]
+                await cluster.start_worker("w1")
+                [job_id] = await cluster.add_jobs("ok.csv")
+                await cluster.wait_status(job_id, "COMPLETED", within=60)
+                hosts = {w["worker_id"]: w["host"] for w in await Store(db).list_workers()}
+                assert hosts["w9"] == "h\\udfff"
+                assert "\ud800" not in hosts
+                nursery.cancel_scope.cancel()
+        finally:
+            db.close()
+
+    trio.run(scenario, clock=trio.testing.MockClock(autojump_threshold=0))
