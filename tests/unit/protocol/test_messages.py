@@ -499,4 +499,3 @@ def test_an_identify_host_with_a_lone_surrogate_is_kept_escaped() -> None:
     """A host name is for people: text SQLite cannot store comes out escaped, not refused."""
     ident = decode_json("Identify", {"worker_id": "w", "host": "h\udfff"})
     assert ident.host == "h\\udfff"
-
