@@ -479,8 +479,12 @@ class WorkerConfig:
             raise ConfigError(f"--guest-max-rss-mb must be at least 1, got {self.guest_max_rss_mb}")
         if self.guest_idle_s <= 0:
             raise ConfigError(f"--guest-idle must be > 0, got {self.guest_idle_s}")
-        if not self.worker_id or len(self.worker_id.encode()) > 200:
-            raise ConfigError("--worker-id must be 1 to 200 bytes")
+        try:
+            id_bytes = len(self.worker_id.encode("utf-8"))
+        except UnicodeEncodeError:  # undecodable bytes on the command line (surrogate escapes)
+            id_bytes = 0
+        if not 0 < id_bytes <= 200:
+            raise ConfigError("--worker-id must be 1 to 200 bytes of UTF-8 text")
         if (self.keys is None) != (self.key is None):
             raise ConfigError(
                 "--keys DIR and --key NAME go together (the key pair DIR/NAME.key_secret)"

@@ -61,3 +61,12 @@ def test_guest_pool_defaults_follow_the_slots() -> None:
 def test_bad_guest_pool_settings_are_named(flags: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         WorkerConfig.load(flags, environ={})
+
+
+@pytest.mark.parametrize(
+    "worker_id",
+    ["", "w" * 201, "é" * 101, "caf\udce9"],  # the last: a non-UTF-8 byte from the command line
+)
+def test_a_worker_id_that_is_no_name_is_a_config_error(worker_id: str) -> None:
+    with pytest.raises(ConfigError, match="--worker-id must be 1 to 200 bytes of UTF-8 text"):
+        WorkerConfig.load({"worker_id": worker_id}, environ={})
