@@ -23,7 +23,11 @@ from typing import Any, TypeVar
 import attrs
 
 from casparian_trio.errors import ConfigError
-from casparian_trio.protocol.limits import DEFAULT_MAX_MESSAGE_BYTES
+from casparian_trio.protocol.limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    WORKER_ID_MAX_BYTES,
+    is_worker_id,
+)
 
 C = TypeVar("C", "SentinelConfig", "WorkerConfig")
 
@@ -479,12 +483,8 @@ class WorkerConfig:
             raise ConfigError(f"--guest-max-rss-mb must be at least 1, got {self.guest_max_rss_mb}")
         if self.guest_idle_s <= 0:
             raise ConfigError(f"--guest-idle must be > 0, got {self.guest_idle_s}")
-        try:
-            id_bytes = len(self.worker_id.encode("utf-8"))
-        except UnicodeEncodeError:  # undecodable bytes on the command line (surrogate escapes)
-            id_bytes = 0
-        if not 0 < id_bytes <= 200:
-            raise ConfigError("--worker-id must be 1 to 200 bytes of UTF-8 text")
+        if not is_worker_id(self.worker_id):  # undecodable argv bytes are no UTF-8 text either
+            raise ConfigError(f"--worker-id must be 1 to {WORKER_ID_MAX_BYTES} bytes of UTF-8 text")
         if (self.keys is None) != (self.key is None):
             raise ConfigError(
                 "--keys DIR and --key NAME go together (the key pair DIR/NAME.key_secret)"

@@ -22,6 +22,7 @@ import attrs
 from casparian_trio.errors import LocalProtocolError, RemoteProtocolError
 from casparian_trio.filenames import shown
 from casparian_trio.protocol import _fields as f
+from casparian_trio.protocol.limits import WORKER_ID_MAX_BYTES, is_worker_id, utf8_size
 
 T = TypeVar("T")
 
@@ -93,30 +94,14 @@ def text(*, required: bool = True) -> Reader:
     return f.req_str if required else f.opt_str
 
 
-# A worker's name: what ``--worker-id`` accepts (``config.WorkerConfig``).
-NAME_MAX_BYTES = 200
-
-
-def _name_bytes(value: str) -> int:
-    """``value``'s UTF-8 length; 0 for text UTF-8 cannot hold (a lone surrogate)."""
-    try:
-        return len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        return 0
-
-
-def _is_name(value: str) -> bool:
-    return 0 < _name_bytes(value) <= NAME_MAX_BYTES
-
-
 def name() -> Reader:
-    """A required name of 1 to NAME_MAX_BYTES UTF-8 bytes (a worker id)."""
+    """A required worker id: 1 to WORKER_ID_MAX_BYTES bytes of UTF-8 text (``limits``)."""
 
     def read(obj: Mapping[str, Any], key: str) -> str:
         value = f.req_str(obj, key)
-        if not _is_name(value):
+        if not is_worker_id(value):
             raise RemoteProtocolError(
-                f"field {key!r} must be 1 to {NAME_MAX_BYTES} bytes, got {_name_bytes(value)}",
+                f"field {key!r} must be 1 to {WORKER_ID_MAX_BYTES} bytes, got {utf8_size(value)}",
                 field=key,
             )
         return value
@@ -125,11 +110,13 @@ def name() -> Reader:
 
 
 def named(what: str) -> Callable[[Any, Any, str], None]:
-    """An attrs validator: LocalProtocolError unless the value is a name ``name()`` reads."""
+    """An attrs validator: LocalProtocolError unless the value is a worker id ``name()`` reads."""
 
     def check(_instance: Any, _attribute: Any, value: str) -> None:
-        if not _is_name(value):
-            raise LocalProtocolError(f"{what} must be 1 to {NAME_MAX_BYTES} bytes, got {value!r}")
+        if not is_worker_id(value):
+            raise LocalProtocolError(
+                f"{what} must be 1 to {WORKER_ID_MAX_BYTES} bytes, got {value!r}"
+            )
 
     return check
 

@@ -36,3 +36,22 @@ DEFAULT_MAX_MESSAGE_BYTES = message_limit()
 # slot for at most this long, then hands it back. The Sentinel's watchdog gives
 # a job held ready that much more time (it cannot know when it started).
 PREFETCH_HOLD_S = 2.0
+
+
+# A worker's id (IDENTIFY ``worker_id``, ``--worker-id``): 1 to this many bytes
+# of UTF-8 text. One rule for both: what a worker may be called is what the
+# Sentinel accepts.
+WORKER_ID_MAX_BYTES = 200
+
+
+def utf8_size(text: str) -> int:
+    """``text``'s UTF-8 length in bytes; 0 for text UTF-8 cannot hold (a lone surrogate)."""
+    try:
+        return len(text.encode("utf-8"))
+    except UnicodeEncodeError:
+        return 0
+
+
+def is_worker_id(text: str) -> bool:
+    """Whether ``text`` is 1 to WORKER_ID_MAX_BYTES bytes of UTF-8 text."""
+    return 0 < utf8_size(text) <= WORKER_ID_MAX_BYTES
