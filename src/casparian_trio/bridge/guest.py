@@ -85,6 +85,10 @@ SHARED_TAG = 0xFFFFFFFE
 # offers it ("shm" in the job spec): one copy instead of three. Smaller frames
 # (a small file's one frame) are cheaper through the socket.
 SHARED_MIN_BYTES = 256 * 1024
+# A frame starts in a memfd when its first batch is at least this big (else in
+# memory: a small file's one batch never pays for a memfd); one that still ends
+# under SHARED_MIN_BYTES is read back and goes through the socket.
+SHARED_START_BYTES = 32 * 1024
 # Coalesce small batches of one topic up to about this many bytes per frame:
 # per-frame costs (an IPC schema, a host thread hop) stay negligible, while
 # frames stay small enough for guest parsing and host writing to overlap.
@@ -167,13 +171,17 @@ def _limit_memory(limit_mb: int) -> None:
 class Channel:
     """Frames data to the host, coalescing small batches per topic.
 
-    A frame that fills up while the plugin still runs is encoded (Arrow IPC)
-    at once and sent by a sender thread, so the plugin's next batch is parsed
-    while the host reads (``sendall`` releases the GIL); at most
-    ``SEND_AHEAD`` frames wait for it. A send that failed fails every later
-    frame and the job (its ERROR frame), even if the plugin caught the error. Frames sent at the end and control
-    frames wait until the thread has sent everything before them, so the
-    host reads frames in the order they were made and END or ERROR last.
+    Each published batch is written into its topic's open frame (``_OpenFrame``,
+    Arrow IPC) before ``publish`` returns: its values are copied then, once,
+    so a plugin may refill the buffers behind a batch afterwards (a numpy
+    array or pandas frame pyarrow wrapped without a copy) whatever its size.
+    A frame that fills up while the plugin still runs is sent by a sender
+    thread, so the plugin's next batch is parsed while the host reads
+    (``sendall`` releases the GIL); at most ``SEND_AHEAD`` frames wait for
+    it. A send that failed fails every later frame and the job (its ERROR
+    frame), even if the plugin caught the error. Frames sent at the end and
+    control frames wait until the thread has sent everything before them, so
+    the host reads frames in the order they were made and END or ERROR last.
     """
 
     def __init__(self, sock: socket.socket, topics: list[str], *, shared: bool = False) -> None:
@@ -181,8 +189,7 @@ class Channel:
         self.topics = set(topics)
         self.shared = shared and hasattr(os, "memfd_create")
         self.shared_frames = 0
-        self.pending: dict[str, list[Any]] = {}
-        self.pending_bytes: dict[str, int] = {}
+        self.open: dict[str, _OpenFrame] = {}
         self.rows = 0
         self.batches = 0
         # A zero-row batch per topic that has sent nothing yet: its schema still
@@ -204,13 +211,13 @@ class Channel:
 
     def _add(self, topic: str, batch: Any) -> None:
         if batch.num_rows == 0:
-            if topic not in self.sent and topic not in self.pending:
+            if topic not in self.sent and topic not in self.open:
                 self.empty.setdefault(topic, batch)
             return
-        pending = self.pending.setdefault(topic, [])
-        if pending and not pending[0].schema.equals(batch.schema):
+        frame = self.open.get(topic)
+        if frame is not None and not frame.schema.equals(batch.schema):
             self._flush(topic, ahead=True)
-            pending = self.pending.setdefault(topic, [])
+            frame = None
         size = batch.nbytes
         if size > FRAME_MAX_BYTES and batch.num_rows > 1:
             # Split a huge batch so no frame comes near the host's limit.
@@ -218,26 +225,37 @@ class Channel:
             for start in range(0, batch.num_rows, step):
                 self._add(topic, batch.slice(start, step))
             return
-        if pending and self.pending_bytes[topic] + size > FRAME_TARGET_BYTES:
+        if frame is not None and frame.nbytes + size > FRAME_TARGET_BYTES:
             self._flush(topic, ahead=True)  # frames stay near the target, not up to twice it
-            pending = self.pending.setdefault(topic, [])
-        pending.append(batch)
-        self.pending_bytes[topic] = self.pending_bytes.get(topic, 0) + size
-        if self.pending_bytes[topic] >= FRAME_TARGET_BYTES:
+            frame = None
+        if frame is None:
+            self._raise_send_error()  # no new frame after a lost one
+            frame = self.open[topic] = self._new_frame(batch.schema, size)
+        frame.add(batch)
+        if frame.nbytes >= FRAME_TARGET_BYTES:
             self._flush(topic, ahead=True)
 
+    def _new_frame(self, schema: Any, first_bytes: int) -> _OpenFrame:
+        if self.shared and first_bytes >= SHARED_START_BYTES:
+            try:
+                return _OpenFrame(schema, shared=True)
+            except OSError:  # no memfd or no /proc here: the socket from now on
+                self.shared = False
+        return _OpenFrame(schema, shared=False)
+
     def _flush(self, topic: str, *, ahead: bool = False) -> None:
-        batches = self.pending.pop(topic, [])
-        self.pending_bytes.pop(topic, None)
-        if not batches:
+        opened = self.open.pop(topic, None)
+        if opened is None:
             return
-        self.rows += sum(b.num_rows for b in batches)
-        self.batches += len(batches)
+        self.rows += opened.rows
+        self.batches += opened.batches
         self.sent.add(topic)
-        self._raise_send_error()
-        # Encoded here, on the plugin's thread: the frame holds the batches' values
-        # as they are now, even if the plugin reuses their buffers once it returns.
-        frame = self._encode(topic, batches)
+        try:
+            self._raise_send_error()
+            frame = self._finish(topic, opened)
+        except BaseException:
+            opened.discard()
+            raise
         if ahead and self._start_sender():
             assert self._ahead is not None
             self._ahead.put(frame)  # blocks while SEND_AHEAD frames wait
@@ -253,6 +271,17 @@ class Channel:
         except BaseException as exc:
             self._send_error = exc  # a frame may be half sent: no more frames
             raise
+
+    def _finish(self, topic: str, opened: _OpenFrame) -> tuple[bytes, Any, int | None]:
+        name = topic.encode("utf-8")
+        body, fd = opened.finish()
+        if opened.unsealable:
+            self.shared = False  # the socket from now on
+        if fd is not None:
+            self.shared_frames += 1
+            return HEADER.pack(SHARED_TAG) + HEADER.pack(len(name)) + name, None, fd
+        head = HEADER.pack(TOPIC_LEN.size + len(name) + len(body)) + TOPIC_LEN.pack(len(name))
+        return head + name, body, None
 
     def _start_sender(self) -> bool:
         if self._sender is not None:
@@ -293,45 +322,6 @@ class Channel:
         if self._send_error is not None:
             raise self._send_error
 
-    def _encode(self, topic: str, batches: list[Any]) -> tuple[bytes, Any, int | None]:
-        """A frame: its header and topic, and its Arrow IPC stream (a body, or a memfd)."""
-        import pyarrow as pa
-
-        if self.shared and sum(b.nbytes for b in batches) >= SHARED_MIN_BYTES:
-            try:
-                return self._encode_shared(topic, batches)
-            except OSError:  # no memfd, no /proc, no seals here: the socket from now on
-                self.shared = False
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, batches[0].schema) as writer:
-            for batch in batches:
-                writer.write_batch(batch)
-        body = sink.getvalue()
-        name = topic.encode("utf-8")
-        head = HEADER.pack(TOPIC_LEN.size + len(name) + body.size) + TOPIC_LEN.pack(len(name))
-        return head + name, body, None
-
-    def _encode_shared(self, topic: str, batches: list[Any]) -> tuple[bytes, Any, int | None]:
-        """A SHARED frame: the IPC stream written into a memfd, sealed against any change."""
-        import fcntl
-
-        import pyarrow as pa
-
-        fd = os.memfd_create("casparian-frame", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-        try:
-            path = f"/proc/self/fd/{fd}"
-            with pa.OSFile(path, "wb") as out, pa.ipc.new_stream(out, batches[0].schema) as writer:
-                for batch in batches:
-                    writer.write_batch(batch)
-            seals = fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
-            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
-        except BaseException:
-            os.close(fd)
-            raise
-        name = topic.encode("utf-8")
-        self.shared_frames += 1
-        return HEADER.pack(SHARED_TAG) + HEADER.pack(len(name)) + name, None, fd
-
     def _send(self, frame: tuple[bytes, Any, int | None]) -> None:
         head, body, fd = frame
         if fd is None:
@@ -348,11 +338,12 @@ class Channel:
 
     def flush_all(self) -> None:
         self._drain()
-        for topic in list(self.pending):
+        for topic in list(self.open):
             self._flush(topic)
         for topic, batch in self.empty.items():
             if topic not in self.sent:
-                self.pending[topic] = [batch]
+                frame = self.open[topic] = _OpenFrame(batch.schema, shared=False)
+                frame.add(batch)
                 self._flush(topic)
 
     def send_control(self, tag: int, obj: dict[str, Any]) -> None:
@@ -365,6 +356,85 @@ class Channel:
                 raise
         body = json.dumps(obj, default=str).encode("utf-8")
         self.sock.sendall(HEADER.pack(tag) + HEADER.pack(len(body)) + body)
+
+
+class _OpenFrame:
+    """One DATA frame being written: an Arrow IPC stream, in memory or in a memfd.
+
+    ``add`` writes a batch's values into the stream at once (the copy every
+    frame needs anyway). ``finish`` ends the stream: ``(body, None)`` for
+    the socket, or ``(None, fd)``, a memfd sealed against any change (see
+    ``bridge/_shared_frames.py``). A memfd frame under ``SHARED_MIN_BYTES``
+    (the host refuses those) is read back and goes through the socket, as
+    does one whose seals this system refuses.
+
+    Raises OSError: the memfd cannot be made or written (the constructor
+    raises it before anything is written).
+    """
+
+    def __init__(self, schema: Any, *, shared: bool) -> None:
+        import pyarrow as pa
+
+        self.schema = schema
+        self.nbytes = 0
+        self.rows = 0
+        self.batches = 0
+        self.fd: int | None = None
+        self.unsealable = False  # finish() found this system refuses seals
+        if shared:
+            fd = os.memfd_create("casparian-frame", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+            try:
+                self.sink: Any = pa.OSFile(f"/proc/self/fd/{fd}", "wb")
+            except BaseException:
+                os.close(fd)
+                raise
+            self.fd = fd
+        else:
+            self.sink = pa.BufferOutputStream()
+        try:
+            self.writer = pa.ipc.new_stream(self.sink, schema)
+        except BaseException:
+            self.discard()
+            raise
+
+    def add(self, batch: Any) -> None:
+        self.writer.write_batch(batch)
+        self.nbytes += batch.nbytes
+        self.rows += batch.num_rows
+        self.batches += 1
+
+    def finish(self) -> tuple[Any, int | None]:
+        self.writer.close()
+        if self.fd is None:
+            return self.sink.getvalue(), None
+        import fcntl
+
+        self.sink.close()
+        fd, self.fd = self.fd, None
+        try:
+            size = os.fstat(fd).st_size
+            if size >= SHARED_MIN_BYTES:
+                seals = (
+                    fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_WRITE | fcntl.F_SEAL_SEAL
+                )
+                try:
+                    fcntl.fcntl(fd, fcntl.F_ADD_SEALS, seals)
+                except OSError:  # no seals here: the socket, below
+                    self.unsealable = True
+                else:
+                    return None, fd
+            body = os.pread(fd, size, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        os.close(fd)
+        return body, None
+
+    def discard(self) -> None:
+        """Drop the frame unsent (closes its memfd)."""
+        fd, self.fd = self.fd, None
+        if fd is not None:
+            os.close(fd)
 
 
 def _as_batches(data: object) -> Any:
