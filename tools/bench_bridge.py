@@ -14,9 +14,12 @@ process's peak RSS for 1x and 5x the input (measured with
 ``getrusage(RUSAGE_SELF)`` in a fresh subprocess each, so the guest is not
 counted), and the mean per-job overhead of a trivial plugin on a tiny file,
 cold and with a reused guest (an idle worker: 0.3 s between jobs, not timed).
-Then the whole job through a real Sentinel and one real worker, for two plugin
-shapes (``csv_stream.py``'s incremental reader, and ``read_csv`` returning one
-table)
+Then the whole job through a real Sentinel and one real worker, for three plugin
+shapes (the README's first plugin, pyarrow's incremental reader with its
+defaults; ``csv_stream.py``'s, with 4 MiB blocks; and ``read_csv`` returning one
+table), the streaming ones also against the one-process streaming peer
+(``open_csv`` + ``ParquetWriter.write_batch``: pyarrow's incremental reader
+parses on one thread, so no streaming job can be faster than it)
 (``python -m casparian_trio sentinel|worker``, from its claim to its
 conclusion in the database) against the one-process figure, and the Parquet
 size against ``write_table``'s.
@@ -29,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -49,6 +53,22 @@ t = time.perf_counter()
 table = pacsv.read_csv(sys.argv[1])
 pq.write_table(table, sys.argv[2])
 print(json.dumps({"seconds": time.perf_counter() - t, "rows": table.num_rows,
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+# The one-process peer of a streaming plugin: pyarrow's incremental reader, each
+# batch written as it comes (what a user streams a file too big for memory with).
+ONE_PROCESS_STREAM = """
+import json, resource, sys, time
+import pyarrow.csv as pacsv, pyarrow.parquet as pq
+t = time.perf_counter()
+reader = pacsv.open_csv(sys.argv[1])
+rows = 0
+with pq.ParquetWriter(sys.argv[2], reader.schema) as writer:
+    for batch in reader:
+        writer.write_batch(batch)
+        rows += batch.num_rows
+print(json.dumps({"seconds": time.perf_counter() - t, "rows": rows,
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -159,6 +179,16 @@ def main() -> None:
         run(Path(tmp), args.rows, args.jobs, args.five and args.csv is None, args.repeat, args.csv)
 
 
+# The README's first plugin: pyarrow's incremental reader with its defaults (1 MiB blocks).
+README_STREAM = """
+import pyarrow.csv as pacsv
+
+
+class Handler:
+    def execute(self, file_path):
+        yield from pacsv.open_csv(file_path)
+"""
+
 # The other plugin shape a user writes: parse the whole file (pyarrow's threaded
 # read_csv), return one table. The guest cannot stream it, so the host writes
 # after the parse; ``csv_stream.py`` (pyarrow's incremental reader) overlaps the two.
@@ -186,13 +216,21 @@ def _first_rows(csv: Path, out: Path, rows: int) -> Path:
 
 
 def whole_job(
-    tmp: Path, csv: Path, source: str, base: dict[str, float], label: str, repeat: int
+    tmp: Path,
+    csv: Path,
+    source: str,
+    base: dict[str, float],
+    label: str,
+    repeat: int,
+    stream_base: dict[str, float] | None = None,
 ) -> None:
     """The job through a real Sentinel and worker; its time and Parquet size vs one process.
 
     Two jobs are queued: a small file first (``csv``'s first 1,000 rows), so the
     big one meets the worker as it is in steady state (its guest started), then ``csv``; the big one's
     claim to conclusion is printed (the small one's too: a worker's first job).
+    ``stream_base``: for a streaming plugin, also its ratio to the one-process
+    streaming peer (``ONE_PROCESS_STREAM``).
     """
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     import bench_smallfiles as small
@@ -200,7 +238,7 @@ def whole_job(
     first = _first_rows(csv, tmp / "first.csv", 1000)
     runs = []
     for i in range(repeat):  # the best of ``repeat`` fresh systems, as for the one-process line
-        work = tmp / f"whole-{label.split(':')[0]}-{i}"
+        work = tmp / f"whole-{re.sub(r'[^a-z0-9]+', '-', label.split(':')[0].lower())}-{i}"
         work.mkdir()
         small.run_casparian(work, [first, csv], 1, reuse=True, source=source, check=False)
         (a0, a1), (b0, b1) = small.SPANS
@@ -214,6 +252,11 @@ def whole_job(
         f"{seconds / base['seconds']:.2f}x one process (must <= 1.2x, aim <= 0.75x); "
         f"the worker's first job (1,000 rows): {a1 - a0:.2f} s"
     )
+    if stream_base is not None:
+        print(
+            f"  against one-process open_csv + ParquetWriter ({stream_base['seconds']:.2f} s): "
+            f"{seconds / stream_base['seconds']:.2f}x"
+        )
     print(
         f"Parquet size / write_table's:         {size / one:.2f}  "
         f"({size / 1e6:.1f} MB vs {one / 1e6:.1f} MB; aim <= 1.05)"
@@ -234,7 +277,23 @@ def run(
     base = measure(ONE_PROCESS, csv, tmp / "one.parquet", repeat=repeat)
     rows = int(base["rows"])
     print(f"input: {rows:,} rows, {csv.stat().st_size / 1e6:.0f} MB CSV ({shape})")
-    whole_job(tmp, csv, plugin.read_text(), base, "csv_stream: open_csv batches", repeat)
+    stream_base = measure(ONE_PROCESS_STREAM, csv, tmp / "one-stream.parquet", repeat=repeat)
+    print(
+        f"one process, streaming (open_csv + ParquetWriter.write_batch): "
+        f"{stream_base['seconds']:.2f} s, Parquet {(tmp / 'one-stream.parquet').stat().st_size / 1e6:.1f} MB"
+    )
+    whole_job(
+        tmp, csv, README_STREAM, base, "README plugin: open_csv, 1 MiB blocks", repeat, stream_base
+    )
+    whole_job(
+        tmp,
+        csv,
+        plugin.read_text(),
+        base,
+        "csv_stream: open_csv, 4 MiB blocks",
+        repeat,
+        stream_base,
+    )
     whole_job(tmp, csv, READ_WHOLE, base, "read_csv: one table", repeat)
     bridge = measure(BRIDGE, csv, tmp / "bridge1", plugin, 1, "cold", repeat=repeat)
     warm = measure(BRIDGE, csv, tmp / "bridge1w", plugin, 1, "warm", repeat=repeat)
