@@ -299,7 +299,7 @@ def write_frame(sink: Sink, frame: fr.DataFrame) -> None:
     """Decode one frame's IPC stream (zero-copy) and write its batches (blocking)."""
     try:
         batches = list(pa.ipc.open_stream(pa.py_buffer(frame.ipc)))
-    except pa.ArrowException as exc:
+    except (pa.ArrowException, OSError) as exc:  # a cut-short body is an OSError (no disk here)
         raise fr.InvalidFrame(f"invalid frame from guest: not an Arrow IPC stream ({exc})") from exc
     for batch in batches:
         with sink_errors(sink, "writing"):  # disk full, a uint64 SQLite cannot hold, ...

@@ -63,6 +63,7 @@ Publishing to a topic without a sink fails the job (the error names the topic).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -228,10 +229,30 @@ class Channel:
         if frame is not None and frame.nbytes + size > FRAME_TARGET_BYTES:
             self._flush(topic, ahead=True)  # frames stay near the target, not up to twice it
             frame = None
-        if frame is None:
-            self._raise_send_error()  # no new frame after a lost one
-            frame = self.open[topic] = self._new_frame(batch.schema, size)
-        frame.add(batch)
+        self._raise_send_error()  # nothing more after a lost frame
+        try:
+            if frame is None:
+                frame = self.open[topic] = self._new_frame(batch.schema, size)
+            elif self.shared and not frame.shared and frame.nbytes + size >= SHARED_MIN_BYTES:
+                # Small batches add up: the frame moves to a memfd (a copy of < 256 KiB).
+                frame = self.open[topic] = self._moved(frame, shared=True)
+            try:
+                frame.add(batch)
+            except OSError:
+                if not frame.shared:
+                    raise
+                # The memfd cannot take more (ENOMEM, ENOSPC): the socket from now on.
+                self.shared = False
+                frame = self.open[topic] = self._moved(frame, shared=False)
+                frame.add(batch)
+        except BaseException as exc:
+            # Half a message may be in the frame: it is dropped, and the job fails
+            # even if the plugin catches this (no END after a lost batch).
+            dropped = self.open.pop(topic, None)
+            if dropped is not None:
+                dropped.discard()
+            self._send_error = exc
+            raise
         if frame.nbytes >= FRAME_TARGET_BYTES:
             self._flush(topic, ahead=True)
 
@@ -243,19 +264,38 @@ class Channel:
                 self.shared = False
         return _OpenFrame(schema, shared=False)
 
+    def _moved(self, frame: _OpenFrame, *, shared: bool) -> _OpenFrame:
+        """``frame``'s batches so far in a new frame, a memfd (``shared``) or memory."""
+        schema, rows, batches = frame.schema, frame.rows, frame.batches
+        salvaged = frame.salvage()
+        moved = (
+            self._new_frame(schema, SHARED_START_BYTES)
+            if shared
+            else _OpenFrame(schema, shared=False)
+        )
+        for batch in salvaged:
+            moved.add(batch)
+        moved.rows, moved.batches = rows, batches  # the plugin's counts, not the salvage's
+        return moved
+
     def _flush(self, topic: str, *, ahead: bool = False) -> None:
         opened = self.open.pop(topic, None)
         if opened is None:
             return
-        self.rows += opened.rows
-        self.batches += opened.batches
-        self.sent.add(topic)
         try:
             self._raise_send_error()
-            frame = self._finish(topic, opened)
         except BaseException:
             opened.discard()
             raise
+        try:
+            frame = self._finish(topic, opened)
+        except BaseException as exc:
+            opened.discard()
+            self._send_error = exc  # its rows are lost: the job fails, caught or not
+            raise
+        self.rows += opened.rows
+        self.batches += opened.batches
+        self.sent.add(topic)
         if ahead and self._start_sender():
             assert self._ahead is not None
             self._ahead.put(frame)  # blocks while SEND_AHEAD frames wait
@@ -366,10 +406,11 @@ class _OpenFrame:
     the socket, or ``(None, fd)``, a memfd sealed against any change (see
     ``bridge/_shared_frames.py``). A memfd frame under ``SHARED_MIN_BYTES``
     (the host refuses those) is read back and goes through the socket, as
-    does one whose seals this system refuses.
+    does one whose seals this system refuses. ``salvage`` gives back the
+    batches of a frame whose write failed (its complete messages only).
 
-    Raises OSError: the memfd cannot be made or written (the constructor
-    raises it before anything is written).
+    Raises OSError: the memfd cannot be made or written; pyarrow's errors
+    (ArrowMemoryError) when memory runs out.
     """
 
     def __init__(self, schema: Any, *, shared: bool) -> None:
@@ -379,12 +420,19 @@ class _OpenFrame:
         self.nbytes = 0
         self.rows = 0
         self.batches = 0
+        self.written = 0  # bytes of complete IPC messages in the stream
         self.fd: int | None = None
         self.unsealable = False  # finish() found this system refuses seals
+        # The IPC writer keeps each field's last dictionary to compare the next
+        # with, and writes it again only if it changed: a dictionary over a
+        # buffer the plugin refills would compare equal to its new values.
+        self.private_dictionaries = any(_has_dictionary(f.type) for f in schema)
         if shared:
             fd = os.memfd_create("casparian-frame", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
             try:
                 self.sink: Any = pa.OSFile(f"/proc/self/fd/{fd}", "wb")
+                # A second descriptor of the memfd: not for the plugin's children.
+                os.set_inheritable(self.sink.fileno(), False)
             except BaseException:
                 os.close(fd)
                 raise
@@ -397,8 +445,15 @@ class _OpenFrame:
             self.discard()
             raise
 
+    @property
+    def shared(self) -> bool:
+        return self.fd is not None
+
     def add(self, batch: Any) -> None:
+        if self.private_dictionaries:
+            batch = _private_copy(batch)
         self.writer.write_batch(batch)
+        self.written = self.sink.tell()
         self.nbytes += batch.nbytes
         self.rows += batch.num_rows
         self.batches += 1
@@ -423,18 +478,66 @@ class _OpenFrame:
                     self.unsealable = True
                 else:
                     return None, fd
-            body = os.pread(fd, size, 0)
+            body = _read_all(fd, size)
         except BaseException:
             os.close(fd)
             raise
         os.close(fd)
         return body, None
 
+    def salvage(self) -> list[Any]:
+        """The batches written so far, decoded from a copy of the stream; the frame is dropped."""
+        import pyarrow as pa
+
+        try:
+            if not self.written:
+                return []
+            if self.fd is None:
+                data = self.sink.getvalue()[: self.written]
+            else:
+                data = pa.py_buffer(_read_all(self.fd, self.written))
+            return list(pa.ipc.open_stream(data))
+        finally:
+            self.discard()
+
     def discard(self) -> None:
-        """Drop the frame unsent (closes its memfd)."""
+        """Drop the frame unsent (closes its memfd and the writer's descriptor of it)."""
         fd, self.fd = self.fd, None
         if fd is not None:
+            with contextlib.suppress(Exception):
+                self.sink.close()
             os.close(fd)
+
+
+def _has_dictionary(kind: Any) -> bool:
+    """``kind`` is a dictionary type or holds one at any depth (a list's values, a struct's field)."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(kind):
+        return True
+    return any(_has_dictionary(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _private_copy(batch: Any) -> Any:
+    """``batch`` backed by a copy of its values (an IPC stream in memory, read back)."""
+    import pyarrow as pa
+
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    return pa.ipc.open_stream(sink.getvalue()).read_next_batch()
+
+
+def _read_all(fd: int, size: int) -> bytes:
+    """``size`` bytes from the start of ``fd`` (pread returns at most ~2 GiB at a time)."""
+    parts, at = [], 0
+    while at < size:
+        chunk = os.pread(fd, size - at, at)
+        if not chunk:
+            raise OSError(f"shared-memory frame ended at byte {at} of {size}")
+        parts.append(chunk)
+        at += len(chunk)
+    return b"".join(parts) if len(parts) != 1 else parts[0]
 
 
 def _as_batches(data: object) -> Any:

@@ -115,3 +115,20 @@ def test_sweep_removes_only_dead_workers_guest_dirs(tmp_path: Path) -> None:
     assert not dead.exists()
     assert mine.exists()
     assert odd.exists()
+
+
+@pytest.mark.parametrize("cut", [0.5, 0.9])
+def test_a_frame_cut_short_is_an_invalid_frame(cut: float) -> None:
+    """pyarrow reports a body shorter than its message header says as an OSError, not a disk's."""
+    import pyarrow as pa
+
+    from casparian_trio.bridge import _stream
+
+    batch = pa.record_batch({"v": pa.array(range(10_000))})
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, batch.schema) as writer:
+        writer.write_batch(batch)
+    body = sink.getvalue().to_pybytes()
+    frame = _framing.DataFrame(topic="output", ipc=memoryview(body[: int(len(body) * cut)]))
+    with pytest.raises(_framing.InvalidFrame, match="not an Arrow IPC stream"):
+        _stream.write_frame(None, frame)  # type: ignore[arg-type]  (never reached)

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
+import signal
 import socket
 import struct
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -164,3 +167,132 @@ def test_a_memfd_frame_under_the_shared_minimum_goes_through_the_socket() -> Non
     theirs.close()
     assert [(m, t.num_rows) for m, t in frames] == [("socket", rows)]
     assert channel.shared_frames == 0
+
+
+def test_a_refilled_dictionary_is_sent_as_it_was_published() -> None:
+    """The IPC writer compares each dictionary with the last one it kept: that one must be ours."""
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    channel = guest.Channel(ours, ["output"])
+    indices, dictionary = np.zeros(1_000, dtype="int32"), np.zeros(4, dtype="int64")
+    for k in range(3):
+        indices[:] = k % 4
+        dictionary[:] = [10 * k, 10 * k + 1, 10 * k + 2, 10 * k + 3]
+        column = pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(dictionary))
+        channel.publish("output", pa.record_batch({"d": column}))
+    dictionary[:] = 99
+    channel.flush_all()
+    ours.close()
+    frames = read_all_frames(theirs)
+    theirs.close()
+    (table,) = [t for _, t in frames]
+    assert table.column("d").to_pylist() == [0] * 1_000 + [11] * 1_000 + [22] * 1_000
+
+
+def publish_batches(channel: Any, first: int, last: int, rows: int = 8_192) -> None:
+    for k in range(first, last):
+        channel.publish("output", pa.record_batch({"v": pa.array(np.full(rows, k, "<i8"))}))
+
+
+@contextlib.contextmanager
+def file_size_limit(limit: int) -> Iterator[None]:
+    """Writes past ``limit`` bytes fail with EFBIG: a memfd that cannot grow (ENOSPC, ENOMEM)."""
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+
+
+def test_a_memfd_that_cannot_grow_sends_the_frame_through_the_socket() -> None:
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    received: list[list[tuple[str, pa.Table]]] = []
+    reader = threading.Thread(target=lambda: received.append(read_all_frames(theirs)))
+    reader.start()  # socket frames of 4 MiB: more than the socket buffer holds
+    channel = guest.Channel(ours, ["output"], shared=True)
+    publish_batches(channel, 0, 1)  # 64 KiB: the frame starts in a memfd
+    with file_size_limit(100_000):
+        publish_batches(channel, 1, 3)  # the second fails part way through its body
+    publish_batches(channel, 3, 40)
+    channel.flush_all()
+    ours.close()
+    reader.join(60)
+    theirs.close()
+    (frames,) = received
+    assert {m for m, _ in frames} == {"socket"}
+    values = [v for _, t in frames for v in t.column("v").to_pylist()]
+    assert values == [k for k in range(40) for _ in range(8_192)]
+    assert channel.rows == 40 * 8_192
+    assert not channel.shared
+
+
+def test_a_batch_that_could_not_be_written_fails_the_job_even_if_caught() -> None:
+    """Half a message is never sent on, and no END follows a lost batch."""
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    channel = guest.Channel(ours, ["output"])
+    publish_batches(channel, 0, 1)
+    original = channel.open["output"].writer.write_batch
+    calls = []
+
+    def fail_once(batch: pa.RecordBatch) -> None:
+        calls.append(batch.num_rows)
+        if len(calls) == 1:
+            raise MemoryError("no room for this batch")
+        original(batch)
+
+    channel.open["output"].writer.write_batch = fail_once
+    with pytest.raises(MemoryError):
+        publish_batches(channel, 1, 2)
+    with pytest.raises(MemoryError):  # a plugin that caught it and went on
+        publish_batches(channel, 2, 3)
+    with pytest.raises(MemoryError):
+        channel.flush_all()  # so the guest sends ERROR, never END
+    ours.close()
+    assert read_all_frames(theirs) == []
+    theirs.close()
+
+
+def test_an_open_memfd_frame_is_not_inherited_by_the_plugins_children() -> None:
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    channel = guest.Channel(ours, ["output"], shared=True)
+    publish_batches(channel, 0, 1)
+    frame = channel.open["output"]
+    assert frame.shared
+    memfds = [
+        int(fd)
+        for fd in os.listdir("/proc/self/fd")
+        if "casparian-frame" in os.path.realpath(f"/proc/self/fd/{fd}")
+    ]
+    assert len(memfds) == 2  # the memfd and the writer's descriptor of it
+    assert not any(os.get_inheritable(fd) for fd in memfds)
+    frame.discard()
+    assert not any(
+        "casparian-frame" in os.path.realpath(f"/proc/self/fd/{fd}")
+        for fd in os.listdir("/proc/self/fd")
+    )
+    ours.close()
+    theirs.close()
+
+
+def test_small_batches_that_add_up_move_their_frame_to_a_memfd() -> None:
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    received: list[list[tuple[str, pa.Table]]] = []
+    reader = threading.Thread(target=lambda: received.append(read_all_frames(theirs)))
+    reader.start()  # were it sent through the socket, it would not fit its buffer
+    channel = guest.Channel(ours, ["output"], shared=True)
+    publish_batches(channel, 0, 200, rows=256)  # 2 KiB each: the frame starts in memory
+    channel.flush_all()
+    ours.close()
+    reader.join(60)
+    theirs.close()
+    (frames,) = received
+    assert [m for m, _ in frames] == ["shared"]
+    assert frames[0][1].column("v").to_pylist() == [k for k in range(200) for _ in range(256)]
+    assert (channel.rows, channel.batches) == (200 * 256, 200)
