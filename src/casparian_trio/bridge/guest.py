@@ -265,16 +265,27 @@ class Channel:
         return _OpenFrame(schema, shared=False)
 
     def _moved(self, frame: _OpenFrame, *, shared: bool) -> _OpenFrame:
-        """``frame``'s batches so far in a new frame, a memfd (``shared``) or memory."""
+        """``frame``'s batches so far in a new frame: a memfd (``shared``, when one
+        takes them) or memory."""
         schema, rows, batches = frame.schema, frame.rows, frame.batches
         salvaged = frame.salvage()
-        moved = (
-            self._new_frame(schema, SHARED_START_BYTES)
-            if shared
-            else _OpenFrame(schema, shared=False)
-        )
-        for batch in salvaged:
-            moved.add(batch)
+        moved = None
+        if shared:
+            moved = self._new_frame(schema, SHARED_START_BYTES)
+            try:
+                for batch in salvaged:
+                    moved.add(batch)
+            except OSError:
+                in_memfd = moved.shared
+                moved.discard()
+                if not in_memfd:
+                    raise
+                self.shared = False  # the memfd cannot take them: memory, the socket from now on
+                moved = None
+        if moved is None:
+            moved = _OpenFrame(schema, shared=False)
+            for batch in salvaged:
+                moved.add(batch)
         moved.rows, moved.batches = rows, batches  # the plugin's counts, not the salvage's
         return moved
 
@@ -314,7 +325,15 @@ class Channel:
 
     def _finish(self, topic: str, opened: _OpenFrame) -> tuple[bytes, Any, int | None]:
         name = topic.encode("utf-8")
-        body, fd = opened.finish()
+        try:
+            body, fd = opened.finish()
+        except OSError:
+            if not opened.shared:
+                raise
+            # The memfd cannot take the stream's end (ENOSPC, ENOMEM): memory instead.
+            self.shared = False
+            opened = self._moved(opened, shared=False)
+            body, fd = opened.finish()
         if opened.unsealable:
             self.shared = False  # the socket from now on
         if fd is not None:
@@ -360,6 +379,8 @@ class Channel:
         # Kept, not cleared: a plugin that catches the error around publish() must
         # not go on to an END frame with a frame lost (flush_all raises it again).
         if self._send_error is not None:
+            for topic in list(self.open):  # their rows will never be sent
+                self.open.pop(topic).discard()
             raise self._send_error
 
     def _send(self, frame: tuple[bytes, Any, int | None]) -> None:
@@ -510,11 +531,14 @@ class _OpenFrame:
 
 
 def _has_dictionary(kind: Any) -> bool:
-    """``kind`` is a dictionary type or holds one at any depth (a list's values, a struct's field)."""
+    """``kind`` is a dictionary type or holds one at any depth (a list's values, a
+    struct's field, an extension type's storage)."""
     import pyarrow as pa
 
     if pa.types.is_dictionary(kind):
         return True
+    if isinstance(kind, pa.ExtensionType):
+        return _has_dictionary(kind.storage_type)
     return any(_has_dictionary(kind.field(i).type) for i in range(kind.num_fields))
 
 
@@ -525,7 +549,18 @@ def _private_copy(batch: Any) -> Any:
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, batch.schema) as writer:
         writer.write_batch(batch)
-    return pa.ipc.open_stream(sink.getvalue()).read_next_batch()
+    copy = pa.ipc.open_stream(sink.getvalue()).read_next_batch()
+    if copy.schema.equals(batch.schema):
+        return copy
+    # An extension type pyarrow has not registered here comes back as its storage.
+    columns = [
+        pa.ExtensionArray.from_storage(field.type, column)
+        if isinstance(field.type, pa.ExtensionType)
+        and not isinstance(column.type, pa.ExtensionType)
+        else column
+        for field, column in zip(batch.schema, copy.columns, strict=True)
+    ]
+    return pa.RecordBatch.from_arrays(columns, schema=batch.schema)
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -261,23 +261,19 @@ def test_an_open_memfd_frame_is_not_inherited_by_the_plugins_children() -> None:
     guest = load_guest()
     ours, theirs = socket.socketpair()
     channel = guest.Channel(ours, ["output"], shared=True)
-    publish_batches(channel, 0, 1)
-    frame = channel.open["output"]
-    assert frame.shared
-    memfds = [
-        int(fd)
-        for fd in os.listdir("/proc/self/fd")
-        if "casparian-frame" in os.path.realpath(f"/proc/self/fd/{fd}")
-    ]
-    assert len(memfds) == 2  # the memfd and the writer's descriptor of it
-    assert not any(os.get_inheritable(fd) for fd in memfds)
-    frame.discard()
-    assert not any(
-        "casparian-frame" in os.path.realpath(f"/proc/self/fd/{fd}")
-        for fd in os.listdir("/proc/self/fd")
-    )
-    ours.close()
-    theirs.close()
+    try:
+        before = frame_memfds()
+        publish_batches(channel, 0, 1)
+        frame = channel.open["output"]
+        assert frame.shared
+        (fds,) = [v for k, v in frame_memfds().items() if k not in before]
+        assert len(fds) == 2  # the memfd and the writer's descriptor of it
+        assert not any(os.get_inheritable(fd) for fd in fds)
+        frame.discard()
+        assert set(frame_memfds()) == set(before)
+    finally:
+        ours.close()
+        theirs.close()
 
 
 def test_small_batches_that_add_up_move_their_frame_to_a_memfd() -> None:
@@ -296,3 +292,129 @@ def test_small_batches_that_add_up_move_their_frame_to_a_memfd() -> None:
     assert [m for m, _ in frames] == ["shared"]
     assert frames[0][1].column("v").to_pylist() == [k for k in range(200) for _ in range(256)]
     assert (channel.rows, channel.batches) == (200 * 256, 200)
+
+
+def threaded_frames(shared: bool, publish: Any) -> tuple[Any, list[tuple[str, pa.Table]]]:
+    """The channel after ``publish(channel)`` and ``flush_all()``, and every frame the host got."""
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    received: list[list[tuple[str, pa.Table]]] = []
+    reader = threading.Thread(target=lambda: received.append(read_all_frames(theirs)))
+    reader.start()
+    channel = guest.Channel(ours, ["output"], shared=shared)
+    try:
+        publish(channel)
+        channel.flush_all()
+    finally:
+        ours.close()
+        reader.join(60)
+        theirs.close()
+    (frames,) = received
+    return channel, frames
+
+
+def test_a_memfd_that_cannot_take_a_moving_frame_leaves_it_in_memory() -> None:
+    """Small batches add up, the frame moves to a memfd, the memfd is full: memory, the socket."""
+
+    def publish(channel: Any) -> None:
+        with file_size_limit(100_000):
+            publish_batches(channel, 0, 14, rows=2_600)  # 20 KiB each: starts in memory
+
+    with no_memfd_left():
+        channel, frames = threaded_frames(True, publish)
+    assert {m for m, _ in frames} == {"socket"}
+    values = [v for _, t in frames for v in t.column("v").to_pylist()]
+    assert values == [k for k in range(14) for _ in range(2_600)]
+    assert (channel.rows, channel.batches, channel.shared) == (14 * 2_600, 14, False)
+
+
+def test_a_memfd_that_cannot_take_the_end_of_its_stream_sends_it_from_memory() -> None:
+    def publish(channel: Any) -> None:
+        publish_batches(channel, 0, 7)  # 7 x 64 KiB in one memfd frame
+        size = os.fstat(channel.open["output"].fd).st_size
+        with file_size_limit(size):  # full: not even the end-of-stream marker fits
+            publish_batches(channel, 100, 101, rows=500_000)  # 4 MB: the open frame goes first
+        publish_batches(channel, 200, 203)
+
+    with no_memfd_left():
+        channel, frames = threaded_frames(True, publish)
+    values = [v for _, t in frames for v in t.column("v").to_pylist()]
+    expected = [k for k in range(7) for _ in range(8_192)] + [100] * 500_000
+    assert values == expected + [k for k in range(200, 203) for _ in range(8_192)]
+    assert channel.rows == len(values)
+
+
+class _Wrapped(pa.ExtensionType):
+    def __init__(self, storage: pa.DataType) -> None:
+        super().__init__(storage, "casparian-test.wrapped")
+
+    def __arrow_ext_serialize__(self) -> bytes:
+        return b""
+
+    @classmethod
+    def __arrow_ext_deserialize__(cls, storage: pa.DataType, serialized: bytes) -> _Wrapped:
+        return cls(storage)
+
+
+@pytest.mark.parametrize("nesting", ["struct", "list", "extension"])
+def test_a_refilled_nested_dictionary_is_sent_as_it_was_published(nesting: str) -> None:
+    indices, dictionary = np.zeros(100, dtype="int32"), np.zeros(2, dtype="int64")
+
+    def column() -> pa.Array:
+        plain = pa.DictionaryArray.from_arrays(pa.array(indices), pa.array(dictionary))
+        if nesting == "struct":
+            return pa.StructArray.from_arrays([plain], names=["d"])
+        if nesting == "list":
+            return pa.ListArray.from_arrays(pa.array(range(0, 101, 10), pa.int32()), plain)
+        return pa.ExtensionArray.from_storage(_Wrapped(plain.type), plain)
+
+    def publish(channel: Any) -> None:
+        for k in range(3):
+            dictionary[:] = [10 * k, 10 * k + 1]
+            channel.publish("output", pa.record_batch({"c": column()}))
+        dictionary[:] = 99
+
+    _, frames = threaded_frames(False, publish)
+    (table,) = [t for _, t in frames]
+    got = table.column("c").combine_chunks()
+    if nesting == "struct":
+        got = got.field("d")
+    elif nesting == "list":
+        got = got.flatten()
+    elif isinstance(got, pa.ExtensionArray):  # else read back as its storage (not registered)
+        got = got.storage
+    assert got.to_pylist() == [0] * 100 + [10] * 100 + [20] * 100
+
+
+def test_a_failed_send_closes_the_frames_still_open() -> None:
+    guest = load_guest()
+    ours, theirs = socket.socketpair()
+    theirs.close()
+    try:
+        with no_memfd_left():
+            channel = guest.Channel(ours, ["output", "other"], shared=True)
+            channel.publish("other", pa.record_batch({"v": pa.array(np.zeros(8_192, "<i8"))}))
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                publish_batches(channel, 0, 70)  # full frames: the sender thread's send fails
+            with pytest.raises((BrokenPipeError, ConnectionResetError)):
+                channel.flush_all()
+            assert channel.open == {}
+    finally:
+        ours.close()
+
+
+def frame_memfds() -> dict[int, list[int]]:
+    """This process's frame memfds: inode -> its descriptors (other tests' may be open too)."""
+    found: dict[int, list[int]] = {}
+    for name in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):  # the listing's own descriptor, gone by now
+            if "casparian-frame" in os.readlink(f"/proc/self/fd/{name}"):
+                found.setdefault(os.stat(f"/proc/self/fd/{name}").st_ino, []).append(int(name))
+    return found
+
+
+@contextlib.contextmanager
+def no_memfd_left() -> Iterator[None]:
+    before = set(frame_memfds())
+    yield
+    assert set(frame_memfds()) - before == set()
