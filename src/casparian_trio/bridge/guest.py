@@ -269,20 +269,20 @@ class Channel:
         takes them) or memory."""
         schema, rows, batches = frame.schema, frame.rows, frame.batches
         salvaged = frame.salvage()
-        moved = None
-        if shared:
-            moved = self._new_frame(schema, SHARED_START_BYTES)
-            try:
-                for batch in salvaged:
-                    moved.add(batch)
-            except OSError:
-                in_memfd = moved.shared
-                moved.discard()
-                if not in_memfd:
-                    raise
-                self.shared = False  # the memfd cannot take them: memory, the socket from now on
-                moved = None
-        if moved is None:
+        moved = (
+            self._new_frame(schema, SHARED_START_BYTES)
+            if shared
+            else _OpenFrame(schema, shared=False)
+        )
+        try:
+            for batch in salvaged:
+                moved.add(batch)
+        except OSError:
+            in_memfd = moved.shared
+            moved.discard()
+            if not in_memfd:
+                raise
+            self.shared = False  # the memfd cannot take them: memory, the socket from now on
             moved = _OpenFrame(schema, shared=False)
             for batch in salvaged:
                 moved.add(batch)
